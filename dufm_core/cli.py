@@ -1,0 +1,235 @@
+"""Command-line interface (design.md §4).
+
+::
+
+    python -m dufm_core train   [--config FILE] [--<key> VALUE ...] [--runs-dir DIR] [--dry-run]
+    python -m dufm_core train   --resume RUN_DIR [--steps S]
+    python -m dufm_core theory  --K K --n n --depth L --lam LAM [--lam-h LAM_H] [--lam-w a,b,c]
+    python -m dufm_core runs    [--runs-dir DIR] [--json]
+
+``train`` prints the run folder as its last line of standard output; progress goes to standard
+error. Every bad value is refused with one line naming the field and its allowed range (exit 2),
+before any run folder is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from dufm_core.config import ConfigError, RunConfig, load_config_file
+
+
+def _die(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------- train
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """One ``--<field>`` option per RunConfig field (dashes or underscores), values as text;
+    RunConfig.validate converts and range-checks them."""
+    g = p.add_argument_group("run configuration (RunConfig fields)")
+    for f in dataclasses.fields(RunConfig):
+        flags = [f"--{f.name}"]
+        if "_" in f.name:
+            flags.append(f"--{f.name.replace('_', '-')}")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        g.add_argument(
+            *flags, dest=f"cfg_{f.name}", metavar="V", default=None, help=f"(default {default})"
+        )
+    g.add_argument(
+        "--lam",
+        dest="cfg_lam",
+        metavar="V",
+        default=None,
+        help="set every λ_W and λ_H to one value",
+    )
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    data: dict[str, Any] = {}
+    if args.config:
+        data.update(load_config_file(args.config))
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    if "lam" in given:  # --lam sets all; explicit --lam-w/--lam-h still win
+        lam = given.pop("lam")
+        data["lam_w"] = given.get("lam_w", lam)
+        data["lam_h"] = given.get("lam_h", lam)
+        data.pop("lam", None)
+    if "betas" in given:
+        given["betas"] = [v.strip() for v in given["betas"].split(",")]
+    data.update(given)
+    return RunConfig.from_dict(data)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dufm_core import training
+
+    if args.resume:
+        extra = [
+            k
+            for k, v in vars(args).items()
+            if k.startswith("cfg_") and v is not None and k != "cfg_steps"
+        ]
+        if extra or args.config:
+            return _die("--resume takes only --steps; the run keeps its own config")
+        steps = None
+        if args.cfg_steps is not None:
+            try:
+                steps = int(args.cfg_steps)
+            except ValueError:
+                return _die(f"steps: must be an integer (got {args.cfg_steps!r})")
+        try:
+            result = training.resume(args.resume, steps=steps)
+        except (ConfigError, FileNotFoundError, RuntimeError) as exc:
+            return _die(str(exc))
+        print(result.run.path)
+        return 0 if result.state == "finished" else 1
+    try:
+        cfg = _config_from_args(args)
+        warnings = cfg.validate()
+    except ConfigError as exc:
+        return _die(str(exc))
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.dry_run:
+        print(json.dumps({"config": cfg.to_dict(), "warnings": warnings}, indent=2))
+        return 0
+    try:
+        training.pick_device(cfg.device)
+    except RuntimeError as exc:
+        return _die(str(exc))
+    result = training.train(cfg, runs_dir=args.runs_dir)
+    print(result.run.path)
+    return 0 if result.state == "finished" else 1
+
+
+# --------------------------------------------------------------------------- theory
+def _float_list(text: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            name, f"must be a number or a comma-separated list (got {text!r})"
+        ) from None
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    from dufm_core import theory
+
+    try:
+        if args.lam is None and (args.lam_w is None or args.lam_h is None):
+            raise ConfigError("lam", "give --lam, or both --lam-w and --lam-h")
+        lam_w = _float_list(args.lam_w, "lam_w") if args.lam_w else [float(args.lam)]
+        lam_h = float(args.lam_h) if args.lam_h is not None else float(args.lam)
+        cfg = RunConfig(
+            K=args.K, n=args.n, depth=args.depth, lam_w=lam_w, lam_h=lam_h, width=max(args.K, 1)
+        )
+        cfg.validate()
+        if min([*cfg.lam_ws, cfg.lam_h]) <= 0:
+            raise ConfigError("lam", "must be > 0 for the closed forms")
+    except ConfigError as exc:
+        return _die(str(exc))
+    pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h)
+    out = pred.to_dict()
+    if args.tau is not None:
+        out["relu_tau"] = args.tau
+        out["relu_layer_eigenvalues"] = theory.relu_layer_eigenvalues(
+            cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h, args.tau
+        )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- runs
+def cmd_runs(args: argparse.Namespace) -> int:
+    from dufm_core.store import list_runs
+
+    rows = list_runs(args.runs_dir)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "path": str(r.path),
+                        "state": r.state,
+                        "step": r.step,
+                        "total_steps": r.total_steps,
+                        "loss": r.loss,
+                        "error": r.error,
+                        "config": r.config,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not rows:
+        where = args.runs_dir or "the runs folder"
+        print(f"no runs in {where}; start one with: python -m dufm_core train", file=sys.stderr)
+        return 0
+    header = f"{'run':<48} {'state':<11} {'step':>15} {'loss':>14}  config"
+    print(header)
+    for r in rows:
+        c = r.config
+        desc = (
+            f"K={c.get('K')} n={c.get('n')} L={c.get('depth')} d={c.get('width')} "
+            f"{c.get('activation')}/{c.get('loss')} λW={c.get('lam_w')} λH={c.get('lam_h')}"
+        )
+        loss = f"{r.loss:.10g}" if isinstance(r.loss, (int, float)) else "-"
+        print(f"{r.id:<48} {r.state:<11} {f'{r.step}/{r.total_steps}':>15} {loss:>14}  {desc}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dufm_core", description="DUFM Lab: deep unconstrained feature models."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a run; prints the run folder last")
+    t.add_argument("--config", help="JSON or TOML file of config keys (command-line keys win)")
+    t.add_argument(
+        "--runs-dir", default=None, help="runs folder (default $DUFM_RUNS_DIR or ./runs)"
+    )
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="validate and print the config; no run")
+    _add_config_options(t)
+    t.set_defaults(func=cmd_train)
+
+    th = sub.add_parser("theory", help="closed-form predictions as JSON")
+    th.add_argument("--K", type=int, required=True)
+    th.add_argument("--n", type=int, required=True)
+    th.add_argument("--depth", type=int, required=True, help="number of weight matrices L")
+    th.add_argument("--lam", default=None, help="one λ for every λ_W and λ_H")
+    th.add_argument("--lam-h", dest="lam_h", default=None)
+    th.add_argument("--lam-w", dest="lam_w", default=None, help="λ_W: one value or a,b,c per layer")
+    th.add_argument(
+        "--tau",
+        type=float,
+        default=None,
+        help="also give the ReLU DNC-point eigenvalues with σ'(0) = τ",
+    )
+    th.set_defaults(func=cmd_theory)
+
+    r = sub.add_parser("runs", help="table of runs and their states")
+    r.add_argument("--runs-dir", default=None)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_runs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Run configuration: one dataclass, validation with one clear line per error, JSON/TOML IO.
+
+A run of the deep unconstrained feature model (UFM) of theory.md §1 is fully described by a
+:class:`RunConfig`. Validation happens *before* anything is written to disk, and every error
+names the field and the range it must lie in, e.g.::
+
+    lr: must be a positive finite number (got -0.1)
+
+Warnings (not errors) flag runs the theory says are special: a width below K (the collapsed
+optimum needs d_l >= K), or λ above the critical value (the global optimum is then W = 0, H_1 = 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACTIVATIONS = ("linear", "relu")
+LOSSES = ("mse", "ce")
+OPTIMIZERS = ("gd", "momentum", "adam")
+DTYPES = ("float64", "float32")
+DEVICES = ("auto", "cpu", "cuda")
+INITS = ("random", "optimum")
+SCHEDULES = ("log", "linear")
+MODELS = ("ufm",)
+
+MAX_DEPTH = 64
+MAX_WIDTH = 65_536
+MAX_K = 10_000
+MAX_STEPS = 1_000_000_000
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message is one line naming the field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one training run of a deep UFM.
+
+    Shapes follow theory.md §1: K classes with n samples each (N = K n), L = ``depth`` weight
+    matrices W_l of shape (d_{l+1}, d_l) with d_{L+1} = K, and free features H_1 of shape (d_1, N).
+    ``width`` gives d_1..d_L (one value for all, or a list of L values).
+    """
+
+    # model
+    model: str = "ufm"
+    K: int = 3
+    n: int = 40
+    width: int | list[int] = 60
+    depth: int = 5
+    activation: str = "linear"
+    loss: str = "mse"
+    # regularisation: λ_W (one value or one per layer) and λ_H
+    lam_w: float | list[float] = 1e-2
+    lam_h: float = 1e-2
+    # optimisation
+    optimizer: str = "gd"
+    lr: float = 0.2
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    steps: int = 10_000
+    # logging / checkpoint schedule
+    schedule: str = "log"
+    log_points: int = 200
+    checkpoint_points: int = 12
+    # reproducibility and numerics
+    seed: int = 0
+    dtype: str = "float64"
+    device: str = "auto"
+    # initialisation
+    init: str = "random"
+    init_scale: float = 1.0
+    init_noise: float = 0.0
+    # bookkeeping
+    name: str = ""
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def N(self) -> int:
+        """Total number of samples K·n."""
+        return self.K * self.n
+
+    @property
+    def widths(self) -> list[int]:
+        """Hidden widths d_1..d_L (list of length L)."""
+        if isinstance(self.width, list):
+            return list(self.width)
+        return [int(self.width)] * self.depth
+
+    @property
+    def dims(self) -> list[int]:
+        """All feature dimensions d_1..d_{L+1}, with d_{L+1} = K."""
+        return [*self.widths, self.K]
+
+    @property
+    def lam_ws(self) -> list[float]:
+        """λ_{W_1}..λ_{W_L} (list of length L)."""
+        if isinstance(self.lam_w, list):
+            return [float(x) for x in self.lam_w]
+        return [float(self.lam_w)] * self.depth
+
+    # ----------------------------------------------------------------- IO
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build from a mapping; unknown keys are an error naming the key."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = dict(data)
+        if "lam" in data:  # convenience: one λ for every λ_W and λ_H
+            lam = data.pop("lam")
+            data.setdefault("lam_w", lam)
+            data.setdefault("lam_h", lam)
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                unknown[0], f"unknown config key; known keys: {', '.join(sorted(names))}"
+            )
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (not atomic: used for user files; the run store writes atomically)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    # ----------------------------------------------------------------- validation
+    def validate(self) -> list[str]:
+        """Check every field; raise :class:`ConfigError` on the first bad one.
+
+        Normalises list-valued fields in place (a one-element list becomes a scalar) and returns the
+        list of theory warnings (empty when the run is ordinary).
+        """
+        _choice("model", self.model, MODELS)
+        self.K = _int("K", self.K, 2, MAX_K)
+        self.n = _int("n", self.n, 1, 10_000_000)
+        self.depth = _int("depth", self.depth, 1, MAX_DEPTH)
+        self.width = _int_or_list("width", self.width, self.depth, 1, MAX_WIDTH)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("loss", self.loss, LOSSES)
+        self.lam_w = _float_or_list("lam_w", self.lam_w, self.depth, 0.0, math.inf)
+        self.lam_h = _float("lam_h", self.lam_h, 0.0, math.inf)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.lr = _float("lr", self.lr, 0.0, math.inf, lo_open=True)
+        self.momentum = _float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
+            raise ConfigError("betas", f"must be two numbers in [0, 1) (got {self.betas!r})")
+        self.betas = [_float("betas", b, 0.0, 1.0, hi_open=True) for b in self.betas]
+        self.steps = _int("steps", self.steps, 1, MAX_STEPS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        self.log_points = _int("log_points", self.log_points, 2, 100_000)
+        self.checkpoint_points = _int("checkpoint_points", self.checkpoint_points, 1, 10_000)
+        self.seed = _int("seed", self.seed, 0, 2**63 - 1)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("device", self.device, DEVICES)
+        _choice("init", self.init, INITS)
+        self.init_scale = _float("init_scale", self.init_scale, 0.0, math.inf, lo_open=True)
+        self.init_noise = _float("init_noise", self.init_noise, 0.0, math.inf)
+        if not isinstance(self.name, str) or len(self.name) > 80:
+            raise ConfigError("name", "must be a string of at most 80 characters")
+        if self.init == "optimum" and min(self.widths) < self.K:
+            raise ConfigError(
+                "init",
+                f"'optimum' needs every width >= K = {self.K} (got widths {self.widths}); "
+                "use init=random",
+            )
+        return self.warnings()
+
+    def warnings(self) -> list[str]:
+        """Theory warnings: the run is valid but special (see theory.md §3.1, §9)."""
+        from dufm_core import theory
+
+        out: list[str] = []
+        if min(self.widths) < self.K:
+            out.append(
+                f"width {min(self.widths)} < K = {self.K}: the collapsed optimum needs d_l >= K, "
+                "so the network cannot reach neural collapse and the closed forms do not apply"
+            )
+        positive = min([*self.lam_ws, self.lam_h]) > 0
+        if (
+            self.loss == "mse"
+            and positive
+            and not theory.is_nontrivial(self.K, self.n, self.lam_ws, self.lam_h)
+        ):
+                lhs = theory.threshold_lhs(self.K, self.n, self.lam_ws, self.lam_h)
+                rhs = theory.threshold_rhs(self.depth)
+                msg = (
+                    f"λ is above the critical value (K^(L+1) n λ_H Πλ_W = {lhs:.4g} >= {rhs:.4g}): "
+                    "the global optimum is W = 0, H_1 = 0, so training collapses to zero"
+                )
+                if len(set(self.lam_ws)) == 1 and self.lam_ws[0] == self.lam_h:
+                    msg += f" (λ_crit = {theory.lambda_crit(self.K, self.n, self.depth):.6g})"
+                out.append(msg)
+        if min([*self.lam_ws, self.lam_h]) == 0:
+            out.append(
+                "a λ is 0: the loss has no regulariser on some factor, so no finite optimum "
+                "with the closed-form structure exists"
+            )
+        return out
+
+
+# --------------------------------------------------------------------- field checks
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {' | '.join(allowed)} (got {value!r})")
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(name, f"must be an integer in [{lo}, {hi}] (got {value!r})")
+    try:
+        as_float = float(value)
+        ok = math.isfinite(as_float) and as_float == int(as_float)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(name, f"must be an integer in [{lo}, {hi}] (got {value!r})")
+    iv = int(float(value))
+    if not lo <= iv <= hi:
+        raise ConfigError(name, f"must be an integer in [{lo}, {hi}] (got {iv})")
+    return iv
+
+
+def _float(
+    name: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
+) -> float:
+    left = "(" if lo_open else "["
+    right = ")" if hi_open or math.isinf(hi) else "]"
+    rng = f"{left}{lo:g}, {'inf' if math.isinf(hi) else f'{hi:g}'}{right}"
+    try:
+        fv = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"must be a number in {rng} (got {value!r})") from None
+    if isinstance(value, bool) or not math.isfinite(fv):
+        raise ConfigError(name, f"must be a finite number in {rng} (got {value!r})")
+    below = fv <= lo if lo_open else fv < lo
+    above = fv >= hi if hi_open else fv > hi
+    if below or above:
+        raise ConfigError(name, f"must be a number in {rng} (got {fv:g})")
+    return fv
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    if isinstance(value, str) and "," in value:
+        return [v.strip() for v in value.split(",")]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+def _int_or_list(name: str, value: Any, length: int, lo: int, hi: int) -> int | list[int]:
+    items = _as_list(value)
+    if items is None:
+        return _int(name, value, lo, hi)
+    if len(items) == 1:
+        return _int(name, items[0], lo, hi)
+    if len(items) != length:
+        raise ConfigError(
+            name,
+            f"must be one value or one per layer ({length} values for depth {length}); "
+            f"got {len(items)}",
+        )
+    return [_int(name, v, lo, hi) for v in items]
+
+
+def _float_or_list(name: str, value: Any, length: int, lo: float, hi: float) -> float | list[float]:
+    items = _as_list(value)
+    if items is None:
+        return _float(name, value, lo, hi)
+    if len(items) == 1:
+        return _float(name, items[0], lo, hi)
+    if len(items) != length:
+        raise ConfigError(
+            name,
+            f"must be one value or one per layer ({length} values for depth {length}); "
+            f"got {len(items)}",
+        )
+    return [_float(name, v, lo, hi) for v in items]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file into a dict (not yet validated)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config", f"file not found: {p}")
+    text = p.read_text()
+    try:
+        data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("config", f"cannot parse {p}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{p} must hold a table/object of config keys")
+    return data

@@ -1,0 +1,158 @@
+"""Run store: atomic writes, torn metrics lines, listing, dead workers, safe checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dufm_core.config import RunConfig
+from dufm_core.models import build_model
+from dufm_core.store import (
+    CheckpointError,
+    atomic_write_json,
+    create_run,
+    list_runs,
+    load_checkpoint,
+    open_run,
+    read_jsonl,
+    save_checkpoint,
+)
+
+
+def small_cfg(**kw) -> RunConfig:
+    cfg = RunConfig(K=3, n=4, width=5, depth=2, steps=10, **kw)
+    cfg.validate()
+    return cfg
+
+
+def test_create_run_layout(runs_dir: Path) -> None:
+    run = create_run(small_cfg(name="my run"), runs_dir)
+    assert run.path.parent == runs_dir
+    assert "my-run" in run.id
+    for name in ("config.json", "status.json", "metrics.jsonl"):
+        assert (run.path / name).is_file()
+    assert run.checkpoint_dir.is_dir() and run.analysis_dir.is_dir()
+    status = run.status()
+    assert status["state"] == "queued" and status["total_steps"] == 10
+    assert RunConfig.from_dict(json.loads((run.path / "config.json").read_text())) == run.config()
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    for i in range(5):
+        atomic_write_json(target, {"i": i})
+    assert json.loads(target.read_text()) == {"i": 4}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_torn_metrics_line_is_skipped(runs_dir: Path) -> None:
+    run = create_run(small_cfg(), runs_dir)
+    run.append_metrics({"step": 0, "loss": 1.0})
+    run.append_metrics({"step": 1, "loss": 0.5})
+    with run.metrics_path.open("a") as fh:
+        fh.write('{"step": 2, "loss": 0.2')  # crash mid-line
+    rows = run.metrics()
+    assert [r["step"] for r in rows] == [0, 1]
+    assert len(read_jsonl(run.metrics_path)) == 2
+    # the runs table still reads the last good row
+    (summary,) = list_runs(runs_dir)
+    assert summary.loss == 0.5
+
+
+def test_metrics_later_duplicate_wins_and_truncate(runs_dir: Path) -> None:
+    run = create_run(small_cfg(), runs_dir)
+    for s, v in [(0, 1.0), (5, 0.5), (9, 0.1), (5, 0.4)]:
+        run.append_metrics({"step": s, "loss": v})
+    assert [(r["step"], r["loss"]) for r in run.metrics()] == [(0, 1.0), (5, 0.4), (9, 0.1)]
+    run.truncate_metrics(5)
+    assert [r["step"] for r in run.metrics()] == [0, 5]
+
+
+def test_running_with_dead_pid_is_interrupted(runs_dir: Path) -> None:
+    run = create_run(small_cfg(), runs_dir)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    run.write_status(state="running", pid=proc.pid, host=socket.gethostname())
+    assert run.status()["state"] == "interrupted"
+    assert list_runs(runs_dir)[0].state == "interrupted"
+    run.write_status(state="running", pid=os.getpid())
+    assert run.status()["state"] == "running"
+
+
+def test_checkpoint_roundtrip(runs_dir: Path) -> None:
+    cfg = small_cfg()
+    run = create_run(cfg, runs_dir)
+    model = build_model(cfg)
+    path = save_checkpoint(run, 7, model, None, cfg)
+    assert path.name == "step_00000007.pt"
+    ck = load_checkpoint(path)
+    assert ck.step == 7 and ck.config == cfg
+    assert torch.equal(ck.labels, torch.arange(3).repeat_interleave(4))
+    for a, b in zip(ck.model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert tuple(ck.model.features.shape) == (5, 12)
+    assert [tuple(w.shape) for w in ck.model.weights] == [(5, 5), (3, 5)]
+    assert open_run(run.path).checkpoints() == [7]
+    # a plain torch.load with weights_only works on it too (the contract for other tools)
+    raw = torch.load(path, weights_only=True)
+    assert set(raw) >= {"format_version", "config", "step", "model", "optimizer"}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "model": {}, "config": {}, "x": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(plain)
+
+
+def test_truncated_and_foreign_checkpoints(runs_dir: Path, tmp_path: Path) -> None:
+    cfg = small_cfg()
+    run = create_run(cfg, runs_dir)
+    good = save_checkpoint(run, 1, build_model(cfg), None, cfg)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or another format"):
+        load_checkpoint(cut)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(text)
+    other = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a DUFM Lab checkpoint"):
+        load_checkpoint(other)
+    state = torch.load(good, weights_only=True)
+    state["format_version"] = 99
+    torch.save(state, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format_version"):
+        load_checkpoint(tmp_path / "future.pt")
+    state["format_version"] = 1
+    state["model"]["features"] = torch.zeros(2, 2, dtype=torch.float64)
+    torch.save(state, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_checkpoint(tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_list_runs_empty_and_missing(tmp_path: Path) -> None:
+    assert list_runs(tmp_path / "nope") == []
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        open_run(tmp_path)
