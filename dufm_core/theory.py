@@ -176,10 +176,8 @@ def threshold_paper_form(
 
 
 def lambda_crit(K: int, n: int, L: int) -> float:
-    """Critical common λ (λ_{W_l} = λ_H = λ) above which the optimum is zero (theory.md §3.1):
-
-        λ_crit = [ (L−1)^{L−1} / (L^{2L} K^{L+1} n) ]^{1/(L+1)}.
-    """
+    """Critical common λ (λ_{W_l} = λ_H = λ) above which the optimum is zero (theory.md §3.1),
+    λ_crit = [(L−1)^{L−1} / (L^{2L} K^{L+1} n)]^{1/(L+1)}."""
     K, n, L = _check_int("K", K, 1), _check_int("n", n, 1), _check_int("L", L, 1)
     log_val = (_log_threshold_rhs(L) - (L + 1) * math.log(K) - math.log(n)) / (L + 1)
     return math.exp(log_val)
@@ -574,7 +572,11 @@ def small_lambda_limits(K: int, n: int, L: int) -> dict[str, float]:
     full weight-Hessian outliers → L/(K n^{1/(L+1)}), and (1−γ)/λ → K n^{1/(L+1)}."""
     K, n, L = _check_int("K", K, 1), _check_int("n", n, 1), _check_int("L", L, 1)
     base = 1.0 / (K * n ** (1.0 / (L + 1)))
-    return {"layer_outlier": base, "full_outlier": L * base, "one_minus_gamma_over_lambda": 1 / base}
+    return {
+        "layer_outlier": base,
+        "full_outlier": L * base,
+        "one_minus_gamma_over_lambda": 1 / base,
+    }
 
 
 # --------------------------------------------------------------------------- prediction (§3–§4)
