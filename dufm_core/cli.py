@@ -66,9 +66,31 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(data)
 
 
+def _train_run_dir(args: argparse.Namespace) -> int:
+    """Worker mode: train the queued run folder ``--run-dir`` (made by jobs.launch), then start
+    the next queued run if any."""
+    from dufm_core import jobs, training
+    from dufm_core.store import open_run
+
+    try:
+        run = open_run(args.run_dir)
+        cfg = run.config()
+        cfg.validate()
+    except (ConfigError, FileNotFoundError) as exc:
+        return _die(str(exc))
+    try:
+        result = training.train(cfg, run=run)
+    finally:
+        jobs.pump(run.path.parent)
+    print(result.run.path)
+    return 0 if result.state == "finished" else 1
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dufm_core import training
 
+    if args.run_dir:
+        return _train_run_dir(args)
     if args.resume:
         extra = [
             k
@@ -200,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir", default=None, help="runs folder (default $DUFM_RUNS_DIR or ./runs)"
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument("--run-dir", metavar="RUN_DIR", help=argparse.SUPPRESS)  # worker mode
     t.add_argument("--dry-run", action="store_true", help="validate and print the config; no run")
     _add_config_options(t)
     t.set_defaults(func=cmd_train)

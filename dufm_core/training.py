@@ -273,13 +273,20 @@ class Trainer:
         self._stop_signal = signum
 
     def train(self, resume: bool = False) -> TrainResult:
+        """Train (or resume) the run; any error is written to status.json as `failed`."""
         cfg = self.cfg
-        device = pick_device(cfg.device)
         threads = torch.get_num_threads()
-        if device.type == "cpu" and max(cfg.dims) <= SMALL_WIDTH:
-            torch.set_num_threads(1)  # tiny matrices: threading costs more than it gains
         try:
+            device = pick_device(cfg.device)
+            if device.type == "cpu" and max(cfg.dims) <= SMALL_WIDTH:
+                torch.set_num_threads(1)  # tiny matrices: threading costs more than it gains
             return self._train(device, resume)
+        except Exception as exc:
+            if self.run.status().get("state") not in ("failed", "diverged", "cancelled"):
+                self.run.write_status(
+                    state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time()
+                )
+            raise
         finally:
             torch.set_num_threads(threads)
 
