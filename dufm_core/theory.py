@@ -35,9 +35,15 @@ antisymmetric ones (K(K−1)/2). Each sees an L×L matrix, with v_l = √λ_l:
     A_sym  = ((2γ−1)/(1−γ)) v vᵀ + diag(λ)      (multiplicity K(K+1)/2)
     A_anti = (1/(1−γ)) v vᵀ − diag(λ)           (multiplicity K(K−1)/2)
 
-Their largest eigenvalues are the K² full-Hessian outliers, **exactly**, for any λ's. For equal λ
-they are (γ/(1−γ))Σλ ∓ ρ with ρ = (L−1)λ, and the Rayleigh quotient on v gives the first-order
-values (γ/(1−γ))Σλ ∓ ρ, ρ = Σ_{l≠m} λ_lλ_m / Σ_l λ_l, of theory.md §4.5 for unequal λ. Including
+Their largest eigenvalues are the K² full-Hessian outliers, **exactly**, for any λ's: K(K−1)/2
+at λ_max(A_anti) and K(K+1)/2 at λ_max(A_sym). The Rayleigh quotients on v are the first-order
+values of theory.md §4.5, GN + ρ and GN − ρ with GN = (γ/(1−γ))Σλ and ρ = Σ_{l≠m} λ_lλ_m / Σ_l λ_l;
+for equal λ, v is an exact eigenvector and they are exact (ρ = (L−1)λ); otherwise the exact values
+lie above them by a second-order amount. The other L−1 eigenvalues of A_sym lie in
+[min λ, max λ] and those of A_anti in [−max λ, −min λ] (interlacing), so they stay below the
+outliers whenever γ ≥ 1/2, which always holds at a non-trivial optimum with L ≥ 2 (γ > (L−1)/L).
+(Only for L = 1 with H_1 included can γ < 1/2 occur; then the "outliers" returned here are still
+exact eigenvalues, the tops of the two blocks, but need not be separated from the rest.) Including
 H_1 adds a factor "0" with λ_H (the class-mean part of H_1, in coordinates scaled by √n); the
 within-class part of H_1 decouples and gives K(N−K) eigenvalues λ_H γ/(1−γ). The off-frame parts
 of neighbouring layers couple in 2×2 blocks with eigenvalues ±√(λ_l λ_{l−1}). This gives the whole
@@ -145,7 +151,14 @@ def threshold_lhs(
     """
     K, n = _check_int("K", K, 1), _check_int("n", n, 1)
     lams, lam_h = _lams(lam_w, lam_h, L)
-    return math.exp(_log_threshold_lhs(K, n, lams, lam_h))
+    return _threshold_lhs(K, n, lams, lam_h)
+
+
+def _threshold_lhs(K: int, n: int, lams: Sequence[float], lam_h: float) -> float:
+    direct = float(K) ** (len(lams) + 1) * n * lam_h * math.prod(lams)
+    if direct > 0.0 and math.isfinite(direct):
+        return direct
+    return math.exp(_log_threshold_lhs(K, n, lams, lam_h))  # under/overflow: log form
 
 
 def threshold_rhs(L: int) -> float:
@@ -156,6 +169,8 @@ def threshold_rhs(L: int) -> float:
     classic-UFM condition K √(n λ_W λ_H) < 1.
     """
     L = _check_int("L", L, 1)
+    if L <= 300:  # exact integers, correctly rounded division
+        return (L - 1) ** (L - 1) / L ** (2 * L)
     return math.exp(_log_threshold_rhs(L))
 
 
@@ -656,7 +671,7 @@ def predict(
     lams, lam_h = _lams(lam_w, lam_h, L)
     L = len(lams)
     log_lhs = _log_threshold_lhs(K, n, lams, lam_h)
-    lhs, rhs = math.exp(log_lhs), threshold_rhs(L)
+    lhs, rhs = _threshold_lhs(K, n, lams, lam_h), threshold_rhs(L)
     equal = all(x == lam_h for x in lams)
     lam_c = lambda_crit(K, n, L) if equal else None
     nontrivial = is_nontrivial(K, n, lams, lam_h)

@@ -721,3 +721,32 @@ def test_dense_ce_orthogonal_noncentred():
         ev = np.sort(np.linalg.eigvalsh(dense_hessian(fit_l, [Ws[l]])))[::-1]
         np.testing.assert_allclose(ev[: len(pred)], pred, rtol=1e-9)
         assert np.abs(ev[len(pred) :]).max(initial=0.0) < 1e-13
+
+
+def test_dense_trivial_point_spectrum():
+    """Above the threshold the optimum is W = 0, H_1 = 0; for L = 1 with H_1 the residual −Y
+    still couples W and H_1 (±1/(K√n)), and the total Hessian there is positive definite."""
+    K, n, d, lam_w, lam_h = 3, 2, 4, 0.5, 0.2
+    assert not th.is_nontrivial(K, n, [lam_w], lam_h)
+    Y = labels_onehot(K, n)
+    H1, W = torch.zeros(d, K * n), torch.zeros(K, d)
+    for tot in (False, True):
+
+        def fn(h, w, tot=tot):
+            out = mse_fit(h, [w], Y)
+            return out + reg(h, [w], [lam_w], lam_h) if tot else out
+
+        ev = np.linalg.eigvalsh(dense_hessian(fn, [H1, W]))
+        spec = th.hessian_spectrum(K, n, [lam_w], lam_h, widths=d, include_features=True, total=tot)
+        np.testing.assert_allclose(ev, spectrum_from_groups(spec), rtol=0, atol=1e-14)
+        assert ev.min() > 0 if tot else ev.min() < 0
+
+
+@pytest.mark.parametrize("K,n,L,lam", [(3, 10, 1, 1e-2), (4, 5, 1, 1e-3), (5, 3, 3, 1e-3)])
+def test_ce_optimal_alpha_other_depths(K, n, L, lam):
+    alpha = th.ce_optimal_alpha(K, n, L, lam)
+    assert alpha > 0
+    lhs = alpha / (math.exp(alpha) + K - 1)
+    assert lhs == pytest.approx(lam * (alpha * math.sqrt(n)) ** (2 / (L + 1)), rel=1e-12)
+    f = [th.ce_loss(K, n, L, lam, alpha * s) for s in (0.999, 1.0, 1.001)]
+    assert f[1] < f[0] and f[1] < f[2]
