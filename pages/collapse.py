@@ -1,0 +1,43 @@
+"""Collapse & weights: DNC metrics per layer over training; singular values vs σ_l."""
+
+import streamlit as st
+
+from dufm_core import plots, theory
+from ui import state
+
+st.title("Collapse & weights")
+st.caption(
+    "DNC1 (1/K)tr(Σ_W Σ_B^†) → 0 when features collapse to their class means; DNC2 measures the "
+    "distance of the class-mean Gram from an orthogonal frame (MSE) or simplex ETF (CE); DNC3 the "
+    "fraction of ‖W_l‖² outside the span of the input class means. At the linear MSE optimum "
+    "every W_l has K equal singular values σ_l² = γ(1−γ)/(Kλ_{W_l}) and the rest 0 (theory.md §3.3)."
+)
+run = state.select_run()
+if run is None:
+    st.stop()
+cfg = run.config()
+rows = run.metrics()
+if not rows:
+    st.info("No metrics logged yet.")
+    st.stop()
+names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
+c1, c2 = st.columns(2)
+c1.plotly_chart(plots.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names),
+                config=plots.CONFIG)
+c2.plotly_chart(plots.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names),
+                config=plots.CONFIG)
+c1.plotly_chart(plots.layer_curves(rows, "nc3", "NC3 per weight W_l",
+                                   layer_names=[f"W_{l}" for l in range(1, cfg.depth + 1)]),
+                config=plots.CONFIG)
+c2.plotly_chart(plots.layer_curves(rows, "nc1_fro", "‖Σ_W Σ_B^†‖_F² (the reproduction's DNC1)",
+                                   layer_names=names), config=plots.CONFIG)
+
+pred = None
+if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
+    pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h)
+layer = state.select_layer(cfg.depth)
+c1, c2 = st.columns(2)
+c1.plotly_chart(plots.singular_values_over_training(
+    rows, layer, pred.sigma[layer - 1] if pred else None), config=plots.CONFIG)
+c2.plotly_chart(plots.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None,
+                                              rows[-1]["step"]), config=plots.CONFIG)

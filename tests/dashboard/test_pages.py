@@ -1,0 +1,48 @@
+"""Every page under streamlit.testing.v1.AppTest, against a small finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import ROOT
+
+PAGES = ["overview", "train", "runs", "collapse", "theory_explorer"]
+
+
+def _run(page: str, **query: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_without_exception(page: str, dash_env: Path) -> None:
+    at = _run(page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title, "every page has a title"
+
+
+def test_app_shell_runs(dash_env: Path) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+
+
+def test_collapse_page_draws_charts(dash_env: Path) -> None:
+    run_id = next(p.name for p in dash_env.iterdir())
+    at = _run("collapse", run=run_id, layer="2")
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 6
+
+
+def test_train_page_validation_message(dash_env: Path) -> None:
+    at = _run("train")
+    at.text_input(key="paper-linear_lr").set_value("-1").run()
+    assert any("lr: must be" in e.value for e in at.error)
+    assert at.button[0].disabled
