@@ -18,7 +18,9 @@ pages = {
     "Analysis": [
         st.Page("pages/collapse.py", title="Collapse & weights", icon=":material/trending_down:"),
     ],
-    "Theory": [st.Page("pages/theory_explorer.py", title="Theory explorer", icon=":material/functions:")],
+    "Theory": [
+        st.Page("pages/theory_explorer.py", title="Theory explorer", icon=":material/functions:")
+    ],
 }
-st.sidebar.markdown("### DUFM Lab")
+
 st.navigation(pages).run()

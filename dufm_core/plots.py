@@ -15,17 +15,38 @@ import numpy as np
 import plotly.graph_objects as go
 
 PRED_STYLE = {"dash": "dash", "color": "#d62728", "width": 2}
-COLORS = ["#3355aa", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-          "#bcbd22", "#7f7f7f", "#1f77b4"]
+COLORS = [
+    "#3355aa",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+    "#1f77b4",
+]
 CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, log_x: bool = False,
-            log_y: bool = False, height: int = 380) -> go.Figure:
+def _layout(
+    fig: go.Figure,
+    title: str,
+    x: str,
+    y: str,
+    log_x: bool = False,
+    log_y: bool = False,
+    height: int = 380,
+) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
-        xaxis_title=x, yaxis_title=y, height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50},
-        template="plotly_white", legend={"orientation": "h", "y": -0.2},
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
     )
     if log_x:
         fig.update_xaxes(type="log")
@@ -46,9 +67,14 @@ def _steps_axis(steps: Sequence[int]) -> tuple[list[float], bool]:
 
 
 # ----------------------------------------------------------------------- training curves
-def metric_curves(series: Mapping[str, Sequence[Mapping[str, Any]]], key: str = "loss",
-                  reference: float | None = None, title: str | None = None,
-                  log_y: bool = True, reference_label: str = "closed form") -> go.Figure:
+def metric_curves(
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+    key: str = "loss",
+    reference: float | None = None,
+    title: str | None = None,
+    log_y: bool = True,
+    reference_label: str = "closed form",
+) -> go.Figure:
     """One line per run of scalar metric ``key`` against step; optional reference line."""
     fig = go.Figure()
     all_steps: list[int] = []
@@ -57,17 +83,33 @@ def metric_curves(series: Mapping[str, Sequence[Mapping[str, Any]]], key: str = 
         all_steps += steps
         xs, _ = _steps_axis(steps)
         ys = [r.get(key) for r in rows]
-        fig.add_trace(go.Scatter(x=xs, y=_positive(ys) if log_y else ys, mode="lines",
-                                 name=label, line={"color": COLORS[i % len(COLORS)]}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=_positive(ys) if log_y else ys,
+                mode="lines",
+                name=label,
+                line={"color": COLORS[i % len(COLORS)]},
+            )
+        )
     _, log_x = _steps_axis(all_steps or [0])
     if reference is not None:
-        fig.add_hline(y=reference, line=PRED_STYLE, annotation_text=reference_label,
-                      annotation_position="top right")
+        fig.add_hline(
+            y=reference,
+            line=PRED_STYLE,
+            annotation_text=reference_label,
+            annotation_position="top right",
+        )
     return _layout(fig, title or key, "step", key, log_x=log_x, log_y=log_y)
 
 
-def layer_curves(rows: Sequence[Mapping[str, Any]], key: str, title: str | None = None,
-                 log_y: bool = True, layer_names: Sequence[str] | None = None) -> go.Figure:
+def layer_curves(
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    title: str | None = None,
+    log_y: bool = True,
+    layer_names: Sequence[str] | None = None,
+) -> go.Figure:
     """One line per layer of per-layer list metric ``key`` (e.g. nc1) against step."""
     fig = go.Figure()
     steps = [int(r["step"]) for r in rows]
@@ -76,13 +118,21 @@ def layer_curves(rows: Sequence[Mapping[str, Any]], key: str, title: str | None 
     for l in range(n_layers):
         ys = [(r.get(key) or [None] * n_layers)[l] for r in rows]
         name = layer_names[l] if layer_names else f"layer {l + 1}"
-        fig.add_trace(go.Scatter(x=xs, y=_positive(ys) if log_y else ys, mode="lines", name=name,
-                                 line={"color": COLORS[l % len(COLORS)]}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=_positive(ys) if log_y else ys,
+                mode="lines",
+                name=name,
+                line={"color": COLORS[l % len(COLORS)]},
+            )
+        )
     return _layout(fig, title or key, "step", key, log_x=log_x, log_y=log_y)
 
 
-def singular_values_over_training(rows: Sequence[Mapping[str, Any]], layer: int,
-                                  predicted: float | None = None) -> go.Figure:
+def singular_values_over_training(
+    rows: Sequence[Mapping[str, Any]], layer: int, predicted: float | None = None
+) -> go.Figure:
     """Top K+1 singular values of W_layer (1-based) against step, with the predicted σ_l."""
     fig = go.Figure()
     steps = [int(r["step"]) for r in rows]
@@ -90,42 +140,84 @@ def singular_values_over_training(rows: Sequence[Mapping[str, Any]], layer: int,
     count = max((len(r["sv"][layer - 1]) for r in rows if r.get("sv")), default=0)
     for j in range(count):
         ys = [r["sv"][layer - 1][j] if r.get("sv") else None for r in rows]
-        fig.add_trace(go.Scatter(x=xs, y=_positive(ys), mode="lines", name=f"s{j + 1}",
-                                 line={"color": COLORS[j % len(COLORS)]}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=_positive(ys),
+                mode="lines",
+                name=f"s{j + 1}",
+                line={"color": COLORS[j % len(COLORS)]},
+            )
+        )
     if predicted:
         fig.add_hline(y=predicted, line=PRED_STYLE, annotation_text=f"σ_{layer} = {predicted:.6g}")
-    return _layout(fig, f"Singular values of W_{layer}", "step", "singular value",
-                   log_x=log_x, log_y=True)
+    return _layout(
+        fig, f"Singular values of W_{layer}", "step", "singular value", log_x=log_x, log_y=True
+    )
 
 
-def singular_values_at_step(sv: Sequence[Sequence[float]], predicted: Sequence[float] | None,
-                            step: int) -> go.Figure:
+def singular_values_at_step(
+    sv: Sequence[Sequence[float]], predicted: Sequence[float] | None, step: int
+) -> go.Figure:
     """Grouped markers: top singular values of each W_l at one step, predicted σ_l beside."""
     fig = go.Figure()
     for l, s in enumerate(sv):
-        fig.add_trace(go.Scatter(x=[f"W_{l + 1}"] * len(s), y=_positive(s), mode="markers",
-                                 marker={"size": 10, "color": COLORS[0]},
-                                 name="measured", showlegend=l == 0))
+        fig.add_trace(
+            go.Scatter(
+                x=[f"W_{l + 1}"] * len(s),
+                y=_positive(s),
+                mode="markers",
+                marker={"size": 10, "color": COLORS[0]},
+                name="measured",
+                showlegend=l == 0,
+            )
+        )
     if predicted:
-        fig.add_trace(go.Scatter(x=[f"W_{l + 1}" for l in range(len(predicted))], y=predicted,
-                                 mode="markers", name="predicted σ_l (K-fold)",
-                                 marker={"symbol": "line-ew-open", "size": 28,
-                                         "color": PRED_STYLE["color"], "line": {"width": 3}}))
-    return _layout(fig, f"Top singular values at step {step}", "weight", "singular value",
-                   log_y=True)
+        fig.add_trace(
+            go.Scatter(
+                x=[f"W_{l + 1}" for l in range(len(predicted))],
+                y=predicted,
+                mode="markers",
+                name="predicted σ_l (K-fold)",
+                marker={
+                    "symbol": "line-ew-open",
+                    "size": 28,
+                    "color": PRED_STYLE["color"],
+                    "line": {"width": 3},
+                },
+            )
+        )
+    return _layout(
+        fig, f"Top singular values at step {step}", "weight", "singular value", log_y=True
+    )
 
 
 # ----------------------------------------------------------------------- theory
-def gamma_vs_lambda(lams: Sequence[float], gammas: Sequence[float], lambda_crit: float | None,
-                    current: float | None = None) -> go.Figure:
+def gamma_vs_lambda(
+    lams: Sequence[float],
+    gammas: Sequence[float],
+    lambda_crit: float | None,
+    current: float | None = None,
+) -> go.Figure:
     """Optimal shrinkage γ against λ (log axis), with the jump to 0 at λ_crit."""
-    fig = go.Figure(go.Scatter(x=list(lams), y=list(gammas), mode="lines", name="γ(λ)",
-                               line={"color": COLORS[0], "width": 2}))
+    fig = go.Figure(
+        go.Scatter(
+            x=list(lams),
+            y=list(gammas),
+            mode="lines",
+            name="γ(λ)",
+            line={"color": COLORS[0], "width": 2},
+        )
+    )
     if lambda_crit:
         fig.add_vline(x=lambda_crit, line=PRED_STYLE, annotation_text="λ_crit")
     if current:
-        fig.add_vline(x=current, line={"color": "#555", "dash": "dot"}, annotation_text="λ",
-                      annotation_position="bottom right")
+        fig.add_vline(
+            x=current,
+            line={"color": "#555", "dash": "dot"},
+            annotation_text="λ",
+            annotation_position="bottom right",
+        )
     return _layout(fig, "Optimal shrinkage γ against λ (all λ equal)", "λ", "γ", log_x=True)
 
 
@@ -133,16 +225,27 @@ def predicted_spectrum(groups: Sequence[tuple[float, int]], title: str) -> go.Fi
     """Stem plot of a predicted spectrum given as (value, multiplicity) pairs."""
     vals = [v for v, _ in groups]
     mult = [m for _, m in groups]
-    fig = go.Figure(go.Bar(x=[f"{v:.6g}" for v in vals], y=mult, marker_color=COLORS[0],
-                           hovertemplate="eigenvalue %{x}<br>multiplicity %{y}<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=[f"{v:.6g}" for v in vals],
+            y=mult,
+            marker_color=COLORS[0],
+            hovertemplate="eigenvalue %{x}<br>multiplicity %{y}<extra></extra>",
+        )
+    )
     fig.update_xaxes(type="category")
     return _layout(fig, title, "eigenvalue", "multiplicity", log_y=max(mult, default=1) > 50)
 
 
 # ----------------------------------------------------------------------- spectra
-def spectrum_histogram(values: Sequence[float], n_outliers: int | None = None,
-                       predicted: Sequence[float] | None = None, title: str = "Spectrum",
-                       bins: int = 60, log_axis: bool = True) -> go.Figure:
+def spectrum_histogram(
+    values: Sequence[float],
+    n_outliers: int | None = None,
+    predicted: Sequence[float] | None = None,
+    title: str = "Spectrum",
+    bins: int = 60,
+    log_axis: bool = True,
+) -> go.Figure:
     """Histogram of eigenvalues; with ``log_axis`` bins are log-spaced in |λ| (sign noted) so a
     bulk near 0 and outliers decades above it share one picture. Top ``n_outliers`` marked."""
     v = np.asarray(list(values), dtype=float)
@@ -154,71 +257,131 @@ def spectrum_histogram(values: Sequence[float], n_outliers: int | None = None,
         for sign, name, color in ((1, "λ > 0", COLORS[0]), (-1, "λ < 0", COLORS[2])):
             sel = x[(v >= 0) if sign > 0 else (v < 0)]
             if sel.size:
-                fig.add_trace(go.Histogram(x=sel, nbinsx=bins, name=name, marker_color=color,
-                                           opacity=0.75))
+                fig.add_trace(
+                    go.Histogram(x=sel, nbinsx=bins, name=name, marker_color=color, opacity=0.75)
+                )
         xlabel = "log10 |eigenvalue|"
-        mark = (lambda val: math.log10(max(abs(val), floor)))
+        mark = lambda val: math.log10(max(abs(val), floor))
     else:
         fig.add_trace(go.Histogram(x=v, nbinsx=bins, name="eigenvalues", marker_color=COLORS[0]))
         xlabel = "eigenvalue"
-        mark = (lambda val: val)
+        mark = lambda val: val
     if n_outliers and v.size:
         top = np.sort(v)[::-1][:n_outliers]
-        fig.add_trace(go.Scatter(x=[mark(t) for t in top], y=[0] * len(top), mode="markers",
-                                 name=f"top {n_outliers} (outliers)",
-                                 marker={"symbol": "triangle-up", "size": 12, "color": "black"}))
+        fig.add_trace(
+            go.Scatter(
+                x=[mark(t) for t in top],
+                y=[0] * len(top),
+                mode="markers",
+                name=f"top {n_outliers} (outliers)",
+                marker={"symbol": "triangle-up", "size": 12, "color": "black"},
+            )
+        )
     for p in sorted(set(round(x, 12) for x in predicted or [])):
         fig.add_vline(x=mark(p), line=PRED_STYLE, annotation_text=f"pred {p:.6g}")
     fig.update_layout(barmode="overlay")
     return _layout(fig, title, xlabel, "count", log_y=True)
 
 
-def top_eigenvalues(values: Sequence[float], predicted: Sequence[float] | None = None,
-                    K2: int | None = None, title: str = "Top eigenvalues") -> go.Figure:
+def top_eigenvalues(
+    values: Sequence[float],
+    predicted: Sequence[float] | None = None,
+    K2: int | None = None,
+    title: str = "Top eigenvalues",
+) -> go.Figure:
     """Indexed top eigenvalues (measured markers) with the predicted values beside them."""
     idx = list(range(1, len(values) + 1))
-    fig = go.Figure(go.Scatter(x=idx, y=list(values), mode="markers", name="measured",
-                               marker={"size": 9, "color": COLORS[0]}))
+    fig = go.Figure(
+        go.Scatter(
+            x=idx,
+            y=list(values),
+            mode="markers",
+            name="measured",
+            marker={"size": 9, "color": COLORS[0]},
+        )
+    )
     if predicted:
-        fig.add_trace(go.Scatter(x=list(range(1, len(predicted) + 1)), y=list(predicted),
-                                 mode="markers", name="predicted",
-                                 marker={"symbol": "circle-open", "size": 14,
-                                         "color": PRED_STYLE["color"], "line": {"width": 2}}))
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, len(predicted) + 1)),
+                y=list(predicted),
+                mode="markers",
+                name="predicted",
+                marker={
+                    "symbol": "circle-open",
+                    "size": 14,
+                    "color": PRED_STYLE["color"],
+                    "line": {"width": 2},
+                },
+            )
+        )
     if K2:
         fig.add_vline(x=K2 + 0.5, line={"color": "#999", "dash": "dot"}, annotation_text="K²")
     return _layout(fig, title, "index (descending)", "eigenvalue")
 
 
-def density(grid: Sequence[float], dens: Sequence[float], xlabel: str,
-            title: str = "Spectral density (SLQ)", predicted: Sequence[float] | None = None) -> go.Figure:
+def density(
+    grid: Sequence[float],
+    dens: Sequence[float],
+    xlabel: str,
+    title: str = "Spectral density (SLQ)",
+    predicted: Sequence[float] | None = None,
+) -> go.Figure:
     """A spectral density curve (e.g. stochastic Lanczos quadrature) with predicted values."""
-    fig = go.Figure(go.Scatter(x=list(grid), y=list(dens), mode="lines", fill="tozeroy",
-                               name="density", line={"color": COLORS[0]}))
+    fig = go.Figure(
+        go.Scatter(
+            x=list(grid),
+            y=list(dens),
+            mode="lines",
+            fill="tozeroy",
+            name="density",
+            line={"color": COLORS[0]},
+        )
+    )
     for p in sorted(set(round(x, 12) for x in predicted or [])):
         fig.add_vline(x=p, line=PRED_STYLE)
     return _layout(fig, title, xlabel, "density", log_y=True)
 
 
-def series_lines(steps: Sequence[int], lines: Mapping[str, Sequence[float | None]], title: str,
-                 ylabel: str, log_y: bool = False, reference: float | None = None,
-                 reference_label: str = "predicted") -> go.Figure:
+def series_lines(
+    steps: Sequence[int],
+    lines: Mapping[str, Sequence[float | None]],
+    title: str,
+    ylabel: str,
+    log_y: bool = False,
+    reference: float | None = None,
+    reference_label: str = "predicted",
+) -> go.Figure:
     """Several named quantities against checkpoint step (analysis series)."""
     xs, log_x = _steps_axis(list(steps))
     fig = go.Figure()
     for i, (name, ys) in enumerate(lines.items()):
-        fig.add_trace(go.Scatter(x=xs, y=_positive(ys) if log_y else list(ys),
-                                 mode="lines+markers", name=name,
-                                 line={"color": COLORS[i % len(COLORS)]}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=_positive(ys) if log_y else list(ys),
+                mode="lines+markers",
+                name=name,
+                line={"color": COLORS[i % len(COLORS)]},
+            )
+        )
     if reference is not None:
         fig.add_hline(y=reference, line=PRED_STYLE, annotation_text=reference_label)
     return _layout(fig, title, "step", ylabel, log_x=log_x, log_y=log_y)
 
 
 # ----------------------------------------------------------------------- heatmaps
-def heatmap(matrix: Sequence[Sequence[float]], title: str, x_labels: Sequence[str] | None = None,
-            y_labels: Sequence[str] | None = None, diverging: bool = False,
-            zmin: float | None = None, zmax: float | None = None, annotate: bool = True,
-            colorbar: str = "") -> go.Figure:
+def heatmap(
+    matrix: Sequence[Sequence[float]],
+    title: str,
+    x_labels: Sequence[str] | None = None,
+    y_labels: Sequence[str] | None = None,
+    diverging: bool = False,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    annotate: bool = True,
+    colorbar: str = "",
+) -> go.Figure:
     """Annotated heatmap; ``diverging`` centres a red–blue scale at 0 (for signed matrices)."""
     z = np.asarray(matrix, dtype=float)
     kw: dict[str, Any] = {}
@@ -230,10 +393,17 @@ def heatmap(matrix: Sequence[Sequence[float]], title: str, x_labels: Sequence[st
     text = None
     if annotate and z.size <= 400:
         text = [[f"{v:.3g}" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=list(x_labels) if x_labels else None,
-                               y=list(y_labels) if y_labels else None, text=text,
-                               texttemplate="%{text}" if text else None,
-                               colorbar={"title": colorbar}, **kw))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(x_labels) if x_labels else None,
+            y=list(y_labels) if y_labels else None,
+            text=text,
+            texttemplate="%{text}" if text else None,
+            colorbar={"title": colorbar},
+            **kw,
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     side = max(300, min(640, 40 * z.shape[0] + 120)) if z.ndim == 2 else 380
     return _layout(fig, title, "", "", height=side)

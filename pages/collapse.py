@@ -22,22 +22,35 @@ if not rows:
     st.stop()
 names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
 c1, c2 = st.columns(2)
-c1.plotly_chart(plots.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names),
-                config=plots.CONFIG)
-c2.plotly_chart(plots.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names),
-                config=plots.CONFIG)
-c1.plotly_chart(plots.layer_curves(rows, "nc3", "NC3 per weight W_l",
-                                   layer_names=[f"W_{l}" for l in range(1, cfg.depth + 1)]),
-                config=plots.CONFIG)
-c2.plotly_chart(plots.layer_curves(rows, "nc1_fro", "‖Σ_W Σ_B^†‖_F² (the reproduction's DNC1)",
-                                   layer_names=names), config=plots.CONFIG)
+c1.plotly_chart(
+    plots.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names), config=plots.CONFIG
+)
+c2.plotly_chart(
+    plots.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names), config=plots.CONFIG
+)
+c1.plotly_chart(
+    plots.layer_curves(
+        rows, "nc3", "NC3 per weight W_l", layer_names=[f"W_{l}" for l in range(1, cfg.depth + 1)]
+    ),
+    config=plots.CONFIG,
+)
+c2.plotly_chart(
+    plots.layer_curves(
+        rows, "nc1_fro", "‖Σ_W Σ_B^†‖_F² (the reproduction's DNC1)", layer_names=names
+    ),
+    config=plots.CONFIG,
+)
 
 pred = None
 if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
     pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h)
 layer = state.select_layer(cfg.depth)
 c1, c2 = st.columns(2)
-c1.plotly_chart(plots.singular_values_over_training(
-    rows, layer, pred.sigma[layer - 1] if pred else None), config=plots.CONFIG)
-c2.plotly_chart(plots.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None,
-                                              rows[-1]["step"]), config=plots.CONFIG)
+c1.plotly_chart(
+    plots.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
+    config=plots.CONFIG,
+)
+c2.plotly_chart(
+    plots.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None, rows[-1]["step"]),
+    config=plots.CONFIG,
+)

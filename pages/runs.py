@@ -10,13 +10,16 @@ from dufm_core.store import open_run
 from ui import state
 
 st.title("Runs")
-st.caption(f"Run store: `{state.runs_dir().resolve()}` (set `DUFM_RUNS_DIR` to change it). "
-           "γ measured is the mean diagonal of the output class means; predicted is the closed "
-           "form (linear MSE).")
+st.caption(
+    f"Run store: `{state.runs_dir().resolve()}` (set `DUFM_RUNS_DIR` to change it). "
+    "γ measured is the mean diagonal of the output class means; predicted is the closed "
+    "form (linear MSE)."
+)
 rows = state.all_runs()
 if not rows:
-    st.info("No runs yet. One click trains the paper's linear UFM (theory.md case A, a few "
-            "seconds):")
+    st.info(
+        "No runs yet. One click trains the paper's linear UFM (theory.md case A, a few seconds):"
+    )
     if st.button("Run the paper's linear UFM", type="primary"):
         from dufm_core import RunConfig
         from dufm_core.presets import PRESETS
@@ -41,22 +44,35 @@ table = []
 for r in rows:
     last = open_run(r.path).metrics()[-1:] if r.state != "queued" else []
     c = r.config
-    table.append({
-        "run": r.id, "state": r.state,
-        "progress": r.step / r.total_steps if r.total_steps else 0.0,
-        "K": c.get("K"), "n": c.get("n"), "L": c.get("depth"), "width": str(c.get("width")),
-        "model": f"{c.get('activation')}/{c.get('loss')}", "λ_W": str(c.get("lam_w")),
-        "λ_H": c.get("lam_h"), "loss": r.loss,
-        "γ measured": last[0].get("gamma_measured") if last else None,
-        "γ predicted": _gamma_pred(c),
-    })
+    table.append(
+        {
+            "run": r.id,
+            "state": r.state,
+            "progress": r.step / r.total_steps if r.total_steps else 0.0,
+            "K": c.get("K"),
+            "n": c.get("n"),
+            "L": c.get("depth"),
+            "width": str(c.get("width")),
+            "model": f"{c.get('activation')}/{c.get('loss')}",
+            "λ_W": str(c.get("lam_w")),
+            "λ_H": c.get("lam_h"),
+            "loss": r.loss,
+            "γ measured": last[0].get("gamma_measured") if last else None,
+            "γ predicted": _gamma_pred(c),
+        }
+    )
 df = pd.DataFrame(table)
-st.dataframe(df, hide_index=True, width="stretch", column_config={
-    "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
-    "loss": st.column_config.NumberColumn(format="%.10f"),
-    "γ measured": st.column_config.NumberColumn(format="%.8f"),
-    "γ predicted": st.column_config.NumberColumn(format="%.8f"),
-})
+st.dataframe(
+    df,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
+        "loss": st.column_config.NumberColumn(format="%.10f"),
+        "γ measured": st.column_config.NumberColumn(format="%.8f"),
+        "γ predicted": st.column_config.NumberColumn(format="%.8f"),
+    },
+)
 
 st.subheader("Compare")
 ids = [r.id for r in rows]
@@ -65,8 +81,9 @@ if chosen:
     series = {i: open_run(state.runs_dir() / i).metrics() for i in chosen}
     c1, c2 = st.columns(2)
     c1.plotly_chart(plots.metric_curves(series, "loss", title="Loss"), config=plots.CONFIG)
-    c2.plotly_chart(plots.metric_curves(series, "grad_norm", title="Gradient norm"),
-                    config=plots.CONFIG)
+    c2.plotly_chart(
+        plots.metric_curves(series, "grad_norm", title="Gradient norm"), config=plots.CONFIG
+    )
 
 st.subheader("One run")
 pick = st.selectbox("Run", ids, key="runs_pick")
@@ -75,14 +92,23 @@ metrics = run.metrics()
 c1, c2, c3 = st.columns(3)
 if metrics:
     flat = pd.json_normalize(metrics)
-    c1.download_button("metrics.csv", flat.to_csv(index=False), file_name=f"{pick}-metrics.csv",
-                       mime="text/csv")
-c2.download_button("config.json", json.dumps(run.config().to_dict(), indent=2),
-                   file_name=f"{pick}-config.json", mime="application/json")
+    c1.download_button(
+        "metrics.csv", flat.to_csv(index=False), file_name=f"{pick}-metrics.csv", mime="text/csv"
+    )
+c2.download_button(
+    "config.json",
+    json.dumps(run.config().to_dict(), indent=2),
+    file_name=f"{pick}-config.json",
+    mime="application/json",
+)
 reports = sorted(run.analysis_dir.glob("step_*.json")) if run.analysis_dir.is_dir() else []
 if reports:
-    c3.download_button("latest report.json", reports[-1].read_text(),
-                       file_name=f"{pick}-{reports[-1].name}", mime="application/json")
+    c3.download_button(
+        "latest report.json",
+        reports[-1].read_text(),
+        file_name=f"{pick}-{reports[-1].name}",
+        mime="application/json",
+    )
 st.caption(f"State: {run.status().get('state')}. " + (run.status().get("error") or ""))
 if run.status().get("state") in ("queued", "running"):
     if st.button("Cancel this run"):

@@ -33,26 +33,44 @@ lam_c = theory.lambda_crit(K, n, L)
 grid = np.logspace(np.log10(lam_c) - 3, np.log10(lam_c) + 0.5, 400)
 grid = np.sort(np.append(grid, [lam_c * (1 - 1e-9), lam_c * (1 + 1e-9)]))
 gam = [theory.gamma(K, n, [g] * L, g) for g in grid]
-st.plotly_chart(plots.gamma_vs_lambda(grid, gam, lam_c, current=lam_w if lam_w == lam_h else None),
-                config=plots.CONFIG)
+st.plotly_chart(
+    plots.gamma_vs_lambda(grid, gam, lam_c, current=lam_w if lam_w == lam_h else None),
+    config=plots.CONFIG,
+)
 st.caption(f"Equal λ: λ_crit = {lam_c:.6g}; γ at λ_crit⁻ = (L−1)/L = {(L - 1) / L:.4f}.")
 
 if pred.nontrivial:
     c1, c2 = st.columns(2)
     layer = c1.selectbox("layer", list(range(1, L + 1)), index=min(2, L - 1))
     width = c2.number_input("width d (only sets the bulk size)", K, 4096, max(K, 60))
-    lay = theory.layer_hessian_spectrum(K, n, [lam_w] * L, lam_h, layer, width_in=width,
-                                        width_out=width if layer < L else K)
-    st.plotly_chart(plots.predicted_spectrum(lay, f"Layer-{layer} fit Hessian (value, multiplicity)"),
-                    config=plots.CONFIG)
+    lay = theory.layer_hessian_spectrum(
+        K, n, [lam_w] * L, lam_h, layer, width_in=width, width_out=width if layer < L else K
+    )
+    st.plotly_chart(
+        plots.predicted_spectrum(lay, f"Layer-{layer} fit Hessian (value, multiplicity)"),
+        config=plots.CONFIG,
+    )
     full = theory.hessian_spectrum(K, n, [lam_w] * L, lam_h, widths=[width] * L)
-    st.plotly_chart(plots.predicted_spectrum(full, "Full weight fit Hessian (value, multiplicity)"),
-                    config=plots.CONFIG)
-    st.dataframe(pd.DataFrame({
-        "layer": range(1, L + 1), "σ_l": pred.sigma, "‖μ^(l)‖": pred.mean_norms[:-1],
-        "outlier (fit)": pred.layer_outlier, "outlier (total)": pred.layer_outlier_total,
-        "gradient β^(l+1)": pred.gradient_beta,
-    }), hide_index=True, width="stretch")
+    st.plotly_chart(
+        plots.predicted_spectrum(full, "Full weight fit Hessian (value, multiplicity)"),
+        config=plots.CONFIG,
+    )
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "layer": range(1, L + 1),
+                "σ_l": pred.sigma,
+                "‖μ^(l)‖": pred.mean_norms[:-1],
+                "outlier (fit)": pred.layer_outlier,
+                "outlier (total)": pred.layer_outlier_total,
+                "gradient β^(l+1)": pred.gradient_beta,
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+    )
 else:
-    st.warning("λ is above the threshold: the global minimiser is W = 0, H_1 = 0 and every "
-               "spectral prediction is degenerate.")
+    st.warning(
+        "λ is above the threshold: the global minimiser is W = 0, H_1 = 0 and every "
+        "spectral prediction is degenerate."
+    )

@@ -21,8 +21,10 @@ def _body(run_dir: Path) -> None:
     step = int(status.get("step") or 0)
     rows = run.metrics()
     st.markdown(f"**{run.id}** — state **{state}**")
-    st.progress(min(step / total, 1.0) if total else 0.0,
-                text=f"step {step} / {total}" + (f" · loss {rows[-1]['loss']:.10g}" if rows else ""))
+    st.progress(
+        min(step / total, 1.0) if total else 0.0,
+        text=f"step {step} / {total}" + (f" · loss {rows[-1]['loss']:.10g}" if rows else ""),
+    )
     if status.get("error"):
         (st.error if state in ("failed", "diverged") else st.info)(status["error"])
     if state in ACTIVE and st.button("Cancel run", key=f"cancel_{run.id}"):
@@ -32,11 +34,18 @@ def _body(run_dir: Path) -> None:
         if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
             ref = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h).loss
         c1, c2 = st.columns(2)
-        c1.plotly_chart(plots.metric_curves({run.id: rows}, "loss", reference=ref,
-                                            title="Loss (closed form dashed)"),
-                        config=plots.CONFIG, key=f"live_loss_{run.id}")
-        c2.plotly_chart(plots.layer_curves(rows, "nc1", title="NC1 = tr(Σ_W Σ_B^†)/K per layer"),
-                        config=plots.CONFIG, key=f"live_nc1_{run.id}")
+        c1.plotly_chart(
+            plots.metric_curves(
+                {run.id: rows}, "loss", reference=ref, title="Loss (closed form dashed)"
+            ),
+            config=plots.CONFIG,
+            key=f"live_loss_{run.id}",
+        )
+        c2.plotly_chart(
+            plots.layer_curves(rows, "nc1", title="NC1 = tr(Σ_W Σ_B^†)/K per layer"),
+            config=plots.CONFIG,
+            key=f"live_nc1_{run.id}",
+        )
     elif state in ACTIVE:
         st.caption("Waiting for the first logged step…")
     if state not in ACTIVE and st.session_state.get(f"was_active_{run.id}"):

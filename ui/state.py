@@ -50,8 +50,11 @@ def select_step(run: Run, where=st.sidebar) -> int | None:
         where.warning("This run has no checkpoint yet.")
         return None
     wanted = _param("step")
-    index = steps.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in steps \
+    index = (
+        steps.index(int(wanted))
+        if wanted and wanted.isdigit() and int(wanted) in steps
         else len(steps) - 1
+    )
     step = where.selectbox("Checkpoint step", steps, index=index, key=f"step_pick_{run.id}")
     st.query_params["step"] = str(step)
     return int(step)
@@ -60,9 +63,11 @@ def select_step(run: Run, where=st.sidebar) -> int | None:
 def select_layer(depth: int, where=st.sidebar) -> int:
     """Layer picker 1..L bound to the ``layer`` query parameter."""
     wanted = _param("layer")
-    default = int(wanted) if wanted and wanted.isdigit() and 1 <= int(wanted) <= depth \
-        else min(3, depth)
-    layer = where.selectbox("Layer l (W_l)", list(range(1, depth + 1)), index=default - 1,
-                            key="layer_pick")
+    default = (
+        int(wanted) if wanted and wanted.isdigit() and 1 <= int(wanted) <= depth else min(3, depth)
+    )
+    layer = where.selectbox(
+        "Layer l (W_l)", list(range(1, depth + 1)), index=default - 1, key="layer_pick"
+    )
     st.query_params["layer"] = str(layer)
     return int(layer)

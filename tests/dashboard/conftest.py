@@ -13,8 +13,9 @@ from dufm_core import RunConfig, train
 def finished_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs folder with one finished linear MSE run (K=3, n=10, d=12, L=3)."""
     root = tmp_path_factory.mktemp("dash") / "runs"
-    cfg = RunConfig(K=3, n=10, width=12, depth=3, steps=3000, log_points=40, checkpoint_points=4,
-                    name="fixture")
+    cfg = RunConfig(
+        K=3, n=10, width=12, depth=3, steps=3000, log_points=40, checkpoint_points=4, name="fixture"
+    )
     train(cfg, runs_dir=root, progress=None)
     return root
 
