@@ -250,9 +250,13 @@ def spectrum_histogram(
     bulk near 0 and outliers decades above it share one picture. Top ``n_outliers`` marked."""
     v = np.asarray(list(values), dtype=float)
     fig = go.Figure()
+    mag = np.abs(v)
+    floor = max(mag.max() * 1e-16, 1e-300) if mag.size else 1e-300
+
+    def mark(val: float) -> float:
+        return math.log10(max(abs(val), floor)) if log_axis else val
+
     if log_axis:
-        mag = np.abs(v)
-        floor = max(mag.max() * 1e-16, 1e-300) if mag.size else 1e-300
         x = np.log10(np.maximum(mag, floor))
         for sign, name, color in ((1, "λ > 0", COLORS[0]), (-1, "λ < 0", COLORS[2])):
             sel = x[(v >= 0) if sign > 0 else (v < 0)]
@@ -261,11 +265,9 @@ def spectrum_histogram(
                     go.Histogram(x=sel, nbinsx=bins, name=name, marker_color=color, opacity=0.75)
                 )
         xlabel = "log10 |eigenvalue|"
-        mark = lambda val: math.log10(max(abs(val), floor))
     else:
         fig.add_trace(go.Histogram(x=v, nbinsx=bins, name="eigenvalues", marker_color=COLORS[0]))
         xlabel = "eigenvalue"
-        mark = lambda val: val
     if n_outliers and v.size:
         top = np.sort(v)[::-1][:n_outliers]
         fig.add_trace(

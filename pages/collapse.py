@@ -10,7 +10,8 @@ st.caption(
     "DNC1 (1/K)tr(Σ_W Σ_B^†) → 0 when features collapse to their class means; DNC2 measures the "
     "distance of the class-mean Gram from an orthogonal frame (MSE) or simplex ETF (CE); DNC3 the "
     "fraction of ‖W_l‖² outside the span of the input class means. At the linear MSE optimum "
-    "every W_l has K equal singular values σ_l² = γ(1−γ)/(Kλ_{W_l}) and the rest 0 (theory.md §3.3)."
+    "every W_l has K equal singular values σ_l² = γ(1−γ)/(Kλ_{W_l}) and the rest 0 "
+    "(theory.md §3.3)."
 )
 run = state.select_run()
 if run is None:
