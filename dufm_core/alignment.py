@@ -113,7 +113,7 @@ def _weights64(model: DeepUFM) -> list[Tensor]:
     return [W.detach().to(_F64) for W in model.weights]
 
 
-def backprop(model: DeepUFM, l: int, E: Tensor, tau: float = 0.0) -> Tensor:
+def backprop(model: DeepUFM, l: int, E: Tensor, tau: float = 0.0, kink_rtol: float = 0.0) -> Tensor:
     """Back-propagate output cotangents E (..., K, N) (one K-vector per sample) to the
     pre-activation output H_{l+1} = W_l H̃_l of layer l: returns δ (..., d_{l+1}, N) with
 
@@ -121,7 +121,10 @@ def backprop(model: DeepUFM, l: int, E: Tensor, tau: float = 0.0) -> Tensor:
 
     D_j = σ'(H_j) entrywise (ReLU: 1 where H_j > 0, ``tau`` where H_j = 0, 0 below; linear: 1).
     ``tau`` is the convention σ'(0) = τ of theory.md §1.4: 0 is PyTorch/JAX autograd, ½ the
-    smoothed-ReLU limit, 1 the linear extension. For l = L, δ = E. Per sample, the map E_i ↦ δ_i
+    smoothed-ReLU limit, 1 the linear extension. ``kink_rtol`` > 0 treats every |H_j| ≤
+    kink_rtol · max|H_j| as exactly on the kink: a constructed DNC point has ±1e-17 rounding
+    noise where the pre-activations should be 0, and autograd (``kink_rtol`` = 0) then opens or
+    closes those units by the sign of the noise. For l = L, δ = E. Per sample, the map E_i ↦ δ_i
     is the transpose of the Jacobian ∂z_i/∂h_i^{(l+1)}, so with E = e_{c'} 1ᵀ the columns of δ
     are g_{i,c'} = ∂z_{i,c'}/∂h_i^{(l+1)}.
     """
@@ -133,6 +136,8 @@ def backprop(model: DeepUFM, l: int, E: Tensor, tau: float = 0.0) -> Tensor:
         delta = Ws[j - 1].T @ delta
         if model.activation == "relu":
             H = pre[j - 1]
+            if kink_rtol > 0:
+                H = torch.where(H.abs() <= kink_rtol * H.abs().max(), 0.0, H)
             mask = (H > 0).to(_F64) + float(tau) * (H == 0).to(_F64)
             delta = delta * mask
     return delta
@@ -270,7 +275,7 @@ def subspace_angles(A: Tensor, B: Tensor) -> Tensor:
         A, B = B, A
     p = A.shape[1]
     if p == 0:
-        return torch.zeros(0, dtype=_F64)
+        return torch.zeros(0, dtype=_F64, device=A.device)
     cos = torch.linalg.svdvals(B.T @ A).clamp(0.0, 1.0)  # descending ↔ ascending angle
     sin = torch.linalg.svdvals(A - B @ (B.T @ A)).clamp(0.0, 1.0).flip(0)  # ascending
     small = cos.square() > 0.5
@@ -445,7 +450,7 @@ class GNSplitParts:
         return G / self.N
 
     def gram(self, part: str) -> Tensor:
-        """Gram matrix XᵀX of a part's vectors (same non-zero eigenvalues as G_part).
+        """Gram matrix [⟨x_j, x_k⟩] of a part's vectors (same non-zero eigenvalues as G_part).
 
         class/cross: K × K and K² × K² from the explicit vectors. within/total: (NK) × (NK) from
         the Kronecker identity ⟨g ⊗ h, g' ⊗ h'⟩ = ⟨g, g'⟩⟨h, h'⟩ (a Hadamard product of the two
@@ -475,12 +480,13 @@ def gn_split_parts(
     loss: str = "mse",
     weighting: str | None = None,
     tau: float = 0.0,
+    kink_rtol: float = 0.0,
 ) -> GNSplitParts:
     """Factored Papyan split of the layer-l GN matrix (see :func:`gn_split` for the maths).
 
     g_{i,c'} = ∂z_{i,c'}/∂h_i^{(l+1)} (pre-activation output of W_l) comes from :func:`backprop`
     (the chain rule through W_{l+1}..W_L and the ReLU masks with σ'(0) = ``tau``; ``tau`` = 0 is
-    exactly what autograd computes), and h̃_i is column i of the input H̃_l.
+    exactly what autograd computes; ``kink_rtol`` as there), and h̃_i is column i of H̃_l.
     """
     check_layer(model, l)
     if loss not in ("mse", "ce"):
@@ -495,7 +501,7 @@ def gn_split_parts(
     device = pre[0].device
     eye = torch.eye(K, dtype=_F64, device=device)
     E = eye[:, :, None].expand(K, K, N)  # E[c'] = e_{c'} 1ᵀ
-    delta = backprop(model, l, E, tau)  # (K, d_out, N): delta[c', :, i] = g_{i,c'}
+    delta = backprop(model, l, E, tau, kink_rtol)  # (K, d_out, N): delta[c', :, i] = g_{i,c'}
     g = delta.permute(2, 0, 1).contiguous()  # (N, K, d_out)
     if weighting == "softmax":
         p = torch.softmax(pre[-1].T, dim=1)  # (N, K)
@@ -528,6 +534,7 @@ def gn_split(
     loss: str = "mse",
     weighting: str | None = None,
     tau: float = 0.0,
+    kink_rtol: float = 0.0,
     rtol: float = 1e-9,
     return_parts: bool = False,
     max_size: int = 6000,
@@ -554,13 +561,15 @@ def gn_split(
       ṽ_{i,k} = √p_{ik} J_iᵀ(e_k − p_i) = √p_{ik} ∂ℓ(z_i, label k)/∂vec W_l (k plays the role of
       c'); Σ_k ṽ_{ik} ṽ_{ik}ᵀ = J_iᵀ (diag p_i − p_i p_iᵀ) J_i, so the three parts sum to it.
 
-    ReLU: g uses σ'(0) = ``tau`` (default 0, autograd's convention); see :func:`backprop`.
+    ReLU: g uses σ'(0) = ``tau`` (default 0, autograd's convention) and ``kink_rtol`` (default 0:
+    only exact zeros are kinks, as in autograd); see :func:`backprop`.
 
     Eigenvalues come from Gram matrices of the factored vectors (K×K, K²×K², and NK×NK via
     ⟨g⊗h, g'⊗h'⟩ = ⟨g,g'⟩⟨h,h'⟩), or from the dense dim×dim part when dim = d_out·d_in < NK;
     ``max_size`` bounds the smaller of the two (ValueError beyond it).
 
-    Returns a JSON-ready dict: ``layer``, ``loss``, ``weighting``, ``tau``, ``dim``, ``space``
+    Returns a JSON-ready dict: ``layer``, ``loss``, ``weighting``, ``tau``, ``kink_rtol``,
+    ``dim``, ``space``
     ("gram" | "dense"), ``rtol``, ``tolerance`` (= rtol · λ_max(G)), for each of ``within``,
     ``cross``, ``class``, ``total`` a dict {``rank``, ``eigenvalues`` (non-zero, i.e.
     > tolerance, descending)}, ``ranks`` = [within, cross, class] (the order of
@@ -571,7 +580,7 @@ def gn_split(
     ``.operators`` / ``.apply``, dense matrices via ``.dense`` for dim ≤ 4096); it is not
     JSON-serialisable, so pop it before storing the dict.
     """
-    parts = gn_split_parts(model, l, loss, weighting, tau)
+    parts = gn_split_parts(model, l, loss, weighting, tau, kink_rtol)
     NK = parts.N * parts.K
     space = "gram" if parts.dim >= NK else "dense"
     if min(NK, parts.dim) > max_size:
@@ -584,6 +593,7 @@ def gn_split(
     tol = rtol * lam_max if lam_max > 0 else 0.0
     out: dict[str, Any] = {
         "layer": l, "loss": loss, "weighting": parts.weighting, "tau": float(tau),
+        "kink_rtol": float(kink_rtol),
         "dim": parts.dim, "space": space, "rtol": rtol, "tolerance": tol,
     }  # fmt: skip
     for p in GN_PARTS:

@@ -167,6 +167,14 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- launcher
+def cmd_launcher(args: argparse.Namespace) -> int:
+    from dufm_core import launcher
+    from dufm_core.store import default_runs_dir
+
+    return launcher.serve(args.runs_dir or default_runs_dir())
+
+
 # --------------------------------------------------------------------------- runs
 def cmd_runs(args: argparse.Namespace) -> int:
     from dufm_core.store import list_runs
@@ -241,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also give the ReLU DNC-point eigenvalues with σ'(0) = τ",
     )
     th.set_defaults(func=cmd_theory)
+
+    lau = sub.add_parser("launcher", help="fork server that starts workers fast (dashboard)")
+    lau.add_argument("--runs-dir", default=None)
+    lau.set_defaults(func=cmd_launcher)
 
     r = sub.add_parser("runs", help="table of runs and their states")
     r.add_argument("--runs-dir", default=None)

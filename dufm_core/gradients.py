@@ -122,7 +122,7 @@ def gradient_coefficients(G: Tensor, basis: Tensor) -> Tensor:
     g = G.to(_F64).reshape(B.shape[-2], B.shape[-1])
     gn2 = g.square().sum()
     if float(gn2) == 0.0:
-        return torch.full(B.shape[:2], math.nan, dtype=_F64)
+        return torch.full(B.shape[:2], math.nan, dtype=_F64, device=B.device)
     return torch.einsum("cdab,ab->cd", B, g).square() / gn2
 
 
@@ -144,7 +144,7 @@ def eigenbasis_coefficients(g_vec: Tensor, U_top: Tensor) -> tuple[Tensor, float
     g = g_vec.to(_F64).reshape(-1)
     gn2 = g.square().sum()
     if float(gn2) == 0.0:
-        c = torch.full((U_top.shape[1],), math.nan, dtype=_F64)
+        c = torch.full((U_top.shape[1],), math.nan, dtype=_F64, device=g.device)
         return c, math.nan
     c = (U_top.to(_F64).T @ g).square() / gn2
     return c, float(c.sum())

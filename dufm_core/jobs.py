@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dufm_core import launcher
 from dufm_core.config import RunConfig
 from dufm_core.store import Run, create_run, default_runs_dir, iter_runs
 
@@ -54,8 +55,21 @@ def _claim(run: Run) -> bool:
     return True
 
 
-def start_worker(run: Run) -> subprocess.Popen:
-    """Start the detached worker process that trains ``run`` (output to ``log.txt``)."""
+def start_worker(run: Run) -> int:
+    """Start the detached worker that trains ``run`` (output to ``log.txt``); return its pid.
+
+    Through the fork server of :mod:`dufm_core.launcher` when one serves this runs folder (the
+    worker starts in milliseconds), else as a fresh ``python -m dufm_core`` process.
+    """
+    pid = launcher.launch_via_server(run.path.parent, run.path)
+    if pid is None:
+        pid = _spawn_process(run)
+    # record the pid at once, so the run never looks queued-but-claimed or dead while it starts
+    run.write_status(state="running", pid=pid, host=socket.gethostname())
+    return pid
+
+
+def _spawn_process(run: Run) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -69,9 +83,7 @@ def start_worker(run: Run) -> subprocess.Popen:
             env=env,
             start_new_session=True,
         )
-    # record the pid at once, so the run never looks queued-but-claimed or dead while it starts
-    run.write_status(state="running", pid=proc.pid, host=socket.gethostname())
-    return proc
+    return proc.pid
 
 
 def pump(runs_dir: str | Path | None = None, limit: int | None = None) -> list[Run]:

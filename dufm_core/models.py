@@ -152,8 +152,9 @@ def optimum_factors(
     """Closed-form collapsed point (float64, CPU) for ``cfg``: (H_1, [W_1..W_L]).
 
     * MSE (linear or ReLU): the global minimiser of theory.md §3.3 — orthonormal K-frames U_l,
-      H_1 = s·U_1 ⊗ 1_nᵀ, W_l = σ_l U_{l+1}U_lᵀ, U_{L+1} = I_K. For ReLU, U_2..U_L are coordinate
-      frames (non-negative, disjoint supports) so every ReLU acts as the identity (§4.6).
+      H_1 = s·U_1 ⊗ 1_nᵀ, W_l = σ_l U_{l+1}U_lᵀ, U_{L+1} = I_K. For ReLU all U_l are coordinate
+      frames (non-negative, disjoint supports) so every ReLU acts as the identity (§4.6) and the
+      zero pre-activations are exact zeros.
     * CE: the DNC point with simplex-ETF means at the stationary scale α* of theory.md §4.7:
       every factor has K−1 singular values x = (α√n)^{1/(L+1)}; W_l = x·U_{l+1} S U_lᵀ,
       M_1 = (x/√n)·U_1 S with S = I − 11ᵀ/K (so Z = α(e_c − 1/K) per class).
@@ -163,10 +164,11 @@ def optimum_factors(
 
     K, n, L = cfg.K, cfg.n, cfg.depth
     dims = cfg.dims
-    frames = [_orthonormal_frame(dims[0], K, generator)]
-    for l in range(1, L):
-        maker = _coordinate_frame if cfg.activation == "relu" else _orthonormal_frame
-        frames.append(maker(dims[l], K, generator))
+    # ReLU: coordinate frames everywhere (H_1 too), so that every pre-activation that should be
+    # exactly 0 at the kink is exactly 0 (a general frame for H_1 leaves ±1e-17 there, which
+    # autograd's σ'(0) = 0 convention would read as "on" or "off" at random)
+    maker = _coordinate_frame if cfg.activation == "relu" else _orthonormal_frame
+    frames = [maker(dims[l], K, generator) for l in range(L)]
     frames.append(torch.eye(K, dtype=torch.float64))
     if cfg.loss == "mse":
         pred = theory.predict(K, n, cfg.lam_ws, cfg.lam_h)

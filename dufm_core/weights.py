@@ -77,7 +77,7 @@ def weight_report(
     target = unit(M_out) @ unit(M_in).T  # Σ_c μ̂_c^{out} μ̂_c^{in ᵀ}
     wn, tn = float(W.norm()), float(target.norm())
     dnc3_cos = float((W * target).sum()) / (wn * tn) if wn > 0 and tn > 0 else math.nan
-    gram = torch.zeros(K + 1, dtype=_F64)
+    gram = torch.zeros(K + 1, dtype=_F64, device=s.device)
     m = min(K + 1, s.numel())
     gram[:m] = s[:m].square()
     return {

@@ -144,15 +144,19 @@ def test_gn_split_at_linear_optimum(case: str) -> None:
         # closed forms G_class = Aᵀ(11ᵀ/K)A ⊗ Σ̂, G_cross = AᵀSA ⊗ Σ̂ (row-major torch.kron)
         parts = rep.pop("parts")
         json.dumps(rep)
-        P, Q = layer_kronecker_factors(model, l)
+        _, Q = layer_kronecker_factors(model, l)
         Ws = [W.detach() for W in model.weights]
         A = torch.eye(K, dtype=torch.float64)
         for j in range(cfg.depth, l, -1):
             A = A @ Ws[j - 1]
         J = torch.ones(K, K, dtype=torch.float64) / K
         S = torch.eye(K, dtype=torch.float64) - J
-        torch.testing.assert_close(parts.dense("class"), torch.kron(A.T @ J @ A, Q), atol=1e-13, rtol=0)
-        torch.testing.assert_close(parts.dense("cross"), torch.kron(A.T @ S @ A, Q), atol=1e-13, rtol=0)
+        torch.testing.assert_close(
+            parts.dense("class"), torch.kron(A.T @ J @ A, Q), atol=1e-13, rtol=0
+        )
+        torch.testing.assert_close(
+            parts.dense("cross"), torch.kron(A.T @ S @ A, Q), atol=1e-13, rtol=0
+        )
         assert float(parts.dense("within").abs().max()) < 1e-13
 
 
@@ -193,7 +197,9 @@ def test_gn_split_sums_to_dense_gn(activation: str, loss: str, weighting: str, w
             ev = torch.linalg.eigvalsh(D).flip(0)
             ev = ev[ev > rep["tolerance"]]
             assert rep[p]["rank"] == ev.numel()
-            np.testing.assert_allclose(rep[p]["eigenvalues"], ev.numpy(), rtol=0, atol=1e-12 * scale)
+            np.testing.assert_allclose(
+                rep[p]["eigenvalues"], ev.numpy(), rtol=0, atol=1e-12 * scale
+            )
         # the linear model's layer Hessian is exactly its GN (MSE: JᵀJ/N; CE: softmax GN)
         if activation == "linear" and (loss == "mse" or weighting == "softmax"):
             H = dense_layer_hessian(model, l, loss)
@@ -230,7 +236,7 @@ def test_alignment_f_matches_direct_dense(activation: str) -> None:
                 Hv = H @ v
                 ref[c, d] = (v @ Hv) ** 2 / ((v @ v) * (Hv @ Hv))
         np.testing.assert_allclose(f, ref, rtol=1e-12, atol=1e-14)
-        assert 0 < f.min() and f.max() < 1 - 1e-6  # a generic point is not aligned
+        assert f.min() > 0 and f.max() < 1 - 1e-6  # a generic point is not aligned
         if activation == "linear":
             P, Q = layer_kronecker_factors(model, l)
             np.testing.assert_allclose(
@@ -268,7 +274,9 @@ def test_subspace_angles_small_and_large() -> None:
     A = e[:, :2]
     B = torch.stack([e[:, 0], math.cos(eps) * e[:, 1] + math.sin(eps) * e[:, 2]], 1)
     ang = subspace_angles(A, B)
-    torch.testing.assert_close(ang, torch.tensor([0.0, eps], dtype=torch.float64), atol=1e-20, rtol=1e-6)
+    torch.testing.assert_close(
+        ang, torch.tensor([0.0, eps], dtype=torch.float64), atol=1e-20, rtol=1e-6
+    )
     ang = subspace_angles(e[:, :1], e[:, 1:])
     torch.testing.assert_close(ang, torch.tensor([math.pi / 2], dtype=torch.float64))
 
@@ -295,24 +303,55 @@ def test_degenerate_eigenspace_capture_is_basis_invariant() -> None:
 # ----------------------------------------------------------------------------- ReLU DNC point
 @pytest.mark.parametrize("tau", [0.0, 0.5, 1.0])
 def test_relu_dnc_gn_matches_theory(tau: float) -> None:
-    """Case G: K diagonal pairs at λ*, K(K−1) off-diagonal at λ* τ^{2(L−l)} (theory.md §4.6)."""
+    """Case G: K diagonal pairs at λ*, K(K−1) off-diagonal at λ* τ^{2(L−l)} (theory.md §4.6).
+
+    The constructed point (coordinate frames) has exact zeros at the kinks, so no ``kink_rtol``
+    is needed: autograd's convention is τ = 0 and the other τ are applied at exact zeros."""
     model, cfg = make_model(RELU_G, init="optimum", activation="relu")
     pred = theory.relu_layer_eigenvalues(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h, tau)
     for l in range(1, cfg.depth + 1):
         rep = gn_split(model, l, tau=tau)
         expected = np.array([x for x in pred[l - 1] if x > 0])
         np.testing.assert_allclose(rep["total"]["eigenvalues"], expected, rtol=1e-8)
-        if tau == 0.0:  # autograd's convention: the dense autograd Hessian is this GN
-            H = dense_layer_hessian(model, l)
-            ev = torch.linalg.eigvalsh(H).flip(0)[: expected.size]
-            np.testing.assert_allclose(ev.numpy(), expected, rtol=1e-8)
-            basis = basis_of(model, l)
-            f = alignment_f(dense_hvp(H), basis)
-            diag = torch.diagonal(f)
-            torch.testing.assert_close(diag, torch.ones_like(diag), rtol=0, atol=1e-10)
-            if l < cfg.depth:  # off-diagonal pairs lie in the kernel at τ = 0 → f = 0
-                off = f - torch.diag(diag)
-                assert float(off.abs().max()) == 0.0
+        if tau == 0.0 and l < cfg.depth:
+            # Derived here (not in theory.md): with τ = 0 only the diagonal pairs carry signal,
+            # v_{icc'} = δ_{cc'} v_{cc}, so G_class = Σ_c v_cc v_ccᵀ/K² (K at λ*/K) and
+            # G_cross = (K−1)/K² Σ_c v_cc v_ccᵀ (K at (K−1)λ*/K): same image, not orthogonal.
+            star, K = pred[l - 1][0], cfg.K
+            assert rep["ranks"] == [0, K, K]
+            np.testing.assert_allclose(rep["class"]["eigenvalues"], star / K, rtol=1e-8)
+            np.testing.assert_allclose(rep["cross"]["eigenvalues"], star * (K - 1) / K, rtol=1e-8)
+            assert rep["orthogonality_max_cosine"] == pytest.approx(1.0, abs=1e-8)
+
+
+def test_relu_dnc_autograd_convention() -> None:
+    """With the defaults (τ = 0, kink_rtol = 0) the GN is exactly what autograd differentiates:
+    it equals the dense autograd fit Hessian at the ReLU DNC point (the residual term vanishes
+    there), of rank K for l < L (τ = 0 removes the off-diagonal pairs). The K diagonal pairs are
+    eigenvectors (f = 1) in every layer."""
+    model, cfg = make_model(RELU_G, init="optimum", activation="relu")
+    star = prediction(cfg).layer_outlier
+    for l in range(1, cfg.depth + 1):
+        H = dense_layer_hessian(model, l)
+        rep = gn_split(model, l, return_parts=True)
+        torch.testing.assert_close(rep["parts"].dense("total"), H, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(rep["total"]["eigenvalues"], star[l - 1], rtol=1e-8)
+        diag = torch.diagonal(alignment_f(dense_hvp(H), basis_of(model, l)))
+        torch.testing.assert_close(diag, torch.ones_like(diag), rtol=0, atol=1e-10)
+
+
+def test_ce_softmax_gn_at_dnc_etf_point() -> None:
+    """CE DNC-ETF point at the stationary scale α* (theory.md §4.7, Case H type): the softmax GN
+    (= the linear model's CE layer Hessian) has 1 + (K−1) + (K²−3K+1) non-zero eigenvalues."""
+    K, n, L, lam = 4, 3, 3, 1e-3
+    params = {"K": K, "n": n, "width": 6, "depth": L, "lam_w": lam, "lam_h": lam}
+    model, _ = make_model(params, init="optimum", loss="ce")
+    groups = theory.ce_optimal_layer_eigenvalues(K, n, L, lam)
+    expected = np.concatenate([np.full(m, v) for v, m in groups])
+    for l in range(1, L + 1):
+        rep = gn_split(model, l, loss="ce", weighting="softmax")
+        np.testing.assert_allclose(rep["total"]["eigenvalues"], expected, rtol=1e-8)
+        assert rep["within"]["rank"] == 0
 
 
 # ----------------------------------------------------------------------------- misc

@@ -1,0 +1,170 @@
+"""A fork server that starts training workers without paying for Python and torch start-up.
+
+Starting ``python -m dufm_core train`` costs ~2 s on a small machine, almost all of it importing
+torch. The launcher is a long-lived process that has already imported the engine; asked over a
+Unix socket to train a run folder, it ``fork()``s, and the child (in its own session, output to
+the run's ``log.txt``) trains at once. The dashboard starts the launcher when a page loads
+(:func:`ensure_launcher`), and :func:`dufm_core.jobs.start_worker` falls back to a fresh process
+whenever the launcher is not there, so nothing depends on it being up.
+
+The server never runs a torch kernel itself (fork after OpenMP threads exist is unsafe), reaps its
+children automatically (SIGCHLD ignored), and exits after ``$DUFM_LAUNCHER_IDLE`` seconds
+(default 1800) without a request.
+
+Protocol: one line per connection, ``train <run_dir>`` → ``ok <pid>`` or ``error <message>``;
+``ping`` → ``pong``; ``quit`` → ``bye``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+IDLE_ENV = "DUFM_LAUNCHER_IDLE"
+DEFAULT_IDLE_S = 1800.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def socket_path(runs_dir: str | Path) -> Path:
+    """Socket of the launcher serving ``runs_dir`` (short path in the temp folder; one per user
+    and runs folder)."""
+    key = hashlib.sha1(str(Path(runs_dir).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"dufm-launcher-{os.getuid()}-{key}.sock"
+
+
+def _request(runs_dir: str | Path, line: str, timeout: float = 2.0) -> str | None:
+    path = socket_path(runs_dir)
+    if not path.exists():
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            s.sendall(line.encode() + b"\n")
+            return s.makefile().readline().strip()
+    except OSError:
+        return None
+
+
+def ping(runs_dir: str | Path) -> bool:
+    """Is a launcher serving ``runs_dir``?"""
+    return _request(runs_dir, "ping", timeout=0.5) == "pong"
+
+
+def launch_via_server(runs_dir: str | Path, run_dir: str | Path) -> int | None:
+    """Ask the launcher to train ``run_dir``; the worker's pid, or None if no launcher answered."""
+    reply = _request(runs_dir, f"train {Path(run_dir).resolve()}")
+    if reply and reply.startswith("ok "):
+        return int(reply.split()[1])
+    return None
+
+
+def stop(runs_dir: str | Path) -> bool:
+    """Ask the launcher of ``runs_dir`` to exit (running workers are not affected)."""
+    return _request(runs_dir, "quit", timeout=1.0) == "bye"
+
+
+def ensure_launcher(runs_dir: str | Path) -> None:
+    """Start a launcher for ``runs_dir`` in the background unless one answers; never waits."""
+    if ping(runs_dir):
+        return
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    subprocess.Popen(
+        [sys.executable, "-m", "dufm_core", "launcher", "--runs-dir", str(runs_dir)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=env, start_new_session=True,
+    )
+
+
+def _child(run_dir: str) -> None:
+    """In the forked child: detach, send output to the run's log, train, never return."""
+    code = 1
+    try:
+        os.setsid()
+        log = os.open(os.path.join(run_dir, "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        from dufm_core.cli import main
+
+        code = main(["train", "--run-dir", run_dir])
+    except SystemExit as exc:
+        code = int(exc.code or 0) if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(runs_dir: str | Path) -> int:
+    """Run the launcher for ``runs_dir`` until idle for ``$DUFM_LAUNCHER_IDLE`` s or told to quit."""
+    # import everything a worker needs once, before any fork (torch, scipy via theory)
+    import dufm_core.cli  # noqa: F401
+    import dufm_core.jobs  # noqa: F401
+    import dufm_core.theory  # noqa: F401
+    import dufm_core.training  # noqa: F401
+
+    idle = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S))
+    path = socket_path(runs_dir)
+    if ping(runs_dir):
+        return 0  # another launcher already serves this runs folder
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(16)
+    server.settimeout(idle)
+    my_inode = path.stat().st_ino
+    try:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                return 0
+            with conn:
+                conn.settimeout(5.0)
+                try:
+                    line = conn.makefile().readline().strip()
+                except OSError:
+                    continue
+                if line == "ping":
+                    conn.sendall(b"pong\n")
+                elif line == "quit":
+                    conn.sendall(b"bye\n")
+                    return 0
+                elif line.startswith("train "):
+                    run_dir = line[len("train "):]
+                    if not os.path.isfile(os.path.join(run_dir, "config.json")):
+                        conn.sendall(f"error not a run folder: {run_dir}\n".encode())
+                        continue
+                    pid = os.fork()
+                    if pid == 0:
+                        conn.close()
+                        server.close()
+                        _child(run_dir)
+                    conn.sendall(f"ok {pid}\n".encode())
+                else:
+                    conn.sendall(b"error unknown request\n")
+    finally:
+        server.close()
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == my_inode:
+                path.unlink()
