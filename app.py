@@ -7,6 +7,9 @@ layer=…``) so a view can be shared.
 
 import streamlit as st
 
+from dufm_core import launcher
+from dufm_core.store import default_runs_dir
+
 st.set_page_config(page_title="DUFM Lab", page_icon="◆", layout="wide")
 
 pages = {
@@ -23,4 +26,7 @@ pages = {
     ],
 }
 
+if "launcher" not in st.session_state:  # pre-start the fork server: launches take milliseconds
+    launcher.ensure_launcher(default_runs_dir())
+    st.session_state["launcher"] = True
 st.navigation(pages).run()

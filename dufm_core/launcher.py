@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 IDLE_ENV = "DUFM_LAUNCHER_IDLE"
+ENABLE_ENV = "DUFM_LAUNCHER"
 DEFAULT_IDLE_S = 1800.0
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,16 +73,21 @@ def stop(runs_dir: str | Path) -> bool:
 
 
 def ensure_launcher(runs_dir: str | Path) -> None:
-    """Start a launcher for ``runs_dir`` in the background unless one answers; never waits."""
-    if ping(runs_dir):
+    """Start a launcher for ``runs_dir`` in the background unless one answers; never waits.
+    ``$DUFM_LAUNCHER=off`` disables it (workers then always start as fresh processes)."""
+    if os.environ.get(ENABLE_ENV, "on").lower() in ("0", "off", "no", "false") or ping(runs_dir):
         return
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     subprocess.Popen(
         [sys.executable, "-m", "dufm_core", "launcher", "--runs-dir", str(runs_dir)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd=ROOT, env=env, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
 
 
@@ -151,7 +157,7 @@ def serve(runs_dir: str | Path) -> int:
                     conn.sendall(b"bye\n")
                     return 0
                 elif line.startswith("train "):
-                    run_dir = line[len("train "):]
+                    run_dir = line[len("train ") :]
                     if not os.path.isfile(os.path.join(run_dir, "config.json")):
                         conn.sendall(f"error not a run folder: {run_dir}\n".encode())
                         continue

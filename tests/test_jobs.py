@@ -70,3 +70,30 @@ def test_worker_failure_is_recorded(runs_dir: Path) -> None:
     run = jobs.launch(cfg, runs_dir)
     assert _wait(run, {"failed"}) == "failed"
     assert "no CUDA GPU" in run.status()["error"]
+
+
+def test_fork_server_starts_workers(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dufm_core import launcher
+
+    monkeypatch.setenv("DUFM_LAUNCHER_IDLE", "60")  # never outlives the test run for long
+    runs_dir.mkdir(parents=True)
+    assert not launcher.ping(runs_dir)
+    launcher.ensure_launcher(runs_dir)
+    try:
+        deadline = time.time() + 60
+        while not launcher.ping(runs_dir):
+            assert time.time() < deadline, "launcher did not come up"
+            time.sleep(0.1)
+        with monkeypatch.context() as m:  # the worker must come from the fork server
+            m.setattr(jobs, "_spawn_process", lambda run: pytest.fail("spawned, not forked"))
+            run = jobs.launch(_cfg(200), runs_dir)
+        assert _wait(run, {"finished"}) == "finished"
+        assert "finished at step 200" in run.log_path.read_text()
+        assert launcher.launch_via_server(runs_dir, runs_dir / "nope") is None
+    finally:
+        assert launcher.stop(runs_dir)
+    time.sleep(0.2)
+    assert not launcher.ping(runs_dir)
+    # with no launcher, workers still start (fresh process)
+    run = jobs.launch(_cfg(20), runs_dir)
+    assert _wait(run, {"finished"}) == "finished"

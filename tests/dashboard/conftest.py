@@ -24,4 +24,5 @@ def finished_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dash_env(finished_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DUFM_RUNS_DIR", str(finished_runs))
     monkeypatch.setenv("DUFM_MAX_JOBS", "1")
+    monkeypatch.setenv("DUFM_LAUNCHER", "off")
     return finished_runs
