@@ -120,11 +120,11 @@ def _child(run_dir: str) -> None:
 
 
 def serve(runs_dir: str | Path) -> int:
-    """Run the launcher for ``runs_dir`` until idle for ``$DUFM_LAUNCHER_IDLE`` s or told to quit."""
+    """Serve ``runs_dir`` until idle for ``$DUFM_LAUNCHER_IDLE`` seconds or told to quit."""
     # import everything a worker needs once, before any fork (torch, scipy via theory)
-    import dufm_core.cli  # noqa: F401
-    import dufm_core.jobs  # noqa: F401
-    import dufm_core.theory  # noqa: F401
+    import dufm_core.cli
+    import dufm_core.jobs
+    import dufm_core.theory
     import dufm_core.training  # noqa: F401
 
     idle = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S))

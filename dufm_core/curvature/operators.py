@@ -40,11 +40,12 @@ DEFAULT_MEMORY_BYTES = 1 << 30  # budget for the batched tangents of one vmap ch
 
 
 def _loss_fn(loss: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Fit term ℓ(Z) for logits Z (N, K) and labels (N,), as in models.fit_term."""
+    """Fit term ℓ(Z) for logits Z (N, K) and targets: the one-hot matrix (N, K) for MSE, the
+    labels (N,) for CE; as in models.fit_term (the one-hot is precomputed so that the function
+    has no data-dependent step and traces cleanly)."""
     if loss == "mse":
 
-        def mse(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            onehot = torch.nn.functional.one_hot(labels, z.shape[1]).to(z.dtype)
+        def mse(z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
             return (z - onehot).square().sum() / (2 * z.shape[0])
 
         return mse
@@ -106,6 +107,10 @@ class _Functional:
             raise ValueError("the model must expose .labels (the class of every sample)")
         self.labels = labels
         self.theta0 = pset.vector(model).clone()
+        K = int(self.logits(self.theta0).shape[1])
+        self.target = (
+            torch.nn.functional.one_hot(labels, K).to(self.theta0.dtype) if loss == "mse" else labels
+        )
 
     def logits(self, theta: torch.Tensor) -> torch.Tensor:
         """Logits Z(θ) of all N samples, shape (N, K)."""
@@ -116,7 +121,7 @@ class _Functional:
 
     def fit(self, theta: torch.Tensor) -> torch.Tensor:
         """Full-batch fit term F(θ)."""
-        return self.ell(self.logits(theta), self.labels)
+        return self.ell(self.logits(theta), self.target)
 
 
 class HessianOperator:
