@@ -19,7 +19,11 @@ pages = {
         st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
     ],
     "Analysis": [
+        st.Page("pages/spectrum.py", title="Spectrum", icon=":material/bar_chart:"),
+        st.Page("pages/alignment.py", title="Alignment", icon=":material/grid_on:"),
+        st.Page("pages/gradients.py", title="Gradients", icon=":material/north_east:"),
         st.Page("pages/collapse.py", title="Collapse & weights", icon=":material/trending_down:"),
+        st.Page("pages/inspect.py", title="Inspect checkpoint", icon=":material/upload_file:"),
     ],
     "Theory": [
         st.Page("pages/theory_explorer.py", title="Theory explorer", icon=":material/functions:")

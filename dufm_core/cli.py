@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from dufm_core.config import ConfigError, RunConfig, load_config_file
@@ -167,6 +168,36 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- analyze
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from dufm_core import analysis
+    from dufm_core.store import CheckpointError, atomic_write_json, open_run
+
+    def progress(msg: str, frac: float) -> None:
+        print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
+
+    if args.full_params not in analysis.FULL_PARAMS:
+        return _die(f"full_params: must be one of {' | '.join(analysis.FULL_PARAMS)} "
+                    f"(got {args.full_params!r})")
+    try:
+        run = open_run(args.run_dir)
+        if args.all_steps:
+            analysis.analyze_series(run, full=args.full, full_params=args.full_params,
+                                    progress=progress)
+            path = run.analysis_dir / "series.json"
+        else:
+            report = analysis.analyze(run, args.step, full=args.full,
+                                      full_params=args.full_params, progress=progress)
+            path = analysis.report_path(run, report["step"])
+            if args.out:
+                atomic_write_json(args.out, report)
+                path = Path(args.out)
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+        return _die(str(exc))
+    print(path)
+    return 0
+
+
 # --------------------------------------------------------------------------- launcher
 def cmd_launcher(args: argparse.Namespace) -> int:
     from dufm_core import launcher
@@ -249,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also give the ReLU DNC-point eigenvalues with σ'(0) = τ",
     )
     th.set_defaults(func=cmd_theory)
+
+    an = sub.add_parser("analyze", help="analysis report of a checkpoint; prints its path last")
+    an.add_argument("run_dir", metavar="RUN_DIR")
+    an.add_argument("--step", type=int, default=None, help="checkpoint step (default: the last)")
+    an.add_argument("--full", action="store_true", help="add the full fit-Hessian")
+    an.add_argument("--full-params", default="weights", help="weights (default) | weights+features")
+    an.add_argument("--out", default=None, help="also write the report to this file")
+    an.add_argument("--all-steps", action="store_true",
+                    help="analyse every checkpoint and write analysis/series.json")
+    an.set_defaults(func=cmd_analyze)
 
     lau = sub.add_parser("launcher", help="fork server that starts workers fast (dashboard)")
     lau.add_argument("--runs-dir", default=None)

@@ -7,6 +7,7 @@ dashed line or hollow marker so measurement and prediction sit side by side.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -409,3 +410,71 @@ def heatmap(
     fig.update_yaxes(autorange="reversed")
     side = max(300, min(640, 40 * z.shape[0] + 120)) if z.ndim == 2 else 380
     return _layout(fig, title, "", "", height=side)
+
+
+def binned_histogram(
+    hist: Mapping[str, Any],
+    top: Sequence[float] | None = None,
+    n_outliers: int | None = None,
+    predicted: Sequence[float] | None = None,
+    title: str = "Spectrum",
+) -> go.Figure:
+    """A pre-binned log10|λ| histogram (see ``analysis.spectrum_histogram``): bars for λ > 0 and
+    λ < 0, the count of numerical zeros in the title, the top outliers and predictions marked."""
+    edges = list(hist.get("edges") or [])
+    fig = go.Figure()
+    if edges:
+        centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+        width = edges[1] - edges[0]
+        signs = (("positive", "λ > 0", COLORS[0]), ("negative", "λ < 0", COLORS[2]))
+        for key, name, color in signs:
+            counts = hist.get(key) or []
+            if any(counts):
+                fig.add_trace(
+                    go.Bar(
+                        x=centres,
+                        y=[c if c > 0 else None for c in counts],
+                        width=width,
+                        name=name,
+                        marker_color=color,
+                        opacity=0.8,
+                    )
+                )
+    if top and n_outliers:
+        marks = [math.log10(abs(v)) for v in list(top)[:n_outliers] if v and abs(v) > 0]
+        fig.add_trace(
+            go.Scatter(
+                x=marks,
+                y=[1] * len(marks),
+                mode="markers",
+                name=f"top {n_outliers}",
+                marker={"symbol": "triangle-down", "size": 12, "color": "black"},
+            )
+        )
+    for p in sorted({round(v, 12) for v in predicted or [] if v and v > 0}):
+        fig.add_vline(x=math.log10(p), line=PRED_STYLE, annotation_text=f"pred {p:.6g}")
+    zeros = hist.get("zeros", 0)
+    fig.update_layout(barmode="overlay")
+    return _layout(
+        fig,
+        f"{title} — {zeros} eigenvalues are 0 (|λ| < {hist.get('floor', 0):.1e})",
+        "log10 |eigenvalue|",
+        "count",
+        log_y=True,
+    )
+
+
+def bars(
+    values: Sequence[float],
+    title: str,
+    ylabel: str,
+    labels: Sequence[str] | None = None,
+    reference: float | None = None,
+    reference_label: str = "",
+) -> go.Figure:
+    """Simple bar chart (e.g. gradient coefficients on the top-K² eigenvectors)."""
+    x = list(labels) if labels else list(range(1, len(values) + 1))
+    fig = go.Figure(go.Bar(x=x, y=list(values), marker_color=COLORS[0]))
+    if reference is not None:
+        fig.add_hline(y=reference, line=PRED_STYLE, annotation_text=reference_label)
+    return _layout(fig, title, "", ylabel)

@@ -17,6 +17,7 @@ so a file that carries code is refused instead of executed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -155,11 +156,11 @@ class Run:
             and status.get("host") == socket.gethostname()
             and not _pid_alive(int(status.get("pid") or 0))
         ):
-                status = {
-                    **status,
-                    "state": INTERRUPTED,
-                    "error": status.get("error") or "worker process is gone; resume it",
-                }
+            status = {
+                **status,
+                "state": INTERRUPTED,
+                "error": status.get("error") or "worker process is gone; resume it",
+            }
         return status
 
     def write_status(self, **updates: Any) -> dict[str, Any]:
@@ -372,19 +373,88 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
-    """Load a checkpoint with ``weights_only=True`` and rebuild its model.
+# --------------------------------------------------------------------------- safetensors
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "I64": torch.int64}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+_ST_MAX_HEADER = 16 * 1024 * 1024
 
-    Raises :class:`CheckpointError` with a one-line reason for a missing, truncated, foreign or
-    code-carrying file; never unpickles arbitrary objects.
-    """
-    from dufm_core.models import DeepUFM
 
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file")
+def save_safetensors(path: str | Path, ck: Checkpoint) -> None:
+    """Export a checkpoint's model as ``.safetensors`` (config, step and format in the metadata),
+    a format any tool can read without executing code."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in ck.model.state_dict().items()}
+    header: dict[str, Any] = {
+        "__metadata__": {
+            "format_version": str(FORMAT_VERSION),
+            "step": str(ck.step),
+            "config": json.dumps(ck.config.to_dict()),
+        }
+    }
+    offset, blobs = 0, []
+    for name, t in tensors.items():
+        data = t.numpy().tobytes()
+        header[name] = {
+            "dtype": _ST_NAMES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    atomic_write_bytes(path, len(head).to_bytes(8, "little") + head + b"".join(blobs))
+
+
+def _read_safetensors(p: Path) -> dict[str, Any]:
+    """Parse a .safetensors file into the checkpoint dict layout (strict bounds checks)."""
+    import numpy as np
+
+    raw = p.read_bytes()
+    if len(raw) < 8:
+        raise CheckpointError(f"{p}: truncated safetensors file (no header)")
+    n = int.from_bytes(raw[:8], "little")
+    if n > _ST_MAX_HEADER or 8 + n > len(raw):
+        raise CheckpointError(f"{p}: truncated or malformed safetensors header")
     try:
-        state = torch.load(p, map_location=device, weights_only=True)
+        header = json.loads(raw[8 : 8 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{p}: malformed safetensors header (not JSON)") from None
+    meta = header.pop("__metadata__", {}) or {}
+    body = raw[8 + n :]
+    model = {}
+    for name, spec in header.items():
+        try:
+            dtype = _ST_DTYPES[spec["dtype"]]
+            b, e = (int(x) for x in spec["data_offsets"])
+            shape = [int(x) for x in spec["shape"]]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{p}: unsupported or malformed tensor entry {name!r}") from None
+        if not 0 <= b <= e <= len(body):
+            raise CheckpointError(f"{p}: truncated safetensors data for {name!r}")
+        np_dtype = {torch.float64: np.float64, torch.float32: np.float32, torch.int64: np.int64}[
+            dtype
+        ]
+        arr = np.frombuffer(body[b:e], dtype=np_dtype)
+        if arr.size != math.prod(shape):
+            raise CheckpointError(f"{p}: tensor {name!r} has {arr.size} values for shape {shape}")
+        model[name] = torch.from_numpy(arr.copy()).reshape(shape)
+    try:
+        config = json.loads(meta["config"])
+        return {
+            "format_version": int(meta.get("format_version", 0)),
+            "config": config,
+            "step": int(meta.get("step", 0)),
+            "model": model,
+            "optimizer": None,
+        }
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        raise CheckpointError(f"{p}: safetensors metadata lacks a DUFM Lab config") from None
+
+
+def _torch_load(p: Path, device: torch.device | str) -> Any:
+    """``torch.load(weights_only=True)`` with its many failure types turned into one message."""
+    try:
+        return torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for bad files
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
@@ -395,6 +465,21 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
         raise CheckpointError(
             f"{p}: not a readable PyTorch checkpoint (truncated or another format): {msg[:200]}"
         ) from None
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Load a ``.pt`` checkpoint with ``weights_only=True`` (or a ``.safetensors`` export) and
+    rebuild its model.
+
+    Raises :class:`CheckpointError` with a one-line reason for a missing, truncated, foreign or
+    code-carrying file; never unpickles arbitrary objects.
+    """
+    from dufm_core.models import DeepUFM
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    state = _read_safetensors(p) if p.suffix == ".safetensors" else _torch_load(p, device)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(
             f"{p}: not a DUFM Lab checkpoint: expected a dict with keys format_version, config, "

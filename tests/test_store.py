@@ -156,3 +156,33 @@ def test_list_runs_empty_and_missing(tmp_path: Path) -> None:
     assert list_runs(tmp_path / "nope") == []
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         open_run(tmp_path)
+
+
+def test_safetensors_roundtrip_and_bad_files(runs_dir: Path, tmp_path: Path) -> None:
+    from dufm_core.store import save_safetensors
+
+    cfg = small_cfg()
+    run = create_run(cfg, runs_dir)
+    ck = load_checkpoint(save_checkpoint(run, 3, build_model(cfg), None, cfg))
+    out = tmp_path / "m.safetensors"
+    save_safetensors(out, ck)
+    back = load_checkpoint(out)
+    assert back.step == 3 and back.config == cfg
+    for a, b in zip(back.model.parameters(), ck.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    raw = out.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(raw[: len(raw) - 10])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.safetensors")
+    (tmp_path / "tiny.safetensors").write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "tiny.safetensors")
+    bad = (16).to_bytes(8, "little") + b"not json at all!"
+    (tmp_path / "bad.safetensors").write_bytes(bad)
+    with pytest.raises(CheckpointError, match="not JSON"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+    head = json.dumps({"w": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]}}).encode()
+    (tmp_path / "nometa.safetensors").write_bytes(
+        len(head).to_bytes(8, "little") + head + bytes(16))
+    with pytest.raises(CheckpointError, match="lacks a DUFM Lab config"):
+        load_checkpoint(tmp_path / "nometa.safetensors")

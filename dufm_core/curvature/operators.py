@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from dufm_core.curvature.params import ParamSet, param_set, unflatten
+from dufm_core.curvature.params import ParamSet, flatten, param_set
 
 __all__ = ["PARTS", "HessianOperator", "gradient", "regulariser_diagonal"]
 
@@ -93,7 +93,13 @@ def _auto_chunk(dim: int, itemsize: int, memory_bytes: int) -> int:
 
 
 class _Functional:
-    """The model as a pure function of the flat selected parameters θ (everything else fixed)."""
+    """The model as a pure function of the selected parameter tensors (everything else fixed).
+
+    Functions take the selected tensors as a tuple (one per name of the ParamSet) rather than
+    one flat θ: slicing a flat vector inside a differentiated function makes autograd build a
+    full-length zero tensor per slice in the backward pass, which costs more memory traffic
+    than the Hessian product itself at large widths. Flattening happens once per block instead.
+    """
 
     def __init__(self, model: nn.Module, pset: ParamSet, loss: str) -> None:
         self.model = model
@@ -106,22 +112,38 @@ class _Functional:
         if labels is None:
             raise ValueError("the model must expose .labels (the class of every sample)")
         self.labels = labels
-        self.theta0 = pset.vector(model).clone()
-        K = int(self.logits(self.theta0).shape[1])
+        self.params0 = tuple(t.clone() for t in pset.tensors(model))
+        self.theta0 = flatten(self.params0)
+        K = int(self.logits(*self.params0).shape[1])
         self.target = (
             torch.nn.functional.one_hot(labels, K).to(self.theta0.dtype) if loss == "mse" else labels
         )
 
-    def logits(self, theta: torch.Tensor) -> torch.Tensor:
-        """Logits Z(θ) of all N samples, shape (N, K)."""
-        tensors = dict(self.base)
-        tensors.update(zip(self.pset.names, unflatten(theta, self.pset), strict=True))
-        tensors.update(self.buffers)
-        return functional_call(self.model, tensors, ())
+    def logits(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """Logits Z of all N samples, shape (N, K), with the selected tensors replaced."""
+        values = dict(self.base)
+        values.update(zip(self.pset.names, tensors, strict=True))
+        values.update(self.buffers)
+        return functional_call(self.model, values, ())
 
-    def fit(self, theta: torch.Tensor) -> torch.Tensor:
-        """Full-batch fit term F(θ)."""
-        return self.ell(self.logits(theta), self.target)
+    def fit(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """Full-batch fit term F."""
+        return self.ell(self.logits(*tensors), self.target)
+
+    def split_rows(self, Vr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A block stored as rows (m, dim) → per-parameter tangents (m, *shape) (views when
+        the rows are contiguous)."""
+        off = self.pset.offsets
+        m = Vr.shape[0]
+        return tuple(
+            Vr[:, off[i] : off[i + 1]].reshape(m, *s) for i, s in enumerate(self.pset.shapes)
+        )
+
+    @staticmethod
+    def join_rows(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-parameter blocks (m, *shape) → rows (m, dim)."""
+        m = parts[0].shape[0]
+        return torch.cat([t.reshape(m, -1) for t in parts], dim=1)
 
 
 class HessianOperator:
@@ -174,23 +196,31 @@ class HessianOperator:
         self.matvecs = 0  # number of operator-vector products so far (for reports)
 
     # ------------------------------------------------------------------ building blocks
-    def _fit_matmat(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """V ↦ ∇²F V by vmap over columns of the forward-over-reverse product."""
+    def _fit_rows(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Rows (m, dim) ↦ rows of (∇²F V): vmap over vectors of the forward-over-reverse
+        product jvp(∇F, θ; v)."""
         if self._fit_mm is None:
-            theta0 = self._f.theta0
-            g = grad(self._f.fit)
+            f = self._f
+            params0 = f.params0
+            g = grad(f.fit, argnums=tuple(range(len(params0))))
 
-            def hvp(v: torch.Tensor) -> torch.Tensor:
-                return jvp(g, (theta0,), (v,))[1]
+            def hvp(*v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return jvp(g, params0, v)[1]
 
-            self._fit_mm = vmap(hvp, in_dims=1, out_dims=1, chunk_size=self.chunk_size)
+            batched = vmap(hvp, chunk_size=self.chunk_size)
+
+            def rows(Vr: torch.Tensor) -> torch.Tensor:
+                return f.join_rows(batched(*f.split_rows(Vr)))
+
+            self._fit_mm = rows
         return self._fit_mm
 
-    def _gn_matmat(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """V ↦ Jᵀ H_ℓ J V by vmap over columns of jvp → H_ℓ → vjp."""
+    def _gn_rows(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Rows (m, dim) ↦ rows of Jᵀ H_ℓ J V: vmap over vectors of jvp → H_ℓ → vjp."""
         if self._gn_mm is None:
-            theta0 = self._f.theta0
-            z0, vjp_fn = vjp(self._f.logits, theta0)
+            f = self._f
+            params0 = f.params0
+            z0, vjp_fn = vjp(f.logits, *params0)
             N = z0.shape[0]
             if self.loss == "mse":
 
@@ -203,30 +233,42 @@ class HessianOperator:
                 def h_ell(u: torch.Tensor) -> torch.Tensor:
                     return (p * u - p * (p * u).sum(dim=1, keepdim=True)) / N
 
-            def gnvp(v: torch.Tensor) -> torch.Tensor:
-                jz = jvp(self._f.logits, (theta0,), (v,))[1]
-                return vjp_fn(h_ell(jz))[0]
+            def gnvp(*v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                jz = jvp(f.logits, params0, v)[1]
+                return vjp_fn(h_ell(jz))
 
-            self._gn_mm = vmap(gnvp, in_dims=1, out_dims=1, chunk_size=self.chunk_size)
+            batched = vmap(gnvp, chunk_size=self.chunk_size)
+
+            def rows(Vr: torch.Tensor) -> torch.Tensor:
+                return f.join_rows(batched(*f.split_rows(Vr)))
+
+            self._gn_mm = rows
         return self._gn_mm
 
     # ------------------------------------------------------------------ protocol
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """H V for a block V of shape (dim, m); returns (dim, m) in the operator's dtype."""
+        """H V for a block V of shape (dim, m); returns (dim, m) in the operator's dtype.
+
+        Internally the block is handled as rows (m, dim); passing V as the transpose of a
+        row-major (m, dim) tensor (as the eigensolvers do) avoids a copy, and the result is
+        likewise the transpose of a row-major (m, dim) tensor.
+        """
         if V.ndim != 2 or V.shape[0] != self.dim:
             raise ValueError(f"matmat expects shape ({self.dim}, m), got {tuple(V.shape)}")
-        V = V.to(dtype=self.dtype, device=self.device)
-        self.matvecs += V.shape[1]
-        if V.shape[1] == 0:
-            return V.clone()
+        Vr = V.to(dtype=self.dtype, device=self.device).T.contiguous()
+        self.matvecs += Vr.shape[0]
+        if Vr.shape[0] == 0:
+            return Vr.T.clone()
         if self.part == "fit":
-            return self._fit_matmat()(V)
-        if self.part == "gn":
-            return self._gn_matmat()(V)
-        if self.part == "residual":
-            return self._fit_matmat()(V) - self._gn_matmat()(V)
-        assert self._reg is not None
-        return self._fit_matmat()(V) + self._reg[:, None] * V
+            out = self._fit_rows()(Vr)
+        elif self.part == "gn":
+            out = self._gn_rows()(Vr)
+        elif self.part == "residual":
+            out = self._fit_rows()(Vr) - self._gn_rows()(Vr)
+        else:
+            assert self._reg is not None
+            out = self._fit_rows()(Vr) + self._reg * Vr
+        return out.T
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """H v for one vector of length dim."""
@@ -316,7 +358,7 @@ def gradient(
         raise ValueError(f"gradient part must be fit | total (got {part!r})")
     pset = param_set(model, params)
     f = _Functional(model, pset, loss)
-    g = grad(f.fit)(f.theta0)
+    g = flatten(grad(f.fit, argnums=tuple(range(len(f.params0))))(*f.params0))
     if part == "total":
         g = g + regulariser_diagonal(pset, lam_w, lam_h, g.dtype, g.device) * f.theta0
     return g.detach()

@@ -1,0 +1,409 @@
+"""The analysis report (design.md §5): measurement beside prediction, for any checkpoint.
+
+For each layer l = 1..L of a checkpoint the report holds the fit-Hessian's top eigenvalues (and a
+log-binned histogram of its whole spectrum), the outlier count and max/min ratio of the top K²,
+the alignment f_cc' and subspace capture of the predicted eigen-matrices μ_c^{(l+1)}μ_{c'}^{(l)ᵀ},
+the gradient coefficients (natural basis and Hessian eigenbasis), Papyan's Gauss–Newton split,
+the weight's singular structure and the DNC metrics; ``--full`` adds the top of the full
+fit-Hessian over all weights (or weights + features). Every Hessian here is the **fit-term**
+Hessian unless a key says ``total``.
+
+How each layer's Hessian is computed:
+
+* linear MSE: exactly, from the Kronecker factors P = A^{(l+1)ᵀ}A^{(l+1)}, Q = H_lH_lᵀ/N
+  (theory.md §4.1) — the whole spectrum in O(d³);
+* otherwise: the dense autograd Hessian when the layer has ≤ ``DENSE_MAX`` weights, else a block
+  eigensolver (block ≥ K², the outliers are degenerate) on Hessian–matrix products.
+
+Reports are cached as ``analysis/step_<8 digits>.json`` in the run folder; asking again costs a
+file read. ``analyze_series`` analyses every checkpoint and writes ``analysis/series.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dufm_core import alignment, collapse, gradients, theory, weights
+from dufm_core.config import RunConfig
+from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
+from dufm_core.curvature.kronecker import KroneckerSpectrum
+from dufm_core.curvature.operators import HessianOperator
+from dufm_core.models import DeepUFM, fit_term
+from dufm_core.store import Run, atomic_write_json, load_checkpoint, read_json
+
+REPORT_VERSION = 1
+DENSE_MAX = 4096  # layers with at most this many weights get a dense autograd Hessian
+HIST_BINS = 48
+TAUS = (0.0, 0.5, 1.0)
+FULL_PARAMS = ("weights", "weights+features")
+
+Progress = Callable[[str, float], None] | None
+
+
+# --------------------------------------------------------------------------- small helpers
+def _f(x: Any) -> float | None:
+    """A float for JSON: non-finite becomes None."""
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def _list(t: Any) -> Any:
+    """Tensor / array / nested lists to plain JSON lists (non-finite → None)."""
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu().double().numpy()
+    if isinstance(t, np.ndarray):
+        t = t.tolist()
+    if isinstance(t, (list, tuple)):
+        return [_list(v) for v in t]
+    if isinstance(t, (float, int, np.floating, np.integer)) and not isinstance(t, bool):
+        return _f(t)
+    return t
+
+
+def spectrum_histogram(values: torch.Tensor, bins: int = HIST_BINS) -> dict[str, Any]:
+    """Log-binned histogram of a spectrum: counts of λ > 0 and λ < 0 in bins of log10|λ| between
+    the zero floor (1e-13·max|λ|) and max|λ|, plus the number of numerical zeros."""
+    v = values.detach().cpu().double()
+    amax = float(v.abs().max()) if v.numel() else 0.0
+    if amax == 0.0:
+        return {"edges": [], "positive": [], "negative": [], "zeros": int(v.numel()), "floor": 0.0}
+    floor = amax * 1e-13
+    zero = v.abs() <= floor
+    lo, hi = math.log10(floor), math.log10(amax) + 1e-9
+    edges = np.linspace(lo, hi, bins + 1)
+    pos = np.histogram(np.log10(v[(v > floor)].numpy()), bins=edges)[0]
+    neg = np.histogram(np.log10((-v[(v < -floor)]).numpy()), bins=edges)[0]
+    return {"edges": edges.tolist(), "positive": pos.tolist(), "negative": neg.tolist(),
+            "zeros": int(zero.sum()), "floor": floor}
+
+
+def _erank(values: torch.Tensor) -> float:
+    """Roy–Vetterli effective rank of the positive part of a spectrum."""
+    return collapse.effective_rank(values.clamp_min(0.0))
+
+
+# --------------------------------------------------------------------------- predictions
+def predictions(cfg: RunConfig, model: DeepUFM | None = None) -> dict[str, Any]:
+    """The report's ``theory`` block: closed forms for MSE (linear, and ReLU at its best DNC
+    point), or the CE DNC-point values at the measured logit scale α."""
+    K, n, L = cfg.K, cfg.n, cfg.depth
+    out: dict[str, Any] = {"gamma": None, "lambda_crit": None, "nontrivial": None, "loss": None,
+                           "layer_outlier": [None] * L, "full_outliers": []}
+    positive = min([*cfg.lam_ws, cfg.lam_h]) > 0
+    if cfg.loss == "mse" and positive:
+        pred = theory.predict(K, n, cfg.lam_ws, cfg.lam_h)
+        out.update(_list(pred.to_dict()))
+        out["full_outliers_with_features"] = _list(pred.full_outliers_with_features)
+        if cfg.activation == "relu":
+            out["relu_layer_eigenvalues"] = {
+                str(tau): _list(theory.relu_layer_eigenvalues(K, n, cfg.lam_ws, cfg.lam_h, tau))
+                for tau in TAUS}
+            out["note"] = ("ReLU: values of the best DNC point (non-negative features, theory.md "
+                           "§4.6); autograd's Hessian uses σ'(0) = 0, i.e. τ = 0")
+        return out
+    if cfg.loss == "ce":
+        out["note"] = ("cross-entropy: no global closed form; DNC-point values (theory.md §4.7) "
+                       "at the stationary scale α* and at the measured α")
+        if positive and len(set(cfg.lam_ws)) == 1 and cfg.lam_ws[0] == cfg.lam_h:
+            a_star = theory.ce_optimal_alpha(K, n, L, cfg.lam_h)
+            out["ce_alpha_star"] = _f(a_star)
+            if a_star > 0:
+                out["ce_loss_at_alpha_star"] = _f(theory.ce_loss(K, n, L, cfg.lam_h, a_star))
+        if model is not None:
+            Z = model().detach().double()  # (N, K)
+            M = collapse.class_means(Z.T, model.labels, K)  # K × K, column c = mean logits
+            # at DNC z_c = α(e_c − 1/K): diagonal means α(1 − 1/K), off-diagonal −α/K
+            off = (M.sum() - torch.diagonal(M).sum()) / (K * K - K)
+            alpha = float(torch.diagonal(M).mean() - off)
+            if alpha > 0:
+                out["ce_alpha_measured"] = alpha
+                x = theory.ce_x(alpha, n, L)
+                groups = theory.ce_layer_eigenvalues(K, n, L, x)
+                out["ce_layer_eigenvalues"] = [[_f(v), m] for v, m in groups]
+                out["layer_outlier"] = [_f(groups[0][0])] * L
+    return out
+
+
+def _layer_predicted(cfg: RunConfig, th: dict[str, Any], l: int) -> tuple[float | None, list]:
+    """(hessian_predicted, predicted top-K² list) for layer l."""
+    K2 = cfg.K**2
+    value = th["layer_outlier"][l - 1]
+    if cfg.loss == "ce" and th.get("ce_layer_eigenvalues"):
+        vals = [v for v, m in th["ce_layer_eigenvalues"] for _ in range(m)]
+        return value, (vals + [0.0] * K2)[:K2]
+    if cfg.activation == "relu" and th.get("relu_layer_eigenvalues"):
+        return value, th["relu_layer_eigenvalues"]["0.0"][l - 1]
+    return value, ([value] * K2 if value is not None else [])
+
+
+# --------------------------------------------------------------------------- one layer
+def _layer_hessian(model: DeepUFM, cfg: RunConfig, l: int, m: int,
+                   tol: float) -> dict[str, Any]:
+    """Top-m eigenpairs of the layer-l fit Hessian, an eigenvector matrix U (dim, m), an hvp on
+    stacks of (d_out, d_in) matrices, and the histogram of the spectrum."""
+    d_out, d_in = model.weights[l - 1].shape
+    dim = d_out * d_in
+    t0 = time.perf_counter()
+    if cfg.activation == "linear" and cfg.loss == "mse":
+        P, Q = alignment.layer_kronecker_factors(model, l)
+        spec = KroneckerSpectrum(P, Q)
+        values_all = spec.values()
+        vals, vecs = spec.top(m)
+        U = vecs.reshape(vecs.shape[0], -1).T
+        hvp = alignment.kronecker_hvp(P, Q)
+        method = "kronecker (exact, theory.md §4.1)"
+        extra: dict[str, Any] = {"residual_max": 0.0, "converged": True}
+    else:
+        op = HessianOperator(model, f"layer:{l}", loss=cfg.loss, part="fit")
+        if dim <= DENSE_MAX:
+            H = op.dense(max_dim=DENSE_MAX).double()
+            H = 0.5 * (H + H.T)
+            evals, evecs = torch.linalg.eigh(H)
+            values_all = evals.flip(0)
+            vals, U = values_all[:m], evecs.flip(1)[:, :m]
+            method = "dense autograd Hessian + eigh"
+            extra = {"residual_max": 0.0, "converged": True}
+
+            def hvp(V: torch.Tensor, H: torch.Tensor = H) -> torch.Tensor:
+                return (V.reshape(V.shape[0], -1).double() @ H).reshape(V.shape)
+        else:
+            res = top_eigenpairs(op, m, block=max(m, cfg.K**2 + cfg.K), tol=tol)
+            vals, U = res.values.double(), res.vectors.double()
+            values_all = vals
+            method = f"{res.method} on Hessian–matrix products ({res.matvecs} products)"
+            extra = {"residual_max": _f(res.residual_norms.max()),
+                     "converged": bool(res.all_converged)}
+
+            def hvp(V: torch.Tensor, op: HessianOperator = op) -> torch.Tensor:
+                flat = V.reshape(V.shape[0], -1).T.to(op.dtype)
+                return op.matmat(flat).T.reshape(V.shape).double()
+    return {"values": vals.double(), "U": U.double(), "hvp": hvp, "all": values_all.double(),
+            "method": method, "seconds": time.perf_counter() - t0, "exact_spectrum":
+            values_all.numel() == dim, **extra}
+
+
+def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
+                  tol: float = 1e-10) -> dict[str, Any]:
+    """Everything the report says about layer l (see the module docstring)."""
+    K = cfg.K
+    K2 = K * K
+    d_out, d_in = model.weights[l - 1].shape
+    m = min(K2 + K, d_out * d_in)
+    hess = _layer_hessian(model, cfg, l, m, tol)
+    top = hess["values"]
+    U_top = hess["U"][:, : min(K2, hess["U"].shape[1])]
+    M_out, M_in = alignment.layer_means(model, l)
+    basis = alignment.predicted_basis(M_out, M_in)
+    align = alignment.alignment_report(basis, hvp=hess["hvp"], U_top=U_top)
+    G = gradients.layer_gradient(model, l, cfg.loss)
+    coeff = gradients.gradient_coefficients(G, basis)
+    eig_coeff, inside = gradients.eigenbasis_coefficients(G.reshape(-1).double(), U_top)
+    grad_norm = float(G.norm())
+    gn = alignment.gn_split(model, l, cfg.loss)
+    gn.pop("parts", None)
+    wrep = weights.layer_weight_report(model, l)
+    feats = model.layer_features()
+    H_in = feats.post[l - 1].double()
+    nc = collapse.nc1(H_in, model.labels, K)
+    frame = "etf" if cfg.loss == "ce" else "orthogonal"
+    predicted, predicted_top = _layer_predicted(cfg, th, l)
+    top_k2 = top[:K2]
+    ratio = float(top_k2[0] / top_k2[-1]) if top_k2.numel() == K2 and float(top_k2[-1]) > 0 \
+        else None
+    f = torch.as_tensor(align["alignment_f"], dtype=torch.float64)
+    return {
+        "layer": l,
+        "shape": [d_out, d_in],
+        "hessian_method": hess["method"],
+        "hessian_seconds": hess["seconds"],
+        "hessian_converged": hess["converged"],
+        "hessian_residual_max": hess["residual_max"],
+        "hessian_top": _list(top),
+        "hessian_top_total": _list(top + cfg.lam_ws[l - 1]),
+        "hessian_predicted": predicted,
+        "hessian_predicted_top": _list(predicted_top),
+        "hessian_histogram": spectrum_histogram(hess["all"]) if hess["exact_spectrum"] else None,
+        "hessian_effective_rank": _erank(hess["all"]) if hess["exact_spectrum"] else None,
+        "outlier_count": count_outliers(top, rule="gap", m=m),
+        "outlier_count_relative": count_outliers(top, rule="relative"),
+        "outlier_ratio": ratio,
+        "alignment_f": align["alignment_f"],
+        "alignment_f_mean": _f(f.mean()),
+        "subspace_capture": align["subspace_capture"],
+        "principal_angles": align["principal_angles"],
+        "max_principal_angle": align["max_principal_angle"],
+        "cosine_heatmap": align["cosine_heatmap"],
+        "gradient_norm": grad_norm,
+        "gradient_coefficients": _list(coeff),
+        "gradient_eigenbasis": _list(eig_coeff),
+        "gradient_inside_fraction": _f(inside),
+        "gradient_beta": _f(gradients.gradient_beta(model, l, cfg.loss)),
+        "gradient_beta_predicted": (th.get("gradient_beta") or [None] * cfg.depth)[l - 1],
+        "gn_split": {k: gn[k] for k in ("ranks", "within", "cross", "class", "total",
+                                        "orthogonality_error") if k in gn},
+        "weight_singular_values": wrep["singular_values"],
+        "weight_singular_predicted": (th.get("sigma") or [None] * cfg.depth)[l - 1],
+        "weight_right_capture": wrep["right_capture"],
+        "weight_left_capture": wrep["left_capture"],
+        "effective_rank": wrep["effective_rank"],
+        "stable_rank": wrep["stable_rank"],
+        "threshold_rank": wrep["threshold_rank"],
+        "dnc3_cos": wrep["dnc3_cos"],
+        "nc1": _f(nc["nc1"]),
+        "nc1_fro": _f(nc["nc1_fro"]),
+        "nc2": _f(collapse.nc2(collapse.class_means(H_in, model.labels, K), frame)),
+        "nc3": _f(collapse.nc3(model.weights[l - 1].detach().double(),
+                               collapse.class_means(H_in, model.labels, K), frame)),
+    }
+
+
+# --------------------------------------------------------------------------- full Hessian
+def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str = "weights",
+                 tol: float = 1e-10) -> dict[str, Any]:
+    """Top K² + K eigenvalues of the full fit-Hessian over ``params`` beside the prediction."""
+    if params not in FULL_PARAMS:
+        raise ValueError(f"full_params must be one of {' | '.join(FULL_PARAMS)} (got {params!r})")
+    K2 = cfg.K**2
+    op = HessianOperator(model, params, loss=cfg.loss, part="fit")
+    m = min(K2 + cfg.K, op.dim)
+    t0 = time.perf_counter()
+    res = top_eigenpairs(op, m, block=max(m, K2 + cfg.K), tol=tol)
+    key = "full_outliers" if params == "weights" else "full_outliers_with_features"
+    return {
+        "params": params, "dim": op.dim,
+        "top": _list(res.values), "predicted": th.get(key) or [],
+        "method": f"{res.method} on Hessian–matrix products (torch.func)",
+        "seconds": time.perf_counter() - t0, "matvecs": res.matvecs,
+        "residual_norms": _list(res.residual_norms), "converged": bool(res.all_converged),
+        "outlier_count": count_outliers(res.values, rule="gap", m=m),
+    }
+
+
+# --------------------------------------------------------------------------- whole report
+def analyze_model(model: DeepUFM, cfg: RunConfig, step: int, run_id: str = "",
+                  full: bool = False, full_params: str = "weights", tol: float = 1e-10,
+                  progress: Progress = None) -> dict[str, Any]:
+    """The report of design.md §5 for a model (no caching)."""
+    t0 = time.perf_counter()
+    model = model.double() if next(model.parameters()).dtype != torch.float64 else model
+    th = predictions(cfg, model)
+    with torch.no_grad():
+        logits = model()
+        fit = float(fit_term(logits, model.labels, cfg.loss))
+        reg = float(model.reg_term(cfg.lam_ws, cfg.lam_h))
+    layers = []
+    for l in range(1, cfg.depth + 1):
+        if progress:
+            progress(f"layer {l} of {cfg.depth}", (l - 1) / (cfg.depth + (1 if full else 0)))
+        layers.append(analyze_layer(model, cfg, l, th, tol))
+    report: dict[str, Any] = {
+        "report_version": REPORT_VERSION,
+        "run": run_id, "step": int(step), "config": cfg.to_dict(), "theory": th,
+        "loss": {"total": fit + reg, "fit": fit, "reg": reg},
+        "gamma_measured": _f(torch.diagonal(collapse.class_means(
+            logits.T.double(), model.labels, cfg.K)).mean()),
+        "hessian": "fit-term Hessian (total = fit + λ on the diagonal where a key says total)",
+        "layers": layers,
+    }
+    if full:
+        if progress:
+            progress("full Hessian", cfg.depth / (cfg.depth + 1))
+        report["full_hessian"] = analyze_full(model, cfg, th, full_params, tol)
+    report["seconds"] = time.perf_counter() - t0
+    if progress:
+        progress("done", 1.0)
+    return report
+
+
+def report_path(run: Run, step: int) -> Path:
+    return run.analysis_dir / f"step_{step:08d}.json"
+
+
+def analyze(run: Run, step: int | None = None, full: bool = False,
+            full_params: str = "weights", force: bool = False,
+            progress: Progress = None) -> dict[str, Any]:
+    """The report for checkpoint ``step`` (default: the last) of ``run``, cached on disk.
+
+    A cached report is returned as it is; if ``full`` asks for a full-Hessian part the cache
+    lacks (or for other parameters), only that part is computed and the cache updated.
+    """
+    steps = run.checkpoints()
+    if not steps:
+        raise FileNotFoundError(f"{run.path}: no checkpoints to analyse")
+    if step is None:
+        step = steps[-1]
+    if step not in steps:
+        raise ValueError(f"step: no checkpoint at step {step}; available: {steps}")
+    path = report_path(run, step)
+    report = None
+    if path.is_file() and not force:
+        try:
+            report = read_json(path)
+        except (OSError, ValueError):
+            report = None
+        if report is not None and report.get("report_version") != REPORT_VERSION:
+            report = None
+    need_full = full and (report is None or (report.get("full_hessian") or {}).get("params")
+                          != full_params)
+    if report is not None and not need_full:
+        return report
+    ck = load_checkpoint(run.checkpoint_path(step))
+    model = ck.model.double()
+    if report is None:
+        report = analyze_model(model, ck.config, step, run.id, full=full,
+                               full_params=full_params, progress=progress)
+    else:
+        report["full_hessian"] = analyze_full(model, ck.config, report["theory"], full_params)
+    run.analysis_dir.mkdir(exist_ok=True)
+    atomic_write_json(path, report)
+    return report
+
+
+# --------------------------------------------------------------------------- over training
+def series_entry(report: dict[str, Any]) -> dict[str, Any]:
+    """The per-step summary used for the training-dynamics plots."""
+    K2 = report["config"]["K"] ** 2
+    return {
+        "step": report["step"],
+        "loss": report["loss"]["total"],
+        "layers": [{
+            "layer": lay["layer"],
+            "top": lay["hessian_top"][:K2],
+            "next": lay["hessian_top"][K2] if len(lay["hessian_top"]) > K2 else None,
+            "outlier_ratio": lay["outlier_ratio"],
+            "outlier_count": lay["outlier_count"],
+            "alignment_f_mean": lay["alignment_f_mean"],
+            "subspace_capture_mean": _f(np.mean(lay["subspace_capture"])),
+            "gradient_coefficients": lay["gradient_coefficients"],
+            "gradient_inside_fraction": lay["gradient_inside_fraction"],
+            "effective_rank": lay["effective_rank"],
+            "hessian_effective_rank": lay["hessian_effective_rank"],
+            "nc1": lay["nc1"], "nc2": lay["nc2"], "nc3": lay["nc3"],
+        } for lay in report["layers"]],
+        "full_top": (report.get("full_hessian") or {}).get("top", [])[:K2],
+    }
+
+
+def analyze_series(run: Run, full: bool = False, full_params: str = "weights",
+                   progress: Progress = None) -> dict[str, Any]:
+    """Analyse every checkpoint (cached ones cost a read) and write ``analysis/series.json``."""
+    steps = run.checkpoints()
+    entries = []
+    for i, step in enumerate(steps):
+        if progress:
+            progress(f"checkpoint {step} ({i + 1} of {len(steps)})", i / max(len(steps), 1))
+        entries.append(series_entry(analyze(run, step, full=full, full_params=full_params)))
+    cfg = run.config()
+    series = {"run": run.id, "steps": steps, "K": cfg.K, "depth": cfg.depth,
+              "theory": predictions(cfg), "entries": entries}
+    atomic_write_json(run.analysis_dir / "series.json", series)
+    if progress:
+        progress("done", 1.0)
+    return series

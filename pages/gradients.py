@@ -1,0 +1,32 @@
+"""Gradients: the K×K gradient-coefficient matrix (I/K at collapse) and the outlier fraction."""
+
+import numpy as np
+import streamlit as st
+
+from dufm_core import plots
+from ui import analysis_view as av
+from ui import state
+
+st.title("Gradient coefficients")
+run = state.select_run()
+if run is None:
+    st.stop()
+step = state.select_step(run)
+if step is None:
+    st.stop()
+cfg = run.config()
+layer = state.select_layer(cfg.depth)
+report = av.get_report(run, step)
+av.show_gradients(report, layer)
+
+st.subheader("Over training")
+series = av.get_series(run)
+if series:
+    steps, Cs = av.series_lines(series, layer, "gradient_coefficients")
+    diag = [float(np.trace(np.asarray(C))) if C else None for C in Cs]
+    off = [float(np.sum(C) - np.trace(np.asarray(C))) if C else None for C in Cs]
+    _, inside = av.series_lines(series, layer, "gradient_inside_fraction")
+    st.plotly_chart(plots.series_lines(
+        steps, {"Σ diagonal C_cc": diag, "Σ off-diagonal": off, "inside outlier space": inside},
+        f"Gradient of W_{layer} over training", "fraction of ‖g‖²", reference=1.0,
+        reference_label="1"), config=plots.CONFIG)

@@ -1,0 +1,43 @@
+"""Spectrum: layer-wise and full Hessian spectra against the predicted K² outliers."""
+
+import streamlit as st
+
+from dufm_core import plots
+from ui import analysis_view as av
+from ui import state
+
+st.title("Hessian spectrum")
+run = state.select_run()
+if run is None:
+    st.stop()
+step = state.select_step(run)
+if step is None:
+    st.stop()
+cfg = run.config()
+layer = state.select_layer(cfg.depth)
+c1, c2 = st.columns(2)
+scope = c1.radio("Hessian", ["layer-wise", "full (all weights)"], horizontal=True)
+part = c2.radio("Part", ["fit", "total (fit + λ)"], horizontal=True)
+report = av.get_report(run, step, full=scope.startswith("full"))
+if scope.startswith("full"):
+    av.show_full(report)
+else:
+    av.show_spectrum(report, layer, total=part.startswith("total"))
+
+st.subheader("Over training")
+series = av.get_series(run)
+if series:
+    K2 = cfg.K**2
+    steps, tops = av.series_lines(series, layer, "top")
+    lines = {f"λ{j + 1}": [t[j] if len(t) > j else None for t in tops] for j in range(K2)}
+    lines["λ(K²+1)"] = av.series_lines(series, layer, "next")[1]
+    pred = report["layers"][layer - 1]["hessian_predicted"]
+    st.plotly_chart(plots.series_lines(steps, lines, f"Top-K² eigenvalues of layer {layer} "
+                                       "against step", "eigenvalue", log_y=True, reference=pred),
+                    config=plots.CONFIG)
+    st.plotly_chart(plots.series_lines(steps, {"max/min of top K²": av.series_lines(
+        series, layer, "outlier_ratio")[1]}, "Equalisation of the outliers", "ratio", log_y=True,
+        reference=1.0, reference_label="1 at collapse"), config=plots.CONFIG)
+    pick = st.select_slider("Histogram at step", options=series["steps"], value=step)
+    if pick != step:
+        av.show_spectrum(av.get_report(run, pick), layer)
