@@ -9,6 +9,7 @@ import streamlit as st
 
 from dufm_core import launcher
 from dufm_core.store import default_runs_dir
+from ui import shell
 
 st.set_page_config(page_title="DUFM Lab", page_icon="◆", layout="wide")
 
@@ -33,4 +34,8 @@ pages = {
 if "launcher" not in st.session_state:  # pre-start the fork server: launches take milliseconds
     launcher.ensure_launcher(default_runs_dir())
     st.session_state["launcher"] = True
-st.navigation(pages).run()
+nav = st.navigation(pages)
+goto = shell.mark_shell()
+if goto is not None:  # a direct link opened before the shell existed: go there inside it
+    st.switch_page(goto[0], query_params=goto[1])
+nav.run()

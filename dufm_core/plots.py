@@ -49,6 +49,8 @@ def _layout(
         template="plotly_white",
         legend={"orientation": "h", "y": -0.2},
     )
+    fig.update_xaxes(exponentformat="power")
+    fig.update_yaxes(exponentformat="power")
     if log_x:
         fig.update_xaxes(type="log")
     if log_y:

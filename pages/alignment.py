@@ -4,8 +4,9 @@ import streamlit as st
 
 from dufm_core import plots
 from ui import analysis_view as av
-from ui import state
+from ui import shell, state
 
+shell.ensure_shell(__file__)
 st.title("Eigenvector alignment")
 run = state.select_run()
 if run is None:
@@ -19,12 +20,21 @@ report = av.get_report(run, step)
 av.show_alignment(report, layer)
 
 st.subheader("Over training")
-st.caption("In the paper's linear UFM the mean f_cc' rises from ≈0.2 to 1 (theory.md §5.1, Fig. 4).")
+st.caption(
+    "In the paper's linear UFM the mean f_cc' rises from ≈0.2 to 1 (theory.md §5.1, Fig. 4)."
+)
 series = av.get_series(run)
 if series:
     steps, f = av.series_lines(series, layer, "alignment_f_mean")
     _, cap = av.series_lines(series, layer, "subspace_capture_mean")
-    st.plotly_chart(plots.series_lines(steps, {"mean f_cc'": f, "mean subspace capture": cap},
-                                       f"Alignment of layer {layer} over training", "value",
-                                       reference=1.0, reference_label="1 at collapse"),
-                    config=plots.CONFIG)
+    st.plotly_chart(
+        plots.series_lines(
+            steps,
+            {"mean f_cc'": f, "mean subspace capture": cap},
+            f"Alignment of layer {layer} over training",
+            "value",
+            reference=1.0,
+            reference_label="1 at collapse",
+        ),
+        config=plots.CONFIG,
+    )

@@ -3,8 +3,9 @@
 import streamlit as st
 
 from dufm_core import plots, theory
-from ui import state
+from ui import shell, state
 
+shell.ensure_shell(__file__)
 st.title("Collapse & weights")
 st.caption(
     "DNC1 (1/K)tr(Σ_W Σ_B^†) → 0 when features collapse to their class means; DNC2 measures the "

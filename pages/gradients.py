@@ -5,8 +5,9 @@ import streamlit as st
 
 from dufm_core import plots
 from ui import analysis_view as av
-from ui import state
+from ui import shell, state
 
+shell.ensure_shell(__file__)
 st.title("Gradient coefficients")
 run = state.select_run()
 if run is None:
@@ -26,7 +27,14 @@ if series:
     diag = [float(np.trace(np.asarray(C))) if C else None for C in Cs]
     off = [float(np.sum(C) - np.trace(np.asarray(C))) if C else None for C in Cs]
     _, inside = av.series_lines(series, layer, "gradient_inside_fraction")
-    st.plotly_chart(plots.series_lines(
-        steps, {"Σ diagonal C_cc": diag, "Σ off-diagonal": off, "inside outlier space": inside},
-        f"Gradient of W_{layer} over training", "fraction of ‖g‖²", reference=1.0,
-        reference_label="1"), config=plots.CONFIG)
+    st.plotly_chart(
+        plots.series_lines(
+            steps,
+            {"Σ diagonal C_cc": diag, "Σ off-diagonal": off, "inside outlier space": inside},
+            f"Gradient of W_{layer} over training",
+            "fraction of ‖g‖²",
+            reference=1.0,
+            reference_label="1",
+        ),
+        config=plots.CONFIG,
+    )

@@ -9,8 +9,9 @@ import streamlit as st
 from dufm_core import analysis
 from dufm_core.store import CheckpointError, load_checkpoint
 from ui import analysis_view as av
-from ui import state
+from ui import shell, state
 
+shell.ensure_shell(__file__)
 st.title("Inspect a checkpoint")
 st.caption(
     "Upload a DUFM Lab checkpoint (`.pt`, loaded with `torch.load(weights_only=True)`, or a "
@@ -35,8 +36,13 @@ if source == "upload a file":
                     st.stop()
             bar = st.progress(0.0, text="Analysing…")
             st.session_state[key] = analysis.analyze_model(
-                ck.model.double(), ck.config, ck.step, run_id=up.name, full=True,
-                progress=lambda msg, f: bar.progress(min(f, 1.0), text=msg))
+                ck.model.double(),
+                ck.config,
+                ck.step,
+                run_id=up.name,
+                full=True,
+                progress=lambda msg, f: bar.progress(min(f, 1.0), text=msg),
+            )
             bar.empty()
         report = st.session_state[key]
 else:
@@ -48,9 +54,11 @@ else:
 if report is None:
     st.stop()
 cfg = report["config"]
-st.success(f"{report['run']} · step {report['step']} · K={cfg['K']} n={cfg['n']} L={cfg['depth']} "
-           f"d={cfg['width']} {cfg['activation']}/{cfg['loss']} · loss {report['loss']['total']:.10g} "
-           f"(theory {report['theory']['loss']})")
+st.success(
+    f"{report['run']} · step {report['step']} · K={cfg['K']} n={cfg['n']} L={cfg['depth']} "
+    f"d={cfg['width']} {cfg['activation']}/{cfg['loss']} · loss {report['loss']['total']:.10g} "
+    f"(theory {report['theory']['loss']})"
+)
 layer = st.selectbox("Layer l", list(range(1, cfg["depth"] + 1)), index=min(2, cfg["depth"] - 1))
 tabs = st.tabs(["Spectrum", "Full Hessian", "Alignment", "Gradients"])
 with tabs[0]:

@@ -4,7 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from dufm_core import theory
+from ui import shell
 
+shell.ensure_shell(__file__)
 st.title("DUFM Lab")
 st.markdown(
     "Train **deep unconstrained feature models** and compare what they learn with the closed "

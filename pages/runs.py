@@ -7,8 +7,9 @@ import streamlit as st
 
 from dufm_core import jobs, plots, theory
 from dufm_core.store import open_run
-from ui import state
+from ui import shell, state
 
+shell.ensure_shell(__file__)
 st.title("Runs")
 st.caption(
     f"Run store: `{state.runs_dir().resolve()}` (set `DUFM_RUNS_DIR` to change it). "

@@ -4,8 +4,9 @@ import streamlit as st
 
 from dufm_core import plots
 from ui import analysis_view as av
-from ui import state
+from ui import shell, state
 
+shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
 run = state.select_run()
 if run is None:
@@ -32,12 +33,29 @@ if series:
     lines = {f"λ{j + 1}": [t[j] if len(t) > j else None for t in tops] for j in range(K2)}
     lines["λ(K²+1)"] = av.series_lines(series, layer, "next")[1]
     pred = report["layers"][layer - 1]["hessian_predicted"]
-    st.plotly_chart(plots.series_lines(steps, lines, f"Top-K² eigenvalues of layer {layer} "
-                                       "against step", "eigenvalue", log_y=True, reference=pred),
-                    config=plots.CONFIG)
-    st.plotly_chart(plots.series_lines(steps, {"max/min of top K²": av.series_lines(
-        series, layer, "outlier_ratio")[1]}, "Equalisation of the outliers", "ratio", log_y=True,
-        reference=1.0, reference_label="1 at collapse"), config=plots.CONFIG)
+    st.plotly_chart(
+        plots.series_lines(
+            steps,
+            lines,
+            f"Top-K² eigenvalues of layer {layer} against step",
+            "eigenvalue",
+            log_y=True,
+            reference=pred,
+        ),
+        config=plots.CONFIG,
+    )
+    st.plotly_chart(
+        plots.series_lines(
+            steps,
+            {"max/min of top K²": av.series_lines(series, layer, "outlier_ratio")[1]},
+            "Equalisation of the outliers",
+            "ratio",
+            log_y=True,
+            reference=1.0,
+            reference_label="1 at collapse",
+        ),
+        config=plots.CONFIG,
+    )
     pick = st.select_slider("Histogram at step", options=series["steps"], value=step)
     if pick != step:
         av.show_spectrum(av.get_report(run, pick), layer)

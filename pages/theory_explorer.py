@@ -5,7 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from dufm_core import plots, theory
+from ui import shell
 
+shell.ensure_shell(__file__)
 st.title("Theory explorer")
 st.caption(
     "Deep linear MSE UFM at its global optimum (theory.md §3–§4). γ is the largest root of "

@@ -5,8 +5,9 @@ import streamlit as st
 from dufm_core import ConfigError, RunConfig, jobs, theory
 from dufm_core.config import ACTIVATIONS, DEVICES, DTYPES, INITS, LOSSES, OPTIMIZERS
 from dufm_core.presets import DESCRIPTIONS, PRESETS
-from ui import live, state
+from ui import live, shell, state
 
+shell.ensure_shell(__file__)
 st.title("Train a deep UFM")
 st.caption(
     "Full-batch training of Z = W_L⋯W_1 H_1 (ReLU between layers if chosen) on the loss "

@@ -43,7 +43,8 @@ def get_series(run: Run) -> dict[str, Any] | None:
     if st.button("Analyse every checkpoint", key=f"series_{run.id}"):
         bar = st.progress(0.0, text="Analysing checkpoints…")
         series = analysis.analyze_series(
-            run, progress=lambda msg, f: bar.progress(min(f, 1.0), text=msg))
+            run, progress=lambda msg, f: bar.progress(min(f, 1.0), text=msg)
+        )
         bar.empty()
         return series
     return None
@@ -61,21 +62,32 @@ def show_spectrum(report: dict[str, Any], layer: int, total: bool = False) -> No
     top = lay["hessian_top_total"] if total else lay["hessian_top"]
     pred_top = [v + shift if total else v for v in lay["hessian_predicted_top"] if v is not None]
     which = "total" if total else "fit"
+    ratio = lay["outlier_ratio"]
     st.caption(
-        f"Layer-{layer} {which} Hessian, {lay['hessian_method']}. Theory (linear MSE optimum): K² = "
-        f"{K2} equal outliers λ_W γ/(1−γ), every other eigenvalue 0 (fit) or λ_W (total). "
-        f"Outliers counted by the largest log-gap: **{lay['outlier_count']}**; max/min of the top "
-        f"K²: **{lay['outlier_ratio']:.6g}**." if lay["outlier_ratio"] else "")
+        f"Layer-{layer} {which} Hessian, {lay['hessian_method']}. Theory (linear MSE "
+        f"optimum): K² = {K2} equal outliers λ_W γ/(1−γ), every other eigenvalue 0 (fit) or λ_W "
+        f"(total). Outliers counted by the largest log-gap: **{lay['outlier_count']}**; max/min "
+        f"of the top K²: **{'—' if ratio is None else f'{ratio:.6g}'}**."
+    )
     c1, c2 = st.columns(2)
     if lay.get("hessian_histogram") and not total:
-        c1.plotly_chart(plots.binned_histogram(lay["hessian_histogram"], top, K2, pred_top,
-                                               title=f"Layer-{layer} spectrum"),
-                        config=plots.CONFIG, key=f"hist_{layer}_{which}")
+        c1.plotly_chart(
+            plots.binned_histogram(
+                lay["hessian_histogram"], top, K2, pred_top, title=f"Layer-{layer} spectrum"
+            ),
+            config=plots.CONFIG,
+            key=f"hist_{layer}_{which}",
+        )
     else:
-        c1.info("The whole spectrum is shown for layers small enough for an exact or dense "
-                "eigendecomposition; this view shows the top eigenvalues.")
-    c2.plotly_chart(plots.top_eigenvalues(top, pred_top, K2, f"Top eigenvalues, layer {layer}"),
-                    config=plots.CONFIG, key=f"top_{layer}_{which}")
+        c1.info(
+            "The whole spectrum is shown for layers small enough for an exact or dense "
+            "eigendecomposition; this view shows the top eigenvalues."
+        )
+    c2.plotly_chart(
+        plots.top_eigenvalues(top, pred_top, K2, f"Top eigenvalues, layer {layer}"),
+        config=plots.CONFIG,
+        key=f"top_{layer}_{which}",
+    )
 
 
 def show_full(report: dict[str, Any]) -> None:
@@ -86,10 +98,15 @@ def show_full(report: dict[str, Any]) -> None:
     st.caption(
         f"Full fit-Hessian over {full['params']} ({full['dim']} parameters): {full['method']}, "
         f"{full['seconds']:.2f} s, converged: {full['converged']}. Theory (§4.5): the K² "
-        "outliers are the sums of the layer outliers, split by ±ρ into K(K+1)/2 and K(K−1)/2.")
-    st.plotly_chart(plots.top_eigenvalues(full["top"], full["predicted"], K2,
-                                          "Top eigenvalues of the full fit-Hessian"),
-                    config=plots.CONFIG, key="full_top")
+        "outliers are the sums of the layer outliers, split by ±ρ into K(K+1)/2 and K(K−1)/2."
+    )
+    st.plotly_chart(
+        plots.top_eigenvalues(
+            full["top"], full["predicted"], K2, "Top eigenvalues of the full fit-Hessian"
+        ),
+        config=plots.CONFIG,
+        key="full_top",
+    )
 
 
 def show_alignment(report: dict[str, Any], layer: int) -> None:
@@ -100,21 +117,49 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
         "f_cc' = (vᵀHv)²/(‖v‖²‖Hv‖²) for v = vec(μ_c^(l+1) μ_c'^(l)ᵀ): 1 when v is an eigenvector. "
         "Subspace capture ‖U_topᵀv‖²/‖v‖² against the top-K² eigenvectors. **At collapse the K² "
         "outliers are equal, so their eigenspace has no preferred basis: judge the cosine heatmap "
-        "by its block structure and the subspace measures, not by single entries.**")
+        "by its block structure and the subspace measures, not by single entries.**"
+    )
     c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.heatmap(lay["alignment_f"], f"f_cc' (layer {layer}; mean "
-                                  f"{lay['alignment_f_mean']:.4f})", labels, labels, zmin=0, zmax=1),
-                    config=plots.CONFIG, key=f"f_{layer}")
-    c2.plotly_chart(plots.heatmap(lay["subspace_capture"], "Subspace capture π_cc'", labels, labels,
-                                  zmin=0, zmax=1), config=plots.CONFIG, key=f"cap_{layer}")
+    c1.plotly_chart(
+        plots.heatmap(
+            lay["alignment_f"],
+            f"f_cc' (layer {layer}; mean {lay['alignment_f_mean']:.4f})",
+            labels,
+            labels,
+            zmin=0,
+            zmax=1,
+        ),
+        config=plots.CONFIG,
+        key=f"f_{layer}",
+    )
+    c2.plotly_chart(
+        plots.heatmap(
+            lay["subspace_capture"], "Subspace capture π_cc'", labels, labels, zmin=0, zmax=1
+        ),
+        config=plots.CONFIG,
+        key=f"cap_{layer}",
+    )
     pairs = [f"({a + 1},{b + 1})" for a in range(K) for b in range(K)]
     heat = np.asarray(lay["cosine_heatmap"])
-    c1.plotly_chart(plots.heatmap(heat, "|cos(predicted v_cc', eigenvector u_j)|",
-                                  [f"u{j + 1}" for j in range(heat.shape[1])], pairs, zmin=0, zmax=1,
-                                  annotate=K <= 4), config=plots.CONFIG, key=f"cos_{layer}")
+    c1.plotly_chart(
+        plots.heatmap(
+            heat,
+            "|cos(predicted v_cc', eigenvector u_j)|",
+            [f"u{j + 1}" for j in range(heat.shape[1])],
+            pairs,
+            zmin=0,
+            zmax=1,
+            annotate=K <= 4,
+        ),
+        config=plots.CONFIG,
+        key=f"cos_{layer}",
+    )
     angles = np.degrees(lay["principal_angles"]).tolist()
-    c2.plotly_chart(plots.bars(angles, "Principal angles span{v_cc'} vs top-K² eigenspace",
-                               "degrees"), config=plots.CONFIG, key=f"ang_{layer}")
+    c2.plotly_chart(
+        plots.bars(angles, "Principal angles span{v_cc'} vs top-K² eigenspace", "degrees"),
+        config=plots.CONFIG,
+        key=f"ang_{layer}",
+    )
 
 
 def show_gradients(report: dict[str, Any], layer: int) -> None:
@@ -124,20 +169,39 @@ def show_gradients(report: dict[str, Any], layer: int) -> None:
     st.caption(
         "Gradient coefficient matrix C_cc' = ⟨b_cc', g⟩²/‖g‖² of the full-batch fit gradient g of "
         "W_l in the predicted basis b_cc' = μ̂_c^(l+1) μ̂_c'^(l)ᵀ. Theory (§4.3): at collapse the "
-        f"gradient is (β/K) Σ_c μ_c^(l+1) μ_c^(l)ᵀ, so C = I/K (diagonal {1 / K:.4f}).")
+        f"gradient is (β/K) Σ_c μ_c^(l+1) μ_c^(l)ᵀ, so C = I/K (diagonal {1 / K:.4f})."
+    )
     C = np.asarray(lay["gradient_coefficients"])
     c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.heatmap(C, f"C (layer {layer})", labels, [f"c={c + 1}" for c in range(K)],
-                                  diverging=True), config=plots.CONFIG, key=f"C_{layer}")
-    c2.plotly_chart(plots.heatmap(np.eye(K) / K, "Predicted I/K", labels,
-                                  [f"c={c + 1}" for c in range(K)], diverging=True),
-                    config=plots.CONFIG, key=f"I_{layer}")
-    st.plotly_chart(plots.bars(lay["gradient_eigenbasis"], "Coefficients ⟨u_j, g⟩²/‖g‖² on the "
-                               f"top-K² Hessian eigenvectors (sum = {lay['gradient_inside_fraction']:.6f}"
-                               " = fraction inside the outlier space)", "coefficient"),
-                    config=plots.CONFIG, key=f"eigc_{layer}")
-    st.caption(f"‖g‖ = {lay['gradient_norm']:.3e}; measured β = {lay['gradient_beta']}, "
-               f"predicted β = {lay['gradient_beta_predicted']}.")
+    c1.plotly_chart(
+        plots.heatmap(
+            C, f"C (layer {layer})", labels, [f"c={c + 1}" for c in range(K)], diverging=True
+        ),
+        config=plots.CONFIG,
+        key=f"C_{layer}",
+    )
+    c2.plotly_chart(
+        plots.heatmap(
+            np.eye(K) / K, "Predicted I/K", labels, [f"c={c + 1}" for c in range(K)], diverging=True
+        ),
+        config=plots.CONFIG,
+        key=f"I_{layer}",
+    )
+    st.plotly_chart(
+        plots.bars(
+            lay["gradient_eigenbasis"],
+            "Coefficients ⟨u_j, g⟩²/‖g‖² on the "
+            f"top-K² Hessian eigenvectors (sum = {lay['gradient_inside_fraction']:.6f}"
+            " = fraction inside the outlier space)",
+            "coefficient",
+        ),
+        config=plots.CONFIG,
+        key=f"eigc_{layer}",
+    )
+    st.caption(
+        f"‖g‖ = {lay['gradient_norm']:.3e}; measured β = {lay['gradient_beta']}, "
+        f"predicted β = {lay['gradient_beta_predicted']}."
+    )
 
 
 def series_lines(series: dict[str, Any], layer: int, key: str) -> tuple[list[int], list]:

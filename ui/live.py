@@ -20,7 +20,7 @@ def _body(run_dir: Path) -> None:
     total = int(status.get("total_steps") or cfg.steps)
     step = int(status.get("step") or 0)
     rows = run.metrics()
-    st.markdown(f"**{run.id}** — state **{state}**")
+    st.markdown(f"Run `{run.id}` — **state: {state}**")
     st.progress(
         min(step / total, 1.0) if total else 0.0,
         text=f"step {step} / {total}" + (f" · loss {rows[-1]['loss']:.10g}" if rows else ""),

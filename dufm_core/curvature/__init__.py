@@ -1,0 +1,62 @@
+"""Curvature engine: Hessian operators, exact Kronecker layer blocks, block eigensolvers, SLQ.
+
+Every quantity here is explicit about *which* Hessian it is (theory.md §0): the part
+("fit" — the default and the object of the theorems —, "gn", "residual", "total") and the
+parameter set (``"layer:l"``, ``"layers:1,3"``, ``"weights"``, ``"weights+features"``,
+``"features"``). Vectors are flattened row-major (``W.reshape(-1)``).
+
+    from dufm_core.curvature import HessianOperator, top_eigenpairs, KroneckerSpectrum
+
+    op = HessianOperator(model, "weights", loss="mse")          # full weight fit-Hessian
+    res = top_eigenpairs(op, m=9)                                # block Krylov, b ≥ K²
+    ks = KroneckerSpectrum.from_model(model, layer=3)            # exact linear-MSE layer block
+    dens = slq_density(op, steps=80, probes=8)                   # spectral density
+"""
+
+from dufm_core.curvature.density import (
+    SpectralDensity,
+    lanczos_quadrature,
+    slq_density,
+    slq_log_density,
+)
+from dufm_core.curvature.eigensolvers import (
+    DenseOperator,
+    EigResult,
+    as_operator,
+    count_outliers,
+    default_block,
+    full_spectrum,
+    top_eigenpairs,
+)
+from dufm_core.curvature.kronecker import KroneckerSpectrum, layer_factors
+from dufm_core.curvature.operators import (
+    PARTS,
+    HessianOperator,
+    gradient,
+    regulariser_diagonal,
+)
+from dufm_core.curvature.params import ParamSet, flatten, param_set, unflatten
+
+__all__ = [
+    "PARTS",
+    "DenseOperator",
+    "EigResult",
+    "HessianOperator",
+    "KroneckerSpectrum",
+    "ParamSet",
+    "SpectralDensity",
+    "as_operator",
+    "count_outliers",
+    "default_block",
+    "flatten",
+    "full_spectrum",
+    "gradient",
+    "lanczos_quadrature",
+    "layer_factors",
+    "param_set",
+    "regulariser_diagonal",
+    "slq_density",
+    "slq_log_density",
+    "top_eigenpairs",
+    "unflatten",
+]

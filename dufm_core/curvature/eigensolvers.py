@@ -27,8 +27,10 @@ the strength of a recurrence alone. Ritz values of a symmetric operator are accu
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +45,7 @@ __all__ = [
     "count_outliers",
     "default_block",
     "full_spectrum",
+    "single_thread",
     "top_eigenpairs",
 ]
 
@@ -132,10 +135,32 @@ class EigResult:
         }
 
 
+SMALL_WORK = 1 << 21  # dim × basis size below which the solver runs single-threaded
+
+
 def default_block(m: int) -> int:
     """Default block size for m wanted pairs: m plus a guard of max(2, ⌈m/4⌉) vectors, so the
     convergence rate is set by the gap to λ_{b+1} rather than λ_{m+1}."""
     return m + max(2, math.ceil(m / 4))
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run small dense linear algebra (k×k eigh, Cholesky, inverses) on one thread.
+
+    For matrices of a few hundred rows the thread pool's start-up and barriers cost more than
+    the work, and on a busy 2-core machine an OpenMP barrier waiting for a descheduled thread
+    makes a 1 ms ``eigh`` take 50 ms. The big n×k products stay multi-threaded.
+    """
+    prev = torch.get_num_threads()
+    if prev == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def _randn_rows(k: int, n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -144,34 +169,52 @@ def _randn_rows(k: int, n: int, gen: torch.Generator, like: torch.Tensor) -> tor
     return torch.randn(k, n, generator=gen, dtype=torch.float32).to(like)
 
 
-def _qr_rows(Wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thin QR of a block stored as rows: W = Wtᵀ = Q B, returns (Qt = Qᵀ, B) with B k×k upper.
+def _qr_rows(
+    Wt: torch.Tensor, out: torch.Tensor | None = None, gram: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin QR of a block stored as rows: W = Wtᵀ = Q B; returns (Qt = Qᵀ, B), B k×k upper.
 
-    Rows are scaled to unit length, then Cholesky-QR is applied twice (two GEMMs and a k×k
-    Cholesky each: several times faster than a Householder QR of an n×k block, and as accurate
-    after the second pass); when the scaled Gram matrix is too ill-conditioned for that (nearly
-    dependent rows) it falls back to Householder QR. B refers to the unscaled W.
+    Cholesky-QR twice ("CholQR2"): with the Gram matrix G = W W ᵀ scaled to unit diagonal,
+    Q₁ = R₁⁻ᵀ D W, then the same again on Q₁. That is four passes over the block (two Gram
+    GEMMs, two triangular-factor GEMMs, the last one written into ``out`` when given), several
+    times faster than a Householder QR of an n×k block and as accurate after the second pass.
+    When the scaled Gram matrix is too ill-conditioned (nearly dependent rows: condition number
+    above 1e8) it falls back to Householder QR. B refers to the unscaled W.
     """
-    norms = Wt.norm(dim=1)
-    scale = norms.clamp_min(torch.finfo(Wt.dtype).tiny)
-    Ws = Wt / scale[:, None]
-    G = Ws @ Ws.T
-    ev = torch.linalg.eigvalsh(G)
-    R1, info = torch.linalg.cholesky_ex(G, upper=True)
-    if int(info) != 0 or float(ev[0]) <= 1e-8 * float(ev[-1]) or bool((norms == 0).any()):
-        Q, R = torch.linalg.qr(Ws.T)
-        return Q.T.contiguous(), R * scale
-    Qt = torch.linalg.inv(R1).T @ Ws
-    R2 = torch.linalg.cholesky(Qt @ Qt.T, upper=True)
-    Qt = torch.linalg.inv(R2).T @ Qt
-    return Qt, (R2 @ R1) * scale
+    G = Wt @ Wt.T if gram is None else gram
+    with single_thread():
+        d = G.diagonal().clamp_min(0.0).sqrt()
+        dinv = torch.where(d > 0, 1.0 / d.clamp_min(torch.finfo(d.dtype).tiny), torch.zeros_like(d))
+        Gs = dinv[:, None] * G * dinv[None, :]
+        Gs = 0.5 * (Gs + Gs.T)
+        ev = torch.linalg.eigvalsh(Gs)
+        R1, info = torch.linalg.cholesky_ex(Gs, upper=True)
+        ill = int(info) != 0 or bool((d == 0).any()) or float(ev[0]) <= 1e-8 * float(ev[-1])
+        if not ill:
+            M1 = torch.linalg.inv(R1).T * dinv[None, :]
+    if ill:
+        Q, R = torch.linalg.qr((Wt * dinv[:, None]).T)
+        Qt = Q.T
+        if out is not None:
+            out.copy_(Qt)
+            Qt = out
+        return Qt, R * d[None, :]
+    Q1 = M1 @ Wt
+    G2 = Q1 @ Q1.T
+    with single_thread():
+        R2 = torch.linalg.cholesky(G2, upper=True)
+        M2 = torch.linalg.inv(R2).T
+        B = (R2 @ R1) * d[None, :]
+    Qt = torch.matmul(M2, Q1, out=out) if out is not None else M2 @ Q1
+    return Qt, B
 
 
 def _fill_dependent(
     Vt: torch.Tensor, Qt: torch.Tensor, bad: torch.Tensor, gen: torch.Generator
 ) -> torch.Tensor:
     """Replace the rows ``bad`` of Qt (directions that carried no new information) by random
-    unit vectors orthogonal to the rows of Vt and to the good rows of Qt (CGS2 + QR)."""
+    unit vectors orthogonal to the rows of Vt and to the good rows of Qt (CGS2 + QR); in place
+    when possible."""
     if not bool(bad.any()):
         return Qt
     basis = torch.cat([Vt, Qt[~bad]], dim=0)
@@ -180,9 +223,8 @@ def _fill_dependent(
         for _ in range(2):
             fresh = fresh - (fresh @ basis.T) @ basis
         fresh = torch.linalg.qr(fresh.T)[0].T
-    out = Qt.clone()
-    out[bad] = fresh
-    return out
+    Qt[bad] = fresh
+    return Qt
 
 
 def _order(theta: torch.Tensor, which: str) -> torch.Tensor:
@@ -227,91 +269,111 @@ def top_eigenpairs(
         raise ValueError(f"block ({b}) must be at least m ({m}): a block method needs b ≥ m")
     b = min(b, n)
     cap = min(n, max(int(max_basis) if max_basis else max(8 * b, 64), 2 * b, m + b))
-    t_start = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
-    dtype, device = A.dtype, A.device
-    like = torch.empty(0, dtype=dtype, device=device)
-    tiny = torch.finfo(dtype).tiny
-    eps = torch.finfo(dtype).eps
+    # Small problems run on one thread: there the thread pool costs more than it saves, and on
+    # a busy machine its barriers make timings erratic (see single_thread).
+    small = n * cap <= SMALL_WORK and A.device.type == "cpu"
+    with single_thread() if small else contextlib.nullcontext():
+        t_start = time.perf_counter()
+        gen = torch.Generator().manual_seed(seed)
+        dtype, device = A.dtype, A.device
+        like = torch.empty(0, dtype=dtype, device=device)
+        tiny = torch.finfo(dtype).tiny
 
-    # Basis V and its image AV stored as rows (Vt = Vᵀ): a new block fills fresh rows only, so
-    # memory is touched as it is used, and every block operation is a plain GEMM. The live
-    # part is [:p].
-    Vt = torch.empty(cap, n, dtype=dtype, device=device)
-    AVt = torch.empty(cap, n, dtype=dtype, device=device)
-    X = _randn_rows(b, n, gen, like)
-    if v0 is not None:
-        v0 = v0.reshape(n, -1).to(like)
-        X[: min(b, v0.shape[1])] = v0[:, :b].T
-    Qt, B0 = _qr_rows(X)
-    d0 = B0.diagonal().abs()
-    Qt = _fill_dependent(Vt[:0], Qt, d0 < 1e-10 * d0.max(), gen)
-    AQt = A.matmat(Qt.T).T
-    matvecs = b
-    Vt[:b], AVt[:b] = Qt, AQt
-    p, last = b, (0, b)  # basis size; row range of the newest block
-    T = Qt @ AQt.T
-    it = 0
-    while True:
-        it += 1
-        V, AV = Vt[:p], AVt[:p]
-        T = 0.5 * (T + T.T)
-        theta, S = torch.linalg.eigh(T)
-        idx = _order(theta, which)
-        theta, S = theta[idx], S[:, idx]
-        scale = max(float(theta.abs().max()), tiny)
-        k = min(p, max(b, m))
-        # The next block: the part of A·(newest block) outside span V (CGS2; the first pass's
-        # coefficients are T's columns of that block). With W = Q B, A V = V T + Q B E_lastᵀ,
-        # so the residual of the Ritz vector V s is ‖B s_last‖ (s_last: its newest-block rows).
-        a0, a1 = last
-        Wt = AV[a0:a1] - T[:, a0:a1].T @ V
-        Wt = Wt - (Wt @ V.T) @ V
-        if p < n:
-            Qt, B = _qr_rows(Wt)
-            est = (B @ S[a0:a1, :k]).norm(dim=0)
-        else:
-            Qt, B = Wt[:0], Wt.new_zeros(0, 0)
-            est = torch.zeros(k, dtype=dtype, device=device)
-        if bool((est[:m] <= tol * scale).all()) or it >= max_iter or p >= n:
-            # Explicit residuals of the returned vectors: A y = (AV) s up to rounding.
-            Yt = S[:, :m].T @ V
-            rn = (S[:, :m].T @ AV - theta[:m, None] * Yt).norm(dim=1)
-            conv = rn <= tol * scale
-            if bool(conv.all()) or it >= max_iter or p >= n:
-                break
-        # rows of W with no new direction (an invariant subspace was reached): random instead
-        bdiag = B.diagonal().abs()
-        colnorm = AV[a0:a1].norm(dim=1).clamp_min(eps * scale)
-        room = n - p
-        bad = bdiag < 1e-12 * colnorm[: bdiag.numel()]
-        Qt = _fill_dependent(V, Qt[:room], bad[:room], gen)
-        kb = Qt.shape[0]
-        if p + kb > cap:  # thick restart to the best Ritz vectors (Krylov–Schur style)
-            keep = max(m, cap - kb)
-            Vt[:keep] = S[:, :keep].T @ V
-            AVt[:keep] = S[:, :keep].T @ AV
-            T = torch.diag(theta[:keep])
-            p = keep
-            V = Vt[:p]
-        AQt = A.matmat(Qt.T).T
-        matvecs += kb
-        C = V @ AQt.T
-        T = torch.cat([torch.cat([T, C], dim=1), torch.cat([C.T, Qt @ AQt.T], dim=1)], dim=0)
-        Vt[p : p + kb], AVt[p : p + kb] = Qt, AQt
-        last = (p, p + kb)
-        p += kb
-    return EigResult(
-        values=theta[:m].clone(),
-        vectors=Yt.T,
-        residual_norms=rn,
-        converged=conv,
-        iterations=it,
-        matvecs=matvecs,
-        seconds=time.perf_counter() - t_start,
-        method=f"block-krylov(b={b}, which={which})",
-        tol=tol,
-    )
+        # Basis V and its image AV stored as rows (Vt = Vᵀ): a new block fills fresh rows only, so
+        # memory is touched as it is used, and every block operation is a plain GEMM. The live
+        # part is [:p].
+        Vt = torch.empty(cap, n, dtype=dtype, device=device)
+        AVt = torch.empty(cap, n, dtype=dtype, device=device)
+        X = _randn_rows(b, n, gen, like)
+        if v0 is not None:
+            v0 = v0.reshape(n, -1).to(like)
+            X[: min(b, v0.shape[1])] = v0[:, :b].T
+        Qt, B0 = _qr_rows(X, out=Vt[:b])
+        d0 = B0.diagonal().abs()
+        _fill_dependent(Vt[:0], Qt, d0 < 1e-10 * d0.max(), gen)
+        AVt[:b] = A.matmat(Vt[:b].T).T
+        matvecs = b
+        p, last = b, (0, b)  # basis size; row range of the newest block
+        T = Vt[:b] @ AVt[:b].T
+        it = 0
+        while True:
+            it += 1
+            V, AV = Vt[:p], AVt[:p]
+            T = 0.5 * (T + T.T)
+            with single_thread():
+                theta, S = torch.linalg.eigh(T)
+                idx = _order(theta, which)
+                theta, S = theta[idx], S[:, idx]
+            scale = max(float(theta.abs().max()), tiny)
+            k = min(p, max(b, m))
+            # The next block: the part of A·(newest block) outside span V. First Gram–Schmidt pass
+            # with the known coefficients c = T[:, newest]; a second pass only where the first one
+            # cancelled (DGKS criterion ‖w‖ < ‖Aq‖/√2, with ‖Aq‖² = ‖c‖² + ‖w‖²). With W = Q B,
+            # A V = V T + Q B E_lastᵀ, so the residual of the Ritz vector V s is ‖B s_last‖.
+            a0, a1 = last
+            c = T[:, a0:a1]
+            Wt = torch.addmm(AV[a0:a1], c.T, V, alpha=-1.0)
+            G = Wt @ Wt.T
+            w2 = G.diagonal()
+            c2 = c.square().sum(dim=0)
+            if bool((w2 < c2).any()):
+                Wt = torch.addmm(Wt, Wt @ V.T, V, alpha=-1.0)
+                G = Wt @ Wt.T
+            aq = (c2 + w2).sqrt()  # ‖A q‖ of each newest direction (before projection)
+            room = n - p
+            if room > 0:
+                kb = min(Wt.shape[0], room)
+                dest = Vt[p : p + kb] if p + kb <= cap else None
+                Qt, B = _qr_rows(Wt[:kb], out=dest, gram=G[:kb, :kb])
+                est = (B @ S[a0 : a0 + kb, :k]).norm(dim=0)
+            else:
+                kb, dest = 0, None
+                Qt, B = Wt[:0], Wt.new_zeros(0, 0)
+                est = torch.zeros(k, dtype=dtype, device=device)
+            if bool((est[:m] <= tol * scale).all()) or it >= max_iter or p >= n:
+                # Explicit residuals of the returned vectors: A y = (AV) s up to rounding.
+                Yt = S[:, :m].T @ V
+                rn = torch.addcmul(S[:, :m].T @ AV, theta[:m, None], Yt, value=-1.0).norm(dim=1)
+                conv = rn <= tol * scale
+                if bool(conv.all()) or it >= max_iter or p >= n:
+                    break
+            # A row of W much shorter than A q is mostly cancellation noise: two Gram–Schmidt passes
+            # leave it orthogonal to V only to ~eps/ratio, so it gets one more pass (the noise is a
+            # valid new direction once orthogonal). Rows that are numerically zero (an invariant
+            # subspace was reached) are replaced by random directions.
+            ratio = B.diagonal().abs() / aq[:kb].clamp_min(torch.finfo(dtype).eps * scale)
+            if bool((ratio < 1e-6).any()):
+                Qt = torch.addmm(Qt, Qt @ V.T, V, alpha=-1.0)
+                Qt, _ = _qr_rows(Qt, out=dest)
+            _fill_dependent(V, Qt, ratio < 1e-14, gen)
+            if dest is None:  # thick restart to the best Ritz vectors (Krylov–Schur style)
+                keep = max(m, cap - kb)
+                Sk = S[:, :keep]
+                Vt[:keep] = Sk.T @ V
+                AVt[:keep] = Sk.T @ AV
+                T = torch.diag(theta[:keep])
+                p = keep
+                V = Vt[:p]
+                Vt[p : p + kb] = Qt
+            AQt = A.matmat(Vt[p : p + kb].T).T
+            matvecs += kb
+            C = V @ AQt.T
+            Tn = Vt[p : p + kb] @ AQt.T
+            T = torch.cat([torch.cat([T, C], dim=1), torch.cat([C.T, Tn], dim=1)], dim=0)
+            AVt[p : p + kb] = AQt
+            last = (p, p + kb)
+            p += kb
+        return EigResult(
+            values=theta[:m].clone(),
+            vectors=Yt.T,
+            residual_norms=rn,
+            converged=conv,
+            iterations=it,
+            matvecs=matvecs,
+            seconds=time.perf_counter() - t_start,
+            method=f"block-krylov(b={b}, which={which})",
+            tol=tol,
+        )
 
 
 def full_spectrum(op: Any, max_dim: int = 8192) -> torch.Tensor:
@@ -320,14 +382,14 @@ def full_spectrum(op: Any, max_dim: int = 8192) -> torch.Tensor:
     Uses the operator's own ``values()`` when it has an exact one (KroneckerSpectrum), else its
     ``dense(max_dim)`` (or a matrix as given); the dense matrix is symmetrised first.
     """
-    if hasattr(op, "values") and callable(op.values):
-        return op.values()
     if isinstance(op, (torch.Tensor, np.ndarray)):
         M = torch.as_tensor(op)
         if not M.is_floating_point():
             M = M.to(torch.float64)
         if M.shape[0] > max_dim:
             raise ValueError(f"matrix of size {M.shape[0]} exceeds max_dim = {max_dim}")
+    elif callable(getattr(op, "values", None)):
+        return op.values()
     elif hasattr(op, "dense"):
         M = op.dense(max_dim=max_dim)
     else:
@@ -363,9 +425,9 @@ def count_outliers(
             exactly flat bulk from counting rounding noise.
         m: how many of the top values the gap rule looks at (default: all given).
     """
-    v = np.sort(np.asarray(torch.as_tensor(values).detach().cpu(), dtype=np.float64).ravel())[
-        ::-1
-    ]
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())[::-1]
     if v.size == 0:
         return 0
     if rule == "relative":

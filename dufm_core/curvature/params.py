@@ -194,7 +194,7 @@ def param_set(model: nn.Module, spec: str | ParamSet) -> ParamSet:
     elif s in ("weights", "weights+features", "features+weights"):
         L = _weight_count(model)
         w = [f"weights.{i}" for i in range(L)]
-        names = w if s == "weights" else (w + ["features"] if s[0] == "w" else ["features", *w])
+        names = w if s == "weights" else ([*w, "features"] if s[0] == "w" else ["features", *w])
     elif s.startswith("layer:") or s.startswith("layers:"):
         L = _weight_count(model)
         body = s.split(":", 1)[1]

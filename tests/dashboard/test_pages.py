@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import ROOT
 
-PAGES = ["overview", "train", "runs", "collapse", "theory_explorer"]
+PAGES = ["overview", "train", "runs", "spectrum", "alignment", "gradients", "collapse", "inspect",
+         "theory_explorer"]
 
 
 def _run(page: str, **query: str) -> AppTest:
@@ -46,3 +47,30 @@ def test_train_page_validation_message(dash_env: Path) -> None:
     at.text_input(key="paper-linear_lr").set_value("-1").run()
     assert any("lr: must be" in e.value for e in at.error)
     assert at.button[0].disabled
+
+
+@pytest.mark.parametrize(("page", "charts"), [("spectrum", 2), ("alignment", 4), ("gradients", 3)])
+def test_analysis_pages_draw_charts(page: str, charts: int, dash_env: Path) -> None:
+    run_id = next(p.name for p in dash_env.iterdir())
+    at = _run(page, run=run_id, layer="2")
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) >= charts
+
+
+def test_spectrum_full_hessian_and_series(dash_env: Path) -> None:
+    run_id = next(p.name for p in dash_env.iterdir())
+    at = _run("spectrum", run=run_id)
+    at.radio[0].set_value("full (all weights)").run()
+    assert not at.exception
+    assert any("Full fit-Hessian" in c.value for c in at.caption)
+    at.button(key=f"series_{run_id}").click().run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) >= 3
+
+
+def test_inspect_page_refuses_bad_upload(dash_env: Path) -> None:
+    at = _run("inspect")
+    assert not at.exception
+    at.radio[0].set_value("a run's checkpoint").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) >= 2
