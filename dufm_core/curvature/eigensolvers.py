@@ -170,16 +170,19 @@ def _randn_rows(k: int, n: int, gen: torch.Generator, like: torch.Tensor) -> tor
 
 
 def _qr_rows(
-    Wt: torch.Tensor, out: torch.Tensor | None = None, gram: torch.Tensor | None = None
+    Wt: torch.Tensor,
+    out: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
+    one_pass_cond: float = 100.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Thin QR of a block stored as rows: W = Wtᵀ = Q B; returns (Qt = Qᵀ, B), B k×k upper.
 
-    Cholesky-QR twice ("CholQR2"): with the Gram matrix G = W W ᵀ scaled to unit diagonal,
-    Q₁ = R₁⁻ᵀ D W, then the same again on Q₁. That is four passes over the block (two Gram
-    GEMMs, two triangular-factor GEMMs, the last one written into ``out`` when given), several
-    times faster than a Householder QR of an n×k block and as accurate after the second pass.
-    When the scaled Gram matrix is too ill-conditioned (nearly dependent rows: condition number
-    above 1e8) it falls back to Householder QR. B refers to the unscaled W.
+    Cholesky-QR: with G = W Wᵀ scaled to unit diagonal (D G D = R₁ᵀR₁), Q₁ = R₁⁻ᵀ D W. Its
+    loss of orthogonality is ≈ eps·cond(D G D), so a second pass (the same on Q₁, "CholQR2")
+    runs only when that condition number exceeds ``one_pass_cond`` (then Q is orthonormal to
+    eps). Each pass is one Gram GEMM and one k×k-by-k×n GEMM over the block — several times
+    less memory traffic than a Householder QR of an n×k block. When cond(D G D) > 1e8 (nearly
+    dependent rows) it falls back to Householder QR. B refers to the unscaled W.
     """
     G = Wt @ Wt.T if gram is None else gram
     with single_thread():
@@ -188,6 +191,7 @@ def _qr_rows(
         Gs = dinv[:, None] * G * dinv[None, :]
         Gs = 0.5 * (Gs + Gs.T)
         ev = torch.linalg.eigvalsh(Gs)
+        cond = float(ev[-1]) / max(float(ev[0]), 1e-300)
         R1, info = torch.linalg.cholesky_ex(Gs, upper=True)
         ill = int(info) != 0 or bool((d == 0).any()) or float(ev[0]) <= 1e-8 * float(ev[-1])
         if not ill:
@@ -199,13 +203,16 @@ def _qr_rows(
             out.copy_(Qt)
             Qt = out
         return Qt, R * d[None, :]
+    if cond <= one_pass_cond:
+        Qt = torch.mm(M1, Wt, out=out) if out is not None else M1 @ Wt
+        return Qt, R1 * d[None, :]
     Q1 = M1 @ Wt
     G2 = Q1 @ Q1.T
     with single_thread():
-        R2 = torch.linalg.cholesky(G2, upper=True)
+        R2 = torch.linalg.cholesky(0.5 * (G2 + G2.T), upper=True)
         M2 = torch.linalg.inv(R2).T
         B = (R2 @ R1) * d[None, :]
-    Qt = torch.matmul(M2, Q1, out=out) if out is not None else M2 @ Q1
+    Qt = torch.mm(M2, Q1, out=out) if out is not None else M2 @ Q1
     return Qt, B
 
 
@@ -230,6 +237,19 @@ def _fill_dependent(
 def _order(theta: torch.Tensor, which: str) -> torch.Tensor:
     key = theta if which == "LA" else theta.abs()
     return torch.argsort(key, descending=True)
+
+
+def _combine(S: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Sᵀ [B_1; B_2; ...] for row blocks B_j stacked along the first axis (no concatenation)."""
+    out = None
+    r = 0
+    for blk in blocks:
+        k = blk.shape[0]
+        part = S[r : r + k].T @ blk
+        out = part if out is None else out.add_(part)
+        r += k
+    assert out is not None
+    return out
 
 
 def top_eigenpairs(
@@ -273,107 +293,127 @@ def top_eigenpairs(
     # a busy machine its barriers make timings erratic (see single_thread).
     small = n * cap <= SMALL_WORK and A.device.type == "cpu"
     with single_thread() if small else contextlib.nullcontext():
-        t_start = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed)
-        dtype, device = A.dtype, A.device
-        like = torch.empty(0, dtype=dtype, device=device)
-        tiny = torch.finfo(dtype).tiny
+        return _block_krylov(A, n, m, b, cap, tol, max_iter, which, seed, v0)
 
-        # Basis V and its image AV stored as rows (Vt = Vᵀ): a new block fills fresh rows only, so
-        # memory is touched as it is used, and every block operation is a plain GEMM. The live
-        # part is [:p].
-        Vt = torch.empty(cap, n, dtype=dtype, device=device)
-        AVt = torch.empty(cap, n, dtype=dtype, device=device)
-        X = _randn_rows(b, n, gen, like)
-        if v0 is not None:
-            v0 = v0.reshape(n, -1).to(like)
-            X[: min(b, v0.shape[1])] = v0[:, :b].T
-        Qt, B0 = _qr_rows(X, out=Vt[:b])
-        d0 = B0.diagonal().abs()
-        _fill_dependent(Vt[:0], Qt, d0 < 1e-10 * d0.max(), gen)
-        AVt[:b] = A.matmat(Vt[:b].T).T
-        matvecs = b
-        p, last = b, (0, b)  # basis size; row range of the newest block
-        T = Vt[:b] @ AVt[:b].T
-        it = 0
-        while True:
-            it += 1
-            V, AV = Vt[:p], AVt[:p]
-            T = 0.5 * (T + T.T)
-            with single_thread():
-                theta, S = torch.linalg.eigh(T)
-                idx = _order(theta, which)
-                theta, S = theta[idx], S[:, idx]
-            scale = max(float(theta.abs().max()), tiny)
-            k = min(p, max(b, m))
-            # The next block: the part of A·(newest block) outside span V. First Gram–Schmidt pass
-            # with the known coefficients c = T[:, newest]; a second pass only where the first one
-            # cancelled (DGKS criterion ‖w‖ < ‖Aq‖/√2, with ‖Aq‖² = ‖c‖² + ‖w‖²). With W = Q B,
-            # A V = V T + Q B E_lastᵀ, so the residual of the Ritz vector V s is ‖B s_last‖.
-            a0, a1 = last
-            c = T[:, a0:a1]
-            Wt = torch.addmm(AV[a0:a1], c.T, V, alpha=-1.0)
+
+def _block_krylov(
+    A: Any,
+    n: int,
+    m: int,
+    b: int,
+    cap: int,
+    tol: float,
+    max_iter: int,
+    which: str,
+    seed: int,
+    v0: torch.Tensor | None,
+) -> EigResult:
+    """The iteration of :func:`top_eigenpairs` (arguments already checked)."""
+    t_start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    dtype, device = A.dtype, A.device
+    like = torch.empty(0, dtype=dtype, device=device)
+    tiny = torch.finfo(dtype).tiny
+    eps = torch.finfo(dtype).eps
+
+    # The basis V is stored as rows (Vt = Vᵀ) in one buffer: a new block fills fresh rows, so
+    # memory is touched as it is used and every block operation is a plain GEMM; the live part
+    # is Vt[:p]. The images A V are kept as the list of blocks the operator returned (no
+    # copies); AV_blocks[j] covers the rows ``spans[j]`` of V.
+    Vt = torch.empty(cap, n, dtype=dtype, device=device)
+    X = _randn_rows(b, n, gen, like)
+    if v0 is not None:
+        v0 = v0.reshape(n, -1).to(like)
+        X[: min(b, v0.shape[1])] = v0[:, :b].T
+    Qt, B0 = _qr_rows(X, out=Vt[:b])
+    d0 = B0.diagonal().abs()
+    _fill_dependent(Vt[:0], Qt, d0 < 1e-10 * d0.max(), gen)
+    AQ = A.matmat(Vt[:b].T).T
+    av_blocks = [AQ]
+    matvecs = b
+    p, last = b, (0, b)  # basis size; row range of the newest block
+    T = Vt[:b] @ AQ.T
+    it = 0
+    while True:
+        it += 1
+        V = Vt[:p]
+        T = 0.5 * (T + T.T)
+        with single_thread():
+            theta, S = torch.linalg.eigh(T)
+            idx = _order(theta, which)
+            theta, S = theta[idx], S[:, idx]
+        scale = max(float(theta.abs().max()), tiny)
+        k = min(p, max(b, m))
+        # The next block: the part of A·(newest block) outside span V. First Gram–Schmidt pass
+        # with the known coefficients c = T[:, newest]; a second pass only where the first one
+        # cancelled (DGKS criterion ‖w‖ < ‖Aq‖/√2, with ‖Aq‖² = ‖c‖² + ‖w‖²). With W = Q B,
+        # A V = V T + Q B E_lastᵀ, so the residual of the Ritz vector V s is ‖B s_last‖.
+        a0, a1 = last
+        c = T[:, a0:a1]
+        Wt = torch.addmm(AQ, c.T, V, alpha=-1.0)
+        G = Wt @ Wt.T
+        w2 = G.diagonal()
+        c2 = c.square().sum(dim=0)
+        if bool((w2 < c2).any()):
+            Wt = torch.addmm(Wt, Wt @ V.T, V, alpha=-1.0)
             G = Wt @ Wt.T
-            w2 = G.diagonal()
-            c2 = c.square().sum(dim=0)
-            if bool((w2 < c2).any()):
-                Wt = torch.addmm(Wt, Wt @ V.T, V, alpha=-1.0)
-                G = Wt @ Wt.T
-            aq = (c2 + w2).sqrt()  # ‖A q‖ of each newest direction (before projection)
-            room = n - p
-            if room > 0:
-                kb = min(Wt.shape[0], room)
-                dest = Vt[p : p + kb] if p + kb <= cap else None
-                Qt, B = _qr_rows(Wt[:kb], out=dest, gram=G[:kb, :kb])
-                est = (B @ S[a0 : a0 + kb, :k]).norm(dim=0)
-            else:
-                kb, dest = 0, None
-                Qt, B = Wt[:0], Wt.new_zeros(0, 0)
-                est = torch.zeros(k, dtype=dtype, device=device)
-            if bool((est[:m] <= tol * scale).all()) or it >= max_iter or p >= n:
-                # Explicit residuals of the returned vectors: A y = (AV) s up to rounding.
-                Yt = S[:, :m].T @ V
-                rn = torch.addcmul(S[:, :m].T @ AV, theta[:m, None], Yt, value=-1.0).norm(dim=1)
-                conv = rn <= tol * scale
-                if bool(conv.all()) or it >= max_iter or p >= n:
-                    break
-            # A row of W much shorter than A q is mostly cancellation noise: two Gram–Schmidt passes
-            # leave it orthogonal to V only to ~eps/ratio, so it gets one more pass (the noise is a
-            # valid new direction once orthogonal). Rows that are numerically zero (an invariant
-            # subspace was reached) are replaced by random directions.
-            ratio = B.diagonal().abs() / aq[:kb].clamp_min(torch.finfo(dtype).eps * scale)
-            if bool((ratio < 1e-6).any()):
-                Qt = torch.addmm(Qt, Qt @ V.T, V, alpha=-1.0)
-                Qt, _ = _qr_rows(Qt, out=dest)
-            _fill_dependent(V, Qt, ratio < 1e-14, gen)
-            if dest is None:  # thick restart to the best Ritz vectors (Krylov–Schur style)
-                keep = max(m, cap - kb)
-                Sk = S[:, :keep]
-                Vt[:keep] = Sk.T @ V
-                AVt[:keep] = Sk.T @ AV
-                T = torch.diag(theta[:keep])
-                p = keep
-                V = Vt[:p]
-                Vt[p : p + kb] = Qt
-            AQt = A.matmat(Vt[p : p + kb].T).T
-            matvecs += kb
-            C = V @ AQt.T
-            Tn = Vt[p : p + kb] @ AQt.T
-            T = torch.cat([torch.cat([T, C], dim=1), torch.cat([C.T, Tn], dim=1)], dim=0)
-            AVt[p : p + kb] = AQt
-            last = (p, p + kb)
-            p += kb
-        return EigResult(
-            values=theta[:m].clone(),
-            vectors=Yt.T,
-            residual_norms=rn,
-            converged=conv,
-            iterations=it,
-            matvecs=matvecs,
-            seconds=time.perf_counter() - t_start,
-            method=f"block-krylov(b={b}, which={which})",
-            tol=tol,
-        )
+        aq = (c2 + w2).sqrt()  # ‖A q‖ of each newest direction (before projection)
+        room = n - p
+        if room > 0:
+            kb = min(Wt.shape[0], room)
+            dest = Vt[p : p + kb] if p + kb <= cap else None
+            Qt, B = _qr_rows(Wt[:kb], out=dest, gram=G[:kb, :kb])
+            est = (B @ S[a0 : a0 + kb, :k]).norm(dim=0)
+        else:
+            kb, dest = 0, None
+            Qt, B = Wt[:0], Wt.new_zeros(0, 0)
+            est = torch.zeros(k, dtype=dtype, device=device)
+        if bool((est[:m] <= tol * scale).all()) or it >= max_iter or p >= n:
+            # Explicit residuals of the returned vectors: A y = (AV) s up to rounding.
+            Sm = S[:, :m]
+            Yt = Sm.T @ V
+            AYt = _combine(Sm, av_blocks)
+            rn = torch.addcmul(AYt, theta[:m, None], Yt, value=-1.0).norm(dim=1)
+            conv = rn <= tol * scale
+            if bool(conv.all()) or it >= max_iter or p >= n:
+                break
+        # A row of W much shorter than A q is mostly cancellation noise: two Gram–Schmidt passes
+        # leave it orthogonal to V only to ~eps/ratio, so it gets one more pass (the noise is a
+        # valid new direction once orthogonal). Rows that are numerically zero (an invariant
+        # subspace was reached) are replaced by random directions.
+        ratio = B.diagonal().abs() / aq[:kb].clamp_min(eps * scale)
+        if bool((ratio < 1e-6).any()):
+            Qt = torch.addmm(Qt, Qt @ V.T, V, alpha=-1.0)
+            Qt, _ = _qr_rows(Qt, out=dest, one_pass_cond=1.0)
+        _fill_dependent(V, Qt, ratio < 1e-14, gen)
+        if dest is None:  # thick restart to the best Ritz vectors (Krylov–Schur style)
+            keep = max(m, cap - kb)
+            Sk = S[:, :keep]
+            new_av = _combine(Sk, av_blocks)
+            Vt[:keep] = Sk.T @ V
+            av_blocks = [new_av]
+            T = torch.diag(theta[:keep])
+            p = keep
+            Vt[p : p + kb] = Qt
+        AQ = A.matmat(Vt[p : p + kb].T).T
+        av_blocks.append(AQ)
+        matvecs += kb
+        CT = Vt[: p + kb] @ AQ.T  # [C; Qᵀ A Q] in one pass over the basis
+        C = CT[:p]
+        T = torch.cat([torch.cat([T, C], dim=1), CT.T], dim=0)
+        last = (p, p + kb)
+        p += kb
+    return EigResult(
+        values=theta[:m].clone(),
+        vectors=Yt.T,
+        residual_norms=rn,
+        converged=conv,
+        iterations=it,
+        matvecs=matvecs,
+        seconds=time.perf_counter() - t_start,
+        method=f"block-krylov(b={b}, which={which})",
+        tol=tol,
+    )
 
 
 def full_spectrum(op: Any, max_dim: int = 8192) -> torch.Tensor:

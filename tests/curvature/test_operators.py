@@ -7,6 +7,7 @@ of ``models.fit_term`` over the flattened parameters, and Jᵀ H_ℓ J from an e
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,6 +16,15 @@ from torch.func import functional_call
 from dufm_core.config import RunConfig
 from dufm_core.curvature import HessianOperator, gradient, param_set
 from dufm_core.models import build_model, fit_term
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """These problems are tiny: one thread is faster, and steady on a busy machine."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
 
 TOL = 1e-10
 CASES = [("linear", "mse"), ("relu", "mse"), ("linear", "ce"), ("relu", "ce")]
