@@ -36,6 +36,7 @@ from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.kronecker import KroneckerSpectrum
 from dufm_core.curvature.operators import HessianOperator
 from dufm_core.models import DeepUFM, fit_term
+from dufm_core.runtime import cpu_threads, threads_for
 from dufm_core.store import Run, atomic_write_json, load_checkpoint, read_json
 
 REPORT_VERSION = 1
@@ -291,6 +292,12 @@ def analyze_model(model: DeepUFM, cfg: RunConfig, step: int, run_id: str = "",
                   full: bool = False, full_params: str = "weights", tol: float = 1e-10,
                   progress: Progress = None) -> dict[str, Any]:
     """The report of design.md §5 for a model (no caching)."""
+    with cpu_threads(threads_for(max(cfg.dims), next(model.parameters()).device)):
+        return _analyze_model(model, cfg, step, run_id, full, full_params, tol, progress)
+
+
+def _analyze_model(model: DeepUFM, cfg: RunConfig, step: int, run_id: str, full: bool,
+                   full_params: str, tol: float, progress: Progress) -> dict[str, Any]:
     t0 = time.perf_counter()
     model = model.double() if next(model.parameters()).dtype != torch.float64 else model
     th = predictions(cfg, model)
@@ -360,7 +367,8 @@ def analyze(run: Run, step: int | None = None, full: bool = False,
         report = analyze_model(model, ck.config, step, run.id, full=full,
                                full_params=full_params, progress=progress)
     else:
-        report["full_hessian"] = analyze_full(model, ck.config, report["theory"], full_params)
+        with cpu_threads(threads_for(max(ck.config.dims))):
+            report["full_hessian"] = analyze_full(model, ck.config, report["theory"], full_params)
     run.analysis_dir.mkdir(exist_ok=True)
     atomic_write_json(path, report)
     return report

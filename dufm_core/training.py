@@ -37,11 +37,11 @@ import torch
 from dufm_core import collapse
 from dufm_core.config import RunConfig
 from dufm_core.models import DeepUFM, build_model, fit_term
+from dufm_core.runtime import cpu_threads, threads_for
 from dufm_core.store import Run, create_run, load_checkpoint, open_run, save_checkpoint
 
 STATUS_EVERY_S = 0.5  # status.json is rewritten at most this often (at log points)
 PROGRESS_EVERY_S = 2.0  # progress lines on stderr at most this often
-SMALL_WIDTH = 256  # up to this width one CPU thread is faster (measured: docs/benchmarks.md)
 FINITE_CHECK_EVERY = 50  # steps between cheap NaN/inf checks between log points
 
 
@@ -275,20 +275,16 @@ class Trainer:
     def train(self, resume: bool = False) -> TrainResult:
         """Train (or resume) the run; any error is written to status.json as `failed`."""
         cfg = self.cfg
-        threads = torch.get_num_threads()
         try:
             device = pick_device(cfg.device)
-            if device.type == "cpu" and max(cfg.dims) <= SMALL_WIDTH:
-                torch.set_num_threads(1)  # tiny matrices: threading costs more than it gains
-            return self._train(device, resume)
+            with cpu_threads(threads_for(max(cfg.dims), device)):
+                return self._train(device, resume)
         except Exception as exc:
             if self.run.status().get("state") not in ("failed", "diverged", "cancelled"):
                 self.run.write_status(
                     state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time()
                 )
             raise
-        finally:
-            torch.set_num_threads(threads)
 
     def _train(self, device: torch.device, resume: bool) -> TrainResult:
         cfg, run = self.cfg, self.run
