@@ -51,9 +51,7 @@ __all__ = [
     "dense_hvp",
     "gn_split",
     "gn_split_parts",
-    "kronecker_hvp",
     "layer_inputs",
-    "layer_kronecker_factors",
     "layer_means",
     "orthonormal_basis",
     "predicted_basis",
@@ -163,26 +161,6 @@ def layer_means(model: DeepUFM, l: int, logit_means: bool = False) -> tuple[Tens
     return M_out, M_in
 
 
-def layer_kronecker_factors(model: DeepUFM, l: int) -> tuple[Tensor, Tensor]:
-    """Kronecker factors (P, Q) of the layer-l fit Hessian of the *linear MSE* model (§4.1):
-
-        ∇²_{W_l} L_fit = P ⊗ Q (row-major),  P = A^{(l+1)ᵀ} A^{(l+1)},  Q = (1/N) H_l H_lᵀ,
-
-    with A^{(l+1)} = W_L ⋯ W_{l+1} (I_K for l = L). Use with :func:`kronecker_hvp`.
-    Raises ValueError for a ReLU model (the Hessian is not a single Kronecker product there).
-    """
-    check_layer(model, l)
-    if model.activation != "linear":
-        raise ValueError("layer_kronecker_factors: only the linear model has P ⊗ Q structure")
-    _, post = layer_inputs(model)
-    Ws = _weights64(model)
-    A = torch.eye(model.K, dtype=_F64, device=Ws[0].device)
-    for j in range(model.depth, l, -1):
-        A = A @ Ws[j - 1]
-    H = post[l - 1]
-    return A.T @ A, H @ H.T / H.shape[1]
-
-
 # --------------------------------------------------------------------------- predicted basis
 def predicted_basis(M_out: Tensor, M_in: Tensor) -> Tensor:
     """Unit-Frobenius predicted eigen-matrices, shape (K, K, d_out, d_in):
@@ -215,16 +193,6 @@ def _pair_shape(basis: Tensor) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------- operators
-def kronecker_hvp(P: Tensor, Q: Tensor) -> HVP:
-    """Operator of P ⊗ Q in row-major matrix form: V ↦ P V Qᵀ (batched over a leading dim)."""
-    P, Q = P.to(_F64), Q.to(_F64)
-
-    def apply(V: Tensor) -> Tensor:
-        return P @ V.to(_F64) @ Q.T
-
-    return apply
-
-
 def dense_hvp(H: Tensor) -> HVP:
     """Operator of a dense (d_out·d_in)² matrix H acting on row-major vec: V ↦ mat(H vec V)."""
     H = H.to(_F64)
@@ -241,7 +209,8 @@ def alignment_f(hvp: HVP, basis: Tensor) -> Tensor:
     """f_{cc'} = (vᵀHv)² / (‖v‖² ‖Hv‖²), v = vec b_{cc'}, shape (K, K) (theory.md §6.2).
 
     ``hvp`` maps a stack (m, d_out, d_in) to H applied to each matrix (row-major vec), e.g.
-    :func:`kronecker_hvp` (P, Q) for linear MSE, :func:`dense_hvp`, or a curvature operator.
+    ``KroneckerSpectrum.apply``
+    (V ↦ P V Qᵀ) for linear MSE, :func:`dense_hvp`, or a curvature operator.
     f = 1 iff v is an eigenvector with a non-zero eigenvalue. When Hv = 0 (v in the kernel) or
     v = 0 the cosine is undefined and 0 is returned.
     """

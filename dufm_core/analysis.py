@@ -34,7 +34,7 @@ from dufm_core import alignment, collapse, gradients, theory, weights
 from dufm_core.config import RunConfig
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.kronecker import KroneckerSpectrum
-from dufm_core.curvature.operators import HessianOperator
+from dufm_core.curvature.operators import hessian_operator
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.runtime import cpu_threads, threads_for
 from dufm_core.store import Run, atomic_write_json, load_checkpoint, read_json
@@ -153,16 +153,15 @@ def _layer_hessian(model: DeepUFM, cfg: RunConfig, l: int, m: int,
     dim = d_out * d_in
     t0 = time.perf_counter()
     if cfg.activation == "linear" and cfg.loss == "mse":
-        P, Q = alignment.layer_kronecker_factors(model, l)
-        spec = KroneckerSpectrum(P, Q)
+        spec = KroneckerSpectrum.from_model(model, l)
         values_all = spec.values()
         vals, vecs = spec.top(m)
         U = vecs.reshape(vecs.shape[0], -1).T
-        hvp = alignment.kronecker_hvp(P, Q)
+        hvp = spec.apply
         method = "kronecker (exact, theory.md §4.1)"
         extra: dict[str, Any] = {"residual_max": 0.0, "converged": True}
     else:
-        op = HessianOperator(model, f"layer:{l}", loss=cfg.loss, part="fit")
+        op = hessian_operator(model, f"layer:{l}", loss=cfg.loss, part="fit")
         if dim <= DENSE_MAX:
             H = op.dense(max_dim=DENSE_MAX).double()
             H = 0.5 * (H + H.T)
@@ -182,7 +181,7 @@ def _layer_hessian(model: DeepUFM, cfg: RunConfig, l: int, m: int,
             extra = {"residual_max": _f(res.residual_norms.max()),
                      "converged": bool(res.all_converged)}
 
-            def hvp(V: torch.Tensor, op: HessianOperator = op) -> torch.Tensor:
+            def hvp(V: torch.Tensor, op: Any = op) -> torch.Tensor:
                 flat = V.reshape(V.shape[0], -1).T.to(op.dtype)
                 return op.matmat(flat).T.reshape(V.shape).double()
     return {"values": vals.double(), "U": U.double(), "hvp": hvp, "all": values_all.double(),
@@ -272,7 +271,7 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     if params not in FULL_PARAMS:
         raise ValueError(f"full_params must be one of {' | '.join(FULL_PARAMS)} (got {params!r})")
     K2 = cfg.K**2
-    op = HessianOperator(model, params, loss=cfg.loss, part="fit")
+    op = hessian_operator(model, params, loss=cfg.loss, part="fit")
     m = min(K2 + cfg.K, op.dim)
     t0 = time.perf_counter()
     res = top_eigenpairs(op, m, block=max(m, K2 + cfg.K), tol=tol)
@@ -280,7 +279,7 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     return {
         "params": params, "dim": op.dim,
         "top": _list(res.values), "predicted": th.get(key) or [],
-        "method": f"{res.method} on Hessian–matrix products (torch.func)",
+        "method": f"{res.method} on {type(op).__name__} products",
         "seconds": time.perf_counter() - t0, "matvecs": res.matvecs,
         "residual_norms": _list(res.residual_norms), "converged": bool(res.all_converged),
         "outlier_count": count_outliers(res.values, rule="gap", m=m),

@@ -248,6 +248,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- sweep
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a sweep spec; print the sweep folder last. Exit 0 when every member finished or
+    diverged, 1 when one failed or the sweep was cancelled, 2 for a bad spec or option."""
+    from dufm_core import sweeps
+
+    try:
+        spec = sweeps.load_spec(args.spec)
+        result = sweeps.run_sweep(spec, runs_dir=args.runs_dir, executor=args.executor,
+                                  jobs=args.jobs, address=args.address,
+                                  progress=sweeps.main_progress)
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        return _die(str(exc))
+    print(result.folder)
+    ok = not result.cancelled and set(result.counts) <= set(sweeps.DONE_STATES)
+    return 0 if ok else 1
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -294,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     lau = sub.add_parser("launcher", help="fork server that starts workers fast (dashboard)")
     lau.add_argument("--runs-dir", default=None)
     lau.set_defaults(func=cmd_launcher)
+
+    sw = sub.add_parser("sweep", help="run a grid of runs from a TOML spec; prints its folder last")
+    sw.add_argument("spec", metavar="SPEC_FILE", help="TOML sweep spec (docs/sweeps.md)")
+    sw.add_argument("--executor", choices=("local", "ray"), default="local")
+    sw.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    sw.add_argument("--jobs", type=int, default=None,
+                    help="members at once (default: the number of cores)")
+    sw.add_argument("--runs-dir", default=None,
+                    help="runs folder (default $DUFM_RUNS_DIR or ./runs)")
+    sw.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("runs", help="table of runs and their states")
     r.add_argument("--runs-dir", default=None)

@@ -20,8 +20,6 @@ from dufm_core.alignment import (
     cosine_heatmap,
     dense_hvp,
     gn_split,
-    kronecker_hvp,
-    layer_kronecker_factors,
     layer_means,
     predicted_basis,
     principal_angles,
@@ -30,6 +28,7 @@ from dufm_core.alignment import (
     to_jsonable,
 )
 from dufm_core.config import RunConfig
+from dufm_core.curvature.kronecker import KroneckerSpectrum, layer_factors
 from dufm_core.models import DeepUFM, build_model, fit_term
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -114,9 +113,9 @@ def test_alignment_at_linear_optimum(case: str) -> None:
             evals, torch.full_like(evals, pred.layer_outlier[l - 1]), rtol=1e-9, atol=0
         )
         basis = basis_of(model, l)
-        P, Q = layer_kronecker_factors(model, l)
+        P, Q = layer_factors(model, l)
         ones = torch.ones(cfg.K, cfg.K, dtype=torch.float64)
-        for hvp in (kronecker_hvp(P, Q), dense_hvp(H)):
+        for hvp in (KroneckerSpectrum(P, Q).apply, dense_hvp(H)):
             torch.testing.assert_close(alignment_f(hvp, basis), ones, rtol=0, atol=1e-10)
         torch.testing.assert_close(subspace_capture(U, basis), ones, rtol=0, atol=1e-10)
         angles = principal_angles(U, basis)
@@ -144,7 +143,7 @@ def test_gn_split_at_linear_optimum(case: str) -> None:
         # closed forms G_class = Aᵀ(11ᵀ/K)A ⊗ Σ̂, G_cross = AᵀSA ⊗ Σ̂ (row-major torch.kron)
         parts = rep.pop("parts")
         json.dumps(rep)
-        _, Q = layer_kronecker_factors(model, l)
+        _, Q = layer_factors(model, l)
         Ws = [W.detach() for W in model.weights]
         A = torch.eye(K, dtype=torch.float64)
         for j in range(cfg.depth, l, -1):
@@ -238,9 +237,12 @@ def test_alignment_f_matches_direct_dense(activation: str) -> None:
         np.testing.assert_allclose(f, ref, rtol=1e-12, atol=1e-14)
         assert f.min() > 0 and f.max() < 1 - 1e-6  # a generic point is not aligned
         if activation == "linear":
-            P, Q = layer_kronecker_factors(model, l)
+            P, Q = layer_factors(model, l)
             np.testing.assert_allclose(
-                alignment_f(kronecker_hvp(P, Q), basis).numpy(), ref, rtol=1e-10, atol=1e-14
+                alignment_f(KroneckerSpectrum(P, Q).apply, basis).numpy(),
+                ref,
+                rtol=1e-10,
+                atol=1e-14,
             )
 
 
@@ -359,7 +361,7 @@ def test_report_and_validation() -> None:
     model, cfg = make_model(CASES["E"], init="optimum")
     basis = basis_of(model, 1)
     _, U = top_eigvecs(dense_layer_hessian(model, 1), cfg.K**2)
-    rep = alignment_report(basis, kronecker_hvp(*layer_kronecker_factors(model, 1)), U)
+    rep = alignment_report(basis, KroneckerSpectrum(*layer_factors(model, 1)).apply, U)
     json.dumps(rep)
     assert set(rep) >= {"alignment_f", "subspace_capture", "principal_angles", "cosine_heatmap"}
     assert to_jsonable({"a": torch.ones(2), "b": (np.float64(1.5), torch.tensor(2.0))}) == {
@@ -373,4 +375,4 @@ def test_report_and_validation() -> None:
         gn_split(model, 1, loss="mse", weighting="softmax")
     relu, _ = make_model(RELU_G, init="optimum", activation="relu")
     with pytest.raises(ValueError, match="linear"):
-        layer_kronecker_factors(relu, 1)
+        layer_factors(relu, 1)

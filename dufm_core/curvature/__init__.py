@@ -8,6 +8,7 @@ parameter set (``"layer:l"``, ``"layers:1,3"``, ``"weights"``, ``"weights+featur
     from dufm_core.curvature import HessianOperator, top_eigenpairs, KroneckerSpectrum
 
     op = HessianOperator(model, "weights", loss="mse")          # full weight fit-Hessian
+    op = hessian_operator(model, "weights")                      # closed-form products if linear
     res = top_eigenpairs(op, m=9)                                # block Krylov, b ≥ K²
     ks = KroneckerSpectrum.from_model(model, layer=3)            # exact linear-MSE layer block
     dens = slq_density(op, steps=80, probes=8)                   # spectral density
@@ -28,11 +29,12 @@ from dufm_core.curvature.eigensolvers import (
     full_spectrum,
     top_eigenpairs,
 )
-from dufm_core.curvature.kronecker import KroneckerSpectrum, layer_factors
+from dufm_core.curvature.kronecker import KroneckerSpectrum, LinearHessianOperator, layer_factors
 from dufm_core.curvature.operators import (
     PARTS,
     HessianOperator,
     gradient,
+    hessian_operator,
     regulariser_diagonal,
 )
 from dufm_core.curvature.params import ParamSet, flatten, param_set, unflatten
@@ -43,6 +45,7 @@ __all__ = [
     "EigResult",
     "HessianOperator",
     "KroneckerSpectrum",
+    "LinearHessianOperator",
     "ParamSet",
     "SpectralDensity",
     "as_operator",
@@ -51,6 +54,7 @@ __all__ = [
     "flatten",
     "full_spectrum",
     "gradient",
+    "hessian_operator",
     "lanczos_quadrature",
     "layer_factors",
     "param_set",

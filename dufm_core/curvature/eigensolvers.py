@@ -5,24 +5,26 @@ Why a block method: at neural collapse the K² Hessian outliers are *exactly* de
 eigenspace per start vector; deflation and restarts then miss or blur the other members. A
 block of b ≥ max(m, K²) vectors spans the whole cluster from the first step.
 
-Algorithm (:func:`top_eigenpairs`): block Krylov with full reorthogonalisation and explicit
-Rayleigh–Ritz, expanded Davidson-style by the residuals of the current Ritz vectors:
+Algorithm (:func:`top_eigenpairs`): block Lanczos / block Krylov with full
+reorthogonalisation, explicit Rayleigh–Ritz and thick restarts (Krylov–Schur style):
 
-    V ← orth(random n×b);  AV ← A V
-    repeat:  T = Vᵀ A V  (kept incrementally);  T S = S Θ;  Y = V S;  R = (AV) S − Y Θ
-             stop when ‖r_i‖ ≤ tol · max|θ| for the wanted i = 1..m
-             W ← residuals of the unconverged wanted Ritz vectors (≤ b of them),
-                 orthogonalised twice against V (classical Gram–Schmidt, CGS2) and QR'd;
-                 columns that vanish (an invariant subspace was reached) are replaced by random
-                 directions
-             V ← [V, W];  AV ← [AV, A W]          (thick restart to the best Ritz vectors when
-                                                   the basis would exceed ``max_basis``)
+    V ← orth(random n×b);  store A V
+    repeat:  T = Vᵀ A V (built from explicit projections);  T S = S Θ  (Ritz pairs, sorted)
+             W ← A·(newest block) − V c, c = its column of T; a second Gram–Schmidt pass only
+                 where the first cancelled (DGKS: ‖w‖ < ‖Aq‖/√2); W = Q B (Cholesky-QR, twice
+                 when ill-conditioned; rows that carry no new direction are replaced by random
+                 ones, so an exactly low-rank or invariant case keeps going)
+             residual estimate ‖A y − θ y‖ = ‖B s_last‖ (A V = V T + Q B E_lastᵀ)
+             once every wanted estimate is ≤ tol·max|θ|: Y = V S, A Y = (A V) S and the
+                 residuals R = A Y − Y Θ are computed explicitly; stop if they pass too
+             V ← [V, Q];  store A Q                  (restart to the best Ritz vectors when the
+                                                      basis would exceed ``max_basis``)
 
-In exact arithmetic span{V, R} = span{V, A Y} is the next block Krylov space, so the method
-converges at the block-Lanczos rate; keeping AV makes every residual explicit (AV S is A·Y up to
-rounding), so ``residual_norms`` are the true ‖A y − θ y‖ and ``converged`` is never claimed on
-the strength of a recurrence alone. Ritz values of a symmetric operator are accurate to
-‖r‖²/gap, far better than the residual itself.
+Because A V is kept, the reported ``residual_norms`` are the explicit ‖A y − θ y‖ (up to the
+rounding of (AV)s versus A(Vs)) and ``converged`` is never claimed on the recurrence alone.
+Ritz values of a symmetric operator are accurate to ‖r‖²/gap, far better than the residual.
+The cost per step is b operator products plus a few passes over the basis; on a 2-core CPU at
+n ≈ 263k the passes over memory, not the flops, dominate (docs/benchmarks_hessian.md).
 """
 
 from __future__ import annotations
@@ -245,8 +247,10 @@ def _combine(S: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
     r = 0
     for blk in blocks:
         k = blk.shape[0]
-        part = S[r : r + k].T @ blk
-        out = part if out is None else out.add_(part)
+        if out is None:
+            out = S[r : r + k].T @ blk
+        else:
+            out.addmm_(S[r : r + k].T, blk)
         r += k
     assert out is not None
     return out
@@ -319,7 +323,7 @@ def _block_krylov(
     # The basis V is stored as rows (Vt = Vᵀ) in one buffer: a new block fills fresh rows, so
     # memory is touched as it is used and every block operation is a plain GEMM; the live part
     # is Vt[:p]. The images A V are kept as the list of blocks the operator returned (no
-    # copies); AV_blocks[j] covers the rows ``spans[j]`` of V.
+    # copies), in the order of V's rows.
     Vt = torch.empty(cap, n, dtype=dtype, device=device)
     X = _randn_rows(b, n, gen, like)
     if v0 is not None:
@@ -333,6 +337,7 @@ def _block_krylov(
     matvecs = b
     p, last = b, (0, b)  # basis size; row range of the newest block
     T = Vt[:b] @ AQ.T
+    wbuf: torch.Tensor | None = None
     it = 0
     while True:
         it += 1
@@ -350,12 +355,16 @@ def _block_krylov(
         # A V = V T + Q B E_lastᵀ, so the residual of the Ritz vector V s is ‖B s_last‖.
         a0, a1 = last
         c = T[:, a0:a1]
-        Wt = torch.addmm(AQ, c.T, V, alpha=-1.0)
+        if wbuf is None or wbuf.shape != AQ.shape:  # one work block, reused (no fresh pages)
+            wbuf = torch.empty_like(AQ)
+        Wt = wbuf
+        Wt.copy_(AQ)
+        Wt.addmm_(c.T, V, alpha=-1.0)
         G = Wt @ Wt.T
         w2 = G.diagonal()
         c2 = c.square().sum(dim=0)
         if bool((w2 < c2).any()):
-            Wt = torch.addmm(Wt, Wt @ V.T, V, alpha=-1.0)
+            Wt.addmm_(Wt @ V.T, V, alpha=-1.0)
             G = Wt @ Wt.T
         aq = (c2 + w2).sqrt()  # ‖A q‖ of each newest direction (before projection)
         room = n - p
@@ -372,8 +381,8 @@ def _block_krylov(
             # Explicit residuals of the returned vectors: A y = (AV) s up to rounding.
             Sm = S[:, :m]
             Yt = Sm.T @ V
-            AYt = _combine(Sm, av_blocks)
-            rn = torch.addcmul(AYt, theta[:m, None], Yt, value=-1.0).norm(dim=1)
+            Rt = _combine(Sm, av_blocks)  # A Y, then A Y − Y Θ in place
+            rn = Rt.addcmul_(theta[:m, None], Yt, value=-1.0).norm(dim=1)
             conv = rn <= tol * scale
             if bool(conv.all()) or it >= max_iter or p >= n:
                 break

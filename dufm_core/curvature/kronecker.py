@@ -23,7 +23,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["KroneckerSpectrum", "layer_factors"]
+from dufm_core.curvature.eigensolvers import single_thread
+
+__all__ = ["KroneckerSpectrum", "LinearHessianOperator", "layer_factors"]
 
 
 def _check_linear(model: nn.Module) -> None:
@@ -77,8 +79,11 @@ class KroneckerSpectrum:
         self.dtype = P.dtype
         self.device = P.device
         self.shape = (self.dim, self.dim)
-        self.p_values, self.p_vectors = torch.linalg.eigh(self.P)
-        self.q_values, self.q_vectors = torch.linalg.eigh(self.Q)
+        # LAPACK's threaded eigh is slower than its serial one up to d ~ 2000 on the 2-core
+        # machine (and erratic when the other core is busy): measured, benchmarks_hessian.md
+        with single_thread():
+            self.p_values, self.p_vectors = torch.linalg.eigh(self.P)
+            self.q_values, self.q_vectors = torch.linalg.eigh(self.Q)
 
     @classmethod
     def from_model(
@@ -158,4 +163,204 @@ class KroneckerSpectrum:
         return (
             f"KroneckerSpectrum(layer={self.layer}, d_out={self.d_out}, d_in={self.d_in}, "
             f"shift={self.shift})"
+        )
+
+
+class LinearHessianOperator:
+    """Exact Hessian products of the *linear* deep UFM in closed form (any parameter subset).
+
+    Write the factors as X_0 = H_1, X_f = W_f (f = 1..L), so Z = X_L ⋯ X_1 X_0, with
+    U_f = (X_L ⋯ X_{f+1})ᵀ (r_f × K), P_f = X_{f−1} ⋯ X_0 (the input of X_f, c_f × N; the
+    identity for f = 0) and M_{f,g} = X_{f−1} ⋯ X_{g+1} for f > g (identity when f = g + 1).
+    A perturbation V = (V_f) moves the logits by dZ = Σ_f U_fᵀ V_f P_f and, to second order, by
+    2 Σ_{f>g} U_fᵀ V_f M_{f,g} V_g P_g. With ℓ's gradient Γ = ∂ℓ/∂Z (K × N) and its Hessian H_ℓ:
+
+        (H v)_f = U_f H_ℓ[dZ] P_fᵀ                                   (Gauss–Newton part)
+                + Σ_{g<f} U_f (S_g V_gᵀ M_{f,g}ᵀ) + Σ_{g>f} M_{g,f}ᵀ (V_gᵀ U_g) S_f   (residual)
+
+    with S_g = Γ P_gᵀ (K × c_g). MSE: Γ = (Z − Y)/N, H_ℓ[dZ] = dZ/N; CE: Γ = (softmax(Z) − Y)/N,
+    H_ℓ[dZ] = (p ⊙ dz − p (pᵀ dz))/N per sample. Every product goes through a K-row matrix, so
+    one Hessian–vector product costs O(L² K d² + L K d N) instead of the O(L d² N) of autograd's
+    double backward: ~10–30× fewer flops at the paper's scales. Same flat layout, parts and
+    protocol as :class:`~dufm_core.curvature.operators.HessianOperator`, which the tests compare
+    it with; only the linear model is accepted.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: str | object = "weights",
+        loss: str = "mse",
+        part: str = "fit",
+        lam_w: Sequence[float] | None = None,
+        lam_h: float | None = None,
+    ) -> None:
+        from dufm_core.curvature.operators import PARTS, regulariser_diagonal
+        from dufm_core.curvature.params import param_set
+
+        _check_linear(model)
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {' | '.join(PARTS)} (got {part!r})")
+        if loss not in ("mse", "ce"):
+            raise ValueError(f"loss must be one of mse | ce (got {loss!r})")
+        self.pset = param_set(model, params)  # type: ignore[arg-type]
+        self.part, self.loss = part, loss
+        X = [model.features.detach(), *[w.detach() for w in model.weights]]
+        self.n_factors = len(X)
+        self.factor_of = {}
+        for name in self.pset.names:
+            if name == "features":
+                self.factor_of[name] = 0
+            elif name.startswith("weights."):
+                self.factor_of[name] = int(name.split(".", 1)[1]) + 1
+            else:
+                raise ValueError(f"unsupported parameter {name!r} for the linear UFM operator")
+        self.dtype, self.device = X[0].dtype, X[0].device
+        self.dim = self.pset.dim
+        self.shape = (self.dim, self.dim)
+        sel = sorted(set(self.factor_of.values()))
+        self._sel = sel
+        # prefix products P_f (inputs of each factor) and U_f = (X_L ⋯ X_{f+1})ᵀ
+        prefix: list[torch.Tensor | None] = [None]  # P_0 = I_N (never materialised)
+        h = X[0]
+        for f in range(1, self.n_factors):
+            prefix.append(h)
+            h = X[f] @ h
+        Z = h  # K × N
+        K, N = Z.shape
+        U: list[torch.Tensor] = [torch.empty(0)] * self.n_factors
+        acc = torch.eye(K, dtype=self.dtype, device=self.device)
+        for f in range(self.n_factors - 1, -1, -1):
+            U[f] = acc.T.contiguous()
+            acc = acc @ X[f]
+        self.U, self.prefix = U, prefix
+        labels = model.labels
+        Y = torch.nn.functional.one_hot(labels, K).to(self.dtype).T
+        if loss == "mse":
+            self.gamma = (Z - Y) / N
+            self.p = None
+        else:
+            self.p = torch.softmax(Z, dim=0)
+            self.gamma = (self.p - Y) / N
+        self.N = N
+        self.S = {g: (self.gamma if g == 0 else self.gamma @ prefix[g].T) for g in sel}
+        # M_{f,g} = X_{f-1} ⋯ X_{g+1} for selected f > g + 1
+        self.M: dict[tuple[int, int], torch.Tensor] = {}
+        for g in sel:
+            prod = None
+            for f in range(g + 1, self.n_factors):
+                if f > g + 1:
+                    prod = X[f - 1] if prod is None else X[f - 1] @ prod
+                if f in sel and f > g + 1:
+                    assert prod is not None
+                    self.M[(f, g)] = prod
+        self._reg = (
+            regulariser_diagonal(self.pset, lam_w, lam_h, self.dtype, self.device)
+            if part == "total"
+            else None
+        )
+        self.matvecs = 0
+
+    def _mid(self, f: int, g: int) -> torch.Tensor | None:
+        """M_{f,g} (None for the identity, f = g + 1)."""
+        return self.M.get((f, g))
+
+    def _factor_terms(
+        self, Vs: dict[int, torch.Tensor], gn: bool, res: bool
+    ) -> dict[int, tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Per selected factor f the low-rank pieces of (H V)_f = U_f A_f + B_f S_f.
+
+        A_f (b, K, c_f) collects the Gauss–Newton term H_ℓ[dZ] P_fᵀ and the residual terms
+        S_g V_gᵀ M_{f,g}ᵀ (g < f); B_f (b, r_f, K) collects M_{g,f}ᵀ V_gᵀ U_g (g > f). Summing
+        the thin factors first means each output block is formed by one rank-2K product.
+        """
+        sel = self._sel
+        b = next(iter(Vs.values())).shape[0]
+        A: dict[int, torch.Tensor | None] = dict.fromkeys(sel)
+        Bm: dict[int, torch.Tensor | None] = dict.fromkeys(sel)
+        if gn:
+            dZ = None
+            for g in sel:
+                t = self.U[g].T @ Vs[g]  # (b, K, c_g)
+                if g > 0:
+                    t = t @ self.prefix[g]  # (b, K, N)
+                dZ = t if dZ is None else dZ + t
+            assert dZ is not None
+            if self.loss == "mse":
+                hz = dZ / self.N
+            else:
+                p = self.p
+                hz = (p * dZ - p * (p * dZ).sum(dim=1, keepdim=True)) / self.N
+            for f in sel:
+                A[f] = hz if f == 0 else hz @ self.prefix[f].T
+        if res and len(sel) > 1:
+            K = self.gamma.shape[0]
+            sv = {g: self.S[g] @ Vs[g].transpose(1, 2) for g in sel}  # (b, K, r_g)
+            vu = {g: Vs[g].transpose(1, 2) @ self.U[g] for g in sel}  # (b, c_g, K)
+            for f in sel:
+                for g in sel:
+                    if g < f:
+                        mid = self._mid(f, g)
+                        t = sv[g] if mid is None else (sv[g].reshape(b * K, -1) @ mid.T).reshape(
+                            b, K, -1
+                        )
+                        A[f] = t if A[f] is None else A[f] + t
+                    elif g > f:
+                        mid = self._mid(g, f)
+                        if mid is None:
+                            t = vu[g]
+                        else:
+                            t = (mid.T @ vu[g].transpose(0, 1).reshape(mid.shape[0], -1))
+                            t = t.reshape(-1, b, K).transpose(0, 1)
+                        Bm[f] = t if Bm[f] is None else Bm[f] + t
+        return {f: (A[f], Bm[f]) for f in sel}
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """H V for V of shape (dim, m) (row-major layout of the ParamSet), returns (dim, m)."""
+        if V.ndim != 2 or V.shape[0] != self.dim:
+            raise ValueError(f"matmat expects shape ({self.dim}, m), got {tuple(V.shape)}")
+        Vr = V.to(dtype=self.dtype, device=self.device).T
+        b = Vr.shape[0]
+        self.matvecs += b
+        off = self.pset.offsets
+        Vs = {}
+        for i, (name, shape) in enumerate(zip(self.pset.names, self.pset.shapes, strict=True)):
+            Vs[self.factor_of[name]] = Vr[:, off[i] : off[i + 1]].reshape(b, *shape)
+        terms = self._factor_terms(Vs, gn=self.part != "residual", res=self.part != "gn")
+        rows = torch.empty(b, self.dim, dtype=self.dtype, device=self.device)
+        for i, (name, shape) in enumerate(zip(self.pset.names, self.pset.shapes, strict=True)):
+            f = self.factor_of[name]
+            A_f, B_f = terms[f]
+            left, right = [], []
+            if A_f is not None:
+                left.append(self.U[f].expand(b, -1, -1))
+                right.append(A_f)
+            if B_f is not None:
+                left.append(B_f)
+                right.append(self.S[f].expand(b, -1, -1))
+            dest = rows[:, off[i] : off[i + 1]].view(b, *shape)
+            if not left:
+                dest.zero_()
+                continue
+            Lf = left[0] if len(left) == 1 else torch.cat(left, dim=2)
+            Rf = right[0] if len(right) == 1 else torch.cat(right, dim=1)
+            torch.bmm(Lf, Rf, out=dest)
+        if self._reg is not None:
+            rows.addcmul_(self._reg.expand(b, -1), Vr)
+        return rows.T
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for one vector."""
+        return self.matmat(v.reshape(-1, 1))[:, 0]
+
+    def dense(self, max_dim: int = 8192, chunk: int | None = None) -> torch.Tensor:
+        """The dim × dim matrix (refuses beyond ``max_dim``)."""
+        from dufm_core.curvature.operators import _dense_columns
+
+        return _dense_columns(self, self.dim, max_dim, chunk)
+
+    def __repr__(self) -> str:
+        return (
+            f"LinearHessianOperator(params={self.pset.spec or self.pset.names}, "
+            f"loss={self.loss!r}, part={self.part!r}, dim={self.dim})"
         )

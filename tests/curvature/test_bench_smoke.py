@@ -27,11 +27,12 @@ def _run(script: str, out: Path, *extra: str) -> dict:
 
 
 def test_bench_hessian_ours_quick(tmp_path: Path) -> None:
-    res = _run("bench_hessian.py", tmp_path / "ours.json", "--only", "ours")
-    ours = res["results"]["ours"]
+    res = _run("bench_hessian.py", tmp_path / "ours.json", "--only", "ours,ours-structured")
     assert res["k"] == 9 and res["n_weights"] > 0
-    assert ours["converged"] and ours["max_rel_err"] < 1e-8
-    assert ours["hvps"] >= 9 and ours["seconds"] > 0
+    for name in ("ours", "ours-structured"):
+        ours = res["results"][name]
+        assert ours["converged"] and ours["max_rel_err"] < 1e-8
+        assert ours["hvps"] >= 9 and ours["seconds"] > 0
 
 
 def test_bench_hessian_external_quick(tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_bench_hessian_external_quick(tmp_path: Path) -> None:
     if missing:
         pytest.skip(f"benchmark-only packages not installed: {', '.join(missing)}")
     res = _run("bench_hessian.py", tmp_path / "all.json")
-    assert set(res["results"]) == {"ours", "pyhessian", "curvlinops"}
+    assert set(res["results"]) == {"ours", "ours-structured", "pyhessian", "curvlinops"}
     assert res["results"]["curvlinops"]["max_rel_err"] < 1e-6
     assert res["results"]["pyhessian"]["max_rel_err"] < 0.1  # power iteration at tol 1e-3
     assert all(v > 0 for v in res["ratios"].values())

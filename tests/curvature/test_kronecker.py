@@ -12,7 +12,9 @@ from dufm_core.config import RunConfig
 from dufm_core.curvature import (
     HessianOperator,
     KroneckerSpectrum,
+    LinearHessianOperator,
     full_spectrum,
+    hessian_operator,
     layer_factors,
     top_eigenpairs,
 )
@@ -95,3 +97,35 @@ def test_case_a_width_64_layer_spectrum_is_the_closed_form() -> None:
         assert torch.allclose(vals[:9], torch.full((9,), pred.layer_outlier[layer - 1],
                               dtype=torch.float64), rtol=1e-9, atol=0)
         assert float(vals[9:].abs().max()) < 1e-12 * float(vals[0])
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+@pytest.mark.parametrize("init", ["random", "optimum"])
+def test_structured_linear_operator_matches_autograd(loss: str, init: str) -> None:
+    cfg = RunConfig(K=3, n=2, width=[4, 5, 4], depth=3, loss=loss, init=init, seed=3)
+    cfg.validate()
+    model = build_model(cfg)
+    lam_w, lam_h = [0.01, 0.02, 0.03], 0.04
+    for spec in ["layer:2", "layers:3,1", "weights", "weights+features", "features"]:
+        fit = HessianOperator(model, spec, loss).dense()
+        scale = float(fit.abs().max())
+        for part in ["fit", "gn", "residual", "total"]:
+            ref = HessianOperator(model, spec, loss, part, lam_w, lam_h).dense()
+            got = LinearHessianOperator(model, spec, loss, part, lam_w, lam_h).dense()
+            assert float((got - ref).abs().max()) < 1e-12 * scale, (spec, part)
+        # a single factor enters the logits linearly: no residual (second-derivative) part
+        if spec in ("layer:2", "features"):
+            res = LinearHessianOperator(model, spec, loss, "residual").dense()
+            assert float(res.abs().max()) == 0.0
+
+
+def test_hessian_operator_factory() -> None:
+    lin = _model("random")
+    assert isinstance(hessian_operator(lin, "weights"), LinearHessianOperator)
+    assert isinstance(hessian_operator(lin, "weights", structured=False), HessianOperator)
+    cfg = RunConfig(K=3, n=2, width=4, depth=2, activation="relu")
+    cfg.validate()
+    relu = build_model(cfg)
+    assert isinstance(hessian_operator(relu, "weights"), HessianOperator)
+    with pytest.raises(ValueError, match="linear model"):
+        hessian_operator(relu, "weights", structured=True)

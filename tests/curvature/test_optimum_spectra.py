@@ -17,6 +17,7 @@ from dufm_core.config import RunConfig
 from dufm_core.curvature import (
     HessianOperator,
     KroneckerSpectrum,
+    LinearHessianOperator,
     count_outliers,
     full_spectrum,
     top_eigenpairs,
@@ -74,11 +75,12 @@ def test_layer_outliers_and_rank(name: str) -> None:
         _close(tot[: K * K], [pred.layer_outlier_total[layer - 1]] * K * K)
 
 
+@pytest.mark.parametrize("kind", [HessianOperator, LinearHessianOperator])
 @pytest.mark.parametrize("name", ["A", "B", "E"])
-def test_full_weight_hessian_outliers_with_rho_split(name: str) -> None:
+def test_full_weight_hessian_outliers_with_rho_split(name: str, kind: type) -> None:
     model, pred, cfg = _setup(name)
     K2 = cfg.K**2
-    op = HessianOperator(model, "weights", "mse")
+    op = kind(model, "weights", "mse")
     res = top_eigenpairs(op, K2 + 1, block=K2 + 4, tol=1e-10)
     assert res.all_converged
     _close(res.values[:K2], pred.full_outliers)
@@ -91,22 +93,21 @@ def test_full_weight_hessian_outliers_with_rho_split(name: str) -> None:
     if op.dim <= 2000:
         dense = full_spectrum(op)
         _close(dense[:K2], pred.full_outliers)
-    gn = top_eigenpairs(HessianOperator(model, "weights", "mse", part="gn"), K2 + 1,
-                        block=K2 + 4)
+    gn = top_eigenpairs(kind(model, "weights", "mse", part="gn"), K2 + 1, block=K2 + 4)
     _close(gn.values[:K2], [pred.full_gn_outlier] * K2)
     assert abs(float(gn.values[K2])) < 1e-10 * float(gn.values[0])
     tot = top_eigenpairs(
-        HessianOperator(model, "weights", "mse", "total", cfg.lam_ws, cfg.lam_h), K2,
-        block=K2 + 4,
+        kind(model, "weights", "mse", "total", cfg.lam_ws, cfg.lam_h), K2, block=K2 + 4
     )
     _close(tot.values, pred.full_outliers_total)
 
 
+@pytest.mark.parametrize("kind", [HessianOperator, LinearHessianOperator])
 @pytest.mark.parametrize("name", ["A", "E"])
-def test_weights_plus_features(name: str) -> None:
+def test_weights_plus_features(name: str, kind: type) -> None:
     model, pred, cfg = _setup(name)
     K2 = cfg.K**2
-    op = HessianOperator(model, "weights+features", "mse")
+    op = kind(model, "weights+features", "mse")
     dense = full_spectrum(op, max_dim=4000)
     _close(dense[:K2], pred.full_outliers_with_features)
     # the K(N−K) within-class H_1 directions sit at λ_H γ/(1−γ) (theory.md §4.5)
