@@ -35,7 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray")  # the CLI's choices; "inline" is for the Python API
 POLL_S = 0.25
 PRELOAD = ["dufm_core.sweeps", "dufm_core.training", "dufm_core.analysis"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,34 @@ def make_executor(name: str, jobs: int | None = None, address: str | None = None
         return LocalExecutor(jobs)
     if name == "ray":
         return RayExecutor(jobs=jobs, address=address, cpus=cpus, gpus=gpus)
+    if name == "inline":
+        return InlineExecutor()
     raise ValueError(f"executor: must be one of {' | '.join(EXECUTORS)} (got {name!r})")
+
+
+# --------------------------------------------------------------------------- inline
+class InlineExecutor:
+    """Members one after another in this process: the sequential baseline of the benchmark, and
+    a debugging aid (a breakpoint in the training loop works). Not offered by the CLI."""
+
+    slots = 1
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+
+    def describe(self) -> str:
+        return "inline executor (one member after another, in this process)"
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def run(self, fn: Callable[[Task], dict[str, Any]], tasks: Sequence[Task],
+            on_result: OnResult, on_cancel: OnCancel | None = None) -> None:
+        for task in tasks:
+            if self._cancel.is_set():
+                on_result(task, None, "cancelled before it started")
+                continue
+            on_result(task, fn(task), None)
 
 
 # --------------------------------------------------------------------------- local

@@ -494,6 +494,15 @@ def _sweep_groups(
     return list(groups.items())
 
 
+def _sweep_vline(fig: go.Figure, x: float, label: str, log_x: bool) -> None:
+    """A dotted vertical reference line with its label at the top; on a log axis Plotly places
+    annotations in log10 units, so the label's x is converted."""
+    fig.add_vline(x=x, line={"color": "#555", "dash": "dot"})
+    if label:
+        fig.add_annotation(x=math.log10(x) if log_x and x > 0 else x, y=1.0, yref="paper",
+                           text=label, showarrow=False, xanchor="left", yanchor="bottom")
+
+
 def sweep_phase_gamma(
     rows: Sequence[Mapping[str, Any]], curves: Sequence[Mapping[str, Any]]
 ) -> go.Figure:
@@ -524,7 +533,7 @@ def sweep_phase_gamma(
             fig.add_trace(go.Scatter(
                 x=xs, y=ys, mode="markers", name=f"per class ({label})",
                 marker={"color": color, "size": 7, "symbol": "circle-open"}))
-    fig.add_vline(x=1.0, line={"color": "#555", "dash": "dot"}, annotation_text="λ_crit")
+    _sweep_vline(fig, 1.0, "λ_crit", log_x=True)
     return _layout(fig, "Phase diagram: output scale γ against λ/λ_crit", "λ / λ_crit", "γ",
                    log_x=True)
 
@@ -550,7 +559,7 @@ def sweep_phase_outliers(
             x=x, y=[r["outlier_count_min"] for r in group], mode="markers",
             name=f"fewest over layers ({label})",
             marker={"color": color, "size": 9, "symbol": "triangle-down-open"}))
-    fig.add_vline(x=1.0, line={"color": "#555", "dash": "dot"}, annotation_text="λ_crit")
+    _sweep_vline(fig, 1.0, "λ_crit", log_x=True)
     return _layout(fig, "Phase diagram: layer-wise Hessian outliers against λ/λ_crit",
                    "λ / λ_crit", "outlier count (gap rule)", log_x=True)
 
@@ -632,7 +641,7 @@ def sweep_scatter(
                 name=f"closed form{'' if not group_by else ', ' + label}",
                 line={**PRED_STYLE, "color": color if group_by else PRED_STYLE["color"]}))
     if vline is not None:
-        fig.add_vline(x=vline, line={"color": "#555", "dash": "dot"}, annotation_text=vline_label)
+        _sweep_vline(fig, vline, vline_label, log_x)
     if hline is not None:
         fig.add_hline(y=hline, line={"color": "#555", "dash": "dot"}, annotation_text=hline_label)
     return _layout(fig, title, x, ylabel or y, log_x=log_x, log_y=log_y)

@@ -131,7 +131,7 @@ if "sensitivity" in kinds:
     for i, (y, title, log_y) in enumerate([
         ("gamma_measured", "Mean diagonal output (γ for MSE)", False),
         ("outlier_count_max", "Layer outliers (most over layers)", False),
-        ("outlier_ratio_max", "max/min of the top K² (worst layer)", True),
+        ("f_mean", "Alignment: mean f_cc' over layers", False),
         ("nc1_max", "DNC1 (worst layer)", True),
     ]):
         (c1 if i % 2 == 0 else c2).plotly_chart(

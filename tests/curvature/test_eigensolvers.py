@@ -167,3 +167,22 @@ def test_count_outliers_rules() -> None:
     assert count_outliers([], "gap") == 0
     with pytest.raises(ValueError, match="rule"):
         count_outliers(ce, "elbow")
+
+
+def test_need_stops_when_the_leading_cluster_has_converged() -> None:
+    """Nine degenerate outliers over a tight bulk (a trained UFM's full Hessian): asking for
+    9 + 3 values with need=9 converges the outliers and returns the bulk values with honest,
+    unconverged flags — without the hundreds of iterations the bulk cluster would take."""
+    n = 600
+    g = torch.Generator().manual_seed(3)
+    bulk = 0.01 * (torch.rand(n - 9, generator=g, dtype=torch.float64) * 2 - 1)
+    A, Q, _ = spectral_matrix(torch.cat([torch.full((9,), 0.8, dtype=torch.float64), bulk]))
+    res = top_eigenpairs(A, 12, tol=1e-10, need=9, max_iter=300)
+    assert bool(res.converged[:9].all())
+    assert float((res.values[:9] - 0.8).abs().max()) < 1e-12
+    assert outside(res.vectors[:, :9], Q[:, :9]) < 1e-8
+    check_residuals(A, res)
+    full = top_eigenpairs(A, 12, tol=1e-10, max_iter=300)
+    assert res.iterations < full.iterations
+    with pytest.raises(ValueError, match="need"):
+        top_eigenpairs(A, 3, need=4)
