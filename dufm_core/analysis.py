@@ -32,6 +32,7 @@ import torch
 
 from dufm_core import alignment, collapse, gradients, theory, weights
 from dufm_core.config import RunConfig
+from dufm_core.curvature.density import slq_log_density
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.kronecker import KroneckerSpectrum
 from dufm_core.curvature.operators import hessian_operator
@@ -44,6 +45,7 @@ DENSE_MAX = 4096  # layers with at most this many weights get a dense autograd H
 HIST_BINS = 48
 TAUS = (0.0, 0.5, 1.0)
 FULL_PARAMS = ("weights", "weights+features")
+SLQ_PROBES, SLQ_STEPS = 4, 40  # spectral density of the full Hessian (log10|λ| axis)
 
 Progress = Callable[[str, float], None] | None
 
@@ -206,6 +208,8 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     G = gradients.layer_gradient(model, l, cfg.loss)
     coeff = gradients.gradient_coefficients(G, basis)
     eig_coeff, inside = gradients.eigenbasis_coefficients(G.reshape(-1).double(), U_top)
+    per_class = gradients.per_class_gradients(model, l, cfg.loss)
+    per_class_coeff = gradients.per_class_coefficients(per_class, basis)
     grad_norm = float(G.norm())
     gn = alignment.gn_split(model, l, cfg.loss)
     gn.pop("parts", None)
@@ -245,6 +249,8 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
         "gradient_coefficients": _list(coeff),
         "gradient_eigenbasis": _list(eig_coeff),
         "gradient_inside_fraction": _f(inside),
+        "gradient_per_class_norms": _list(per_class.reshape(K, -1).norm(dim=1)),
+        "gradient_per_class_coefficients": _list(per_class_coeff),
         "gradient_beta": _f(gradients.gradient_beta(model, l, cfg.loss)),
         "gradient_beta_predicted": (th.get("gradient_beta") or [None] * cfg.depth)[l - 1],
         "gn_split": {k: gn[k] for k in ("ranks", "within", "cross", "class", "total",
@@ -278,6 +284,7 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     # the K² outliers to ``tol``; the K further values are bulk Ritz estimates (flagged)
     res = top_eigenpairs(op, m, block=max(m, K2 + cfg.K), tol=tol, need=min(K2, m))
     key = "full_outliers" if params == "weights" else "full_outliers_with_features"
+    dens = slq_log_density(op, steps=SLQ_STEPS, probes=SLQ_PROBES, grid_points=200)
     return {
         "params": params, "dim": op.dim,
         "top": _list(res.values), "predicted": th.get(key) or [],
@@ -287,6 +294,9 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
         "converged": bool(res.converged[: min(K2, m)].all()),
         "converged_each": [bool(c) for c in res.converged],
         "outlier_count": count_outliers(res.values, rule="gap", m=m),
+        "density": {"axis": "log10|λ|", "grid": _list(dens.grid), "density": _list(dens.density),
+                    "method": f"stochastic Lanczos quadrature, {SLQ_PROBES} probes × "
+                              f"{SLQ_STEPS} steps", "floor": dens.floor},
     }
 
 

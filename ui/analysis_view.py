@@ -6,6 +6,7 @@ the report itself always comes from ``dufm_core.analysis``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -100,13 +101,23 @@ def show_full(report: dict[str, Any]) -> None:
         f"{full['seconds']:.2f} s, converged: {full['converged']}. Theory (§4.5): the K² "
         "outliers are the sums of the layer outliers, split by ±ρ into K(K+1)/2 and K(K−1)/2."
     )
-    st.plotly_chart(
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(
         plots.top_eigenvalues(
             full["top"], full["predicted"], K2, "Top eigenvalues of the full fit-Hessian"
         ),
         config=plots.CONFIG,
         key="full_top",
     )
+    dens = full.get("density")
+    if dens:
+        logs = [math.log10(v) for v in full["predicted"] if v and v > 0]
+        c2.plotly_chart(
+            plots.density(dens["grid"], dens["density"], "log10 |eigenvalue|",
+                          f"Spectral density ({dens['method']})", predicted=logs),
+            config=plots.CONFIG,
+            key="full_density",
+        )
 
 
 def show_alignment(report: dict[str, Any], layer: int) -> None:

@@ -1,0 +1,172 @@
+"""Benchmark: a 16-member sweep with the local executor and with Ray, against running the members
+one after another.
+
+Each member is theory.md case A (K=3, n=40, d=60, L=5, lr 0.2, float64; λ over 8 values × 2 seeds)
+trained for ``--steps`` GD steps and then analysed, exactly as a sweep does. Three ways, each in a
+fresh runs folder, through the same :func:`dufm_core.sweeps.run_sweep`:
+
+* sequential: the ``inline`` executor, members one after another in this (already warm) process:
+  the total work, and the best case for one core;
+* local: the default executor, ``--jobs`` worker processes (its start-up is included);
+* ray: a local Ray instance with ``--jobs`` CPUs; timed with the instance already up (as on a
+  cluster) and, separately, the time ``ray.init`` took.
+
+The ideal is total work / cores = sequential / jobs. Goals: local within 10% of the ideal, Ray
+within 20% of local. Other processes on the machine distort all of this: the load average before
+each phase is recorded, and the median of ``--repeats`` is reported.
+
+    python benchmarks/bench_sweep.py [--steps 30000] [--repeats 2] [--jobs 2] [--no-ray]
+                                     [--quick] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CASE_A = """
+name = "bench"
+[base]
+K = 3
+n = 40
+width = 60
+depth = 5
+lr = 0.2
+steps = {steps}
+log_points = 60
+checkpoint_points = 4
+[grid]
+lam = [0.002, 0.004, 0.006, 0.008, 0.01, 0.012, 0.014, 0.016]
+seed = [0, 1]
+"""
+
+QUICK = """
+name = "bench-quick"
+[base]
+K = 3
+n = 5
+width = 6
+depth = 2
+lr = 0.5
+steps = {steps}
+log_points = 20
+checkpoint_points = 2
+[grid]
+lam = [0.005, 0.01]
+seed = [0, 1]
+"""
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _timed(spec_text: str, executor: str, jobs: int) -> tuple[float, dict, float]:
+    """Run the spec in a fresh runs folder; (wall seconds, state counts, load before)."""
+    from dufm_core import sweeps
+
+    spec = sweeps.load_spec("<bench>", spec_text)
+    load = _load()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result = sweeps.run_sweep(spec, runs_dir=Path(tmp) / "runs", executor=executor,
+                                  jobs=jobs)
+        seconds = time.perf_counter() - t0
+    return seconds, result.counts, load
+
+
+def run(spec_text: str, members: int, jobs: int, repeats: int, with_ray: bool) -> dict:
+    """Time the three ways ``repeats`` times (interleaved) and summarise."""
+    seq, loc, ray_t, ray_init, loads = [], [], [], [], []
+    counts: dict[str, dict] = {}
+    ray = None
+    if with_ray:
+        try:
+            import ray
+        except ImportError:
+            with_ray = False
+    for _ in range(repeats):
+        t, counts["sequential"], load = _timed(spec_text, "inline", 1)
+        seq.append(t)
+        loads.append({"sequential": load})
+        t, counts["local"], load = _timed(spec_text, "local", jobs)
+        loc.append(t)
+        loads[-1]["local"] = load
+        if with_ray:
+            t0 = time.perf_counter()
+            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+            ray_init.append(time.perf_counter() - t0)
+            try:
+                t, counts["ray"], load = _timed(spec_text, "ray", jobs)
+            finally:
+                ray.shutdown()
+            ray_t.append(t)
+            loads[-1]["ray"] = load
+    s, lo = statistics.median(seq), statistics.median(loc)
+    ideal = s / jobs
+    out = {
+        "members": members, "jobs": jobs, "repeats": repeats, "cores": os.cpu_count(),
+        "sequential_seconds": s, "local_seconds": lo, "ideal_seconds": ideal,
+        "local_over_ideal": lo / ideal, "local_speedup": s / lo,
+        "sequential_all": seq, "local_all": loc, "load_before": loads,
+        "local_finished": counts["local"].get("finished", 0),
+        "sequential_finished": counts["sequential"].get("finished", 0),
+    }
+    if with_ray:
+        r = statistics.median(ray_t)
+        out.update(ray_seconds=r, ray_init_seconds=statistics.median(ray_init),
+                   ray_all=ray_t, ray_init_all=ray_init, ray_over_local=r / lo,
+                   ray_over_ideal=r / ideal,
+                   ray_with_init_over_local=(r + statistics.median(ray_init)) / lo,
+                   ray_finished=counts["ray"].get("finished", 0))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30_000, help="GD steps per member")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2, help="worker processes / Ray CPUs")
+    p.add_argument("--no-ray", action="store_true", help="skip the Ray executor")
+    p.add_argument("--quick", action="store_true",
+                   help="4 tiny members, one repeat (CI smoke run)")
+    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    a = p.parse_args()
+    if a.quick:
+        spec, members, repeats = QUICK.format(steps=500), 4, 1
+    else:
+        spec, members, repeats = CASE_A.format(steps=a.steps), 16, a.repeats
+    res = run(spec, members, a.jobs, repeats, with_ray=not a.no_ray)
+    res["steps"] = 500 if a.quick else a.steps
+    print(f"{members}-member sweep, {res['steps']} GD steps per member + analysis, "
+          f"jobs={a.jobs}, median of {repeats}")
+    print("| way | wall s | vs ideal (sequential/jobs) | speed-up |")
+    print("|---|---|---|---|")
+    print(f"| sequential (inline) | {res['sequential_seconds']:.1f} | "
+          f"{res['sequential_seconds'] / res['ideal_seconds']:.2f} | 1.00 |")
+    print(f"| local executor | {res['local_seconds']:.1f} | {res['local_over_ideal']:.3f} | "
+          f"{res['local_speedup']:.2f} |")
+    if "ray_seconds" in res:
+        print(f"| ray executor (instance up) | {res['ray_seconds']:.1f} | "
+              f"{res['ray_over_ideal']:.3f} | "
+              f"{res['sequential_seconds'] / res['ray_seconds']:.2f} |")
+        print(f"ray.init: {res['ray_init_seconds']:.1f} s; ray / local = "
+              f"{res['ray_over_local']:.3f} ({res['ray_with_init_over_local']:.3f} with init)")
+    print(f"load average before each phase: {res['load_before']}")
+    if a.out:
+        a.out.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

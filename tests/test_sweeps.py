@@ -1,0 +1,281 @@
+"""Sweeps: spec expansion and validation, the local and Ray executors on tiny grids, failing
+members, reruns that skip ended members, summary.csv, background launch and cancel, and the
+benchmark's quick mode. Tiny configs (K=3, n=5, width 6, depth 2) keep the file fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dufm_core import sweeps, theory
+from dufm_core.store import open_run
+from tests.helpers import ROOT, subprocess_env
+
+TINY = """
+name = "{name}"
+[base]
+K = 3
+n = 5
+width = 6
+depth = 2
+lam = 0.01
+lr = 0.5
+steps = {steps}
+log_points = 20
+checkpoint_points = 2
+[grid]
+{grid}
+"""
+
+
+def tiny(name: str = "tiny", grid: str = "seed = [0, 1]", steps: int = 2000) -> str:
+    return TINY.format(name=name, grid=grid, steps=steps)
+
+
+def write_spec(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- specs
+def test_expansion_is_a_product_in_axis_order() -> None:
+    spec = sweeps.load_spec("<t>", tiny(grid="lam = [0.002, 0.02]\nseed = [0, 1, 2]"))
+    members = spec.members()
+    assert [m.values for m in members[:4]] == [
+        {"lam": 0.002, "seed": 0}, {"lam": 0.002, "seed": 1}, {"lam": 0.002, "seed": 2},
+        {"lam": 0.02, "seed": 0}]
+    assert len(members) == 6 and [m.index for m in members] == list(range(6))
+    m = members[4]
+    assert m.config.lam_w == 0.02 and m.config.lam_h == 0.02 and m.config.seed == 1
+    assert m.config.width == 6 and m.config.name.startswith("tiny-")
+    assert len({m.key for m in members}) == 6
+    # keys are stable: the same spec text gives the same keys
+    again = sweeps.load_spec("<t>", tiny(grid="lam = [0.002, 0.02]\nseed = [0, 1, 2]"))
+    assert [m.key for m in again.members()] == [m.key for m in members]
+
+
+def test_lam_over_crit_and_per_layer_axes() -> None:
+    spec = sweeps.load_spec("<t>", tiny(grid="lam_over_crit = [0.5, 2.0]\ndepth = [2, 3]"))
+    lam_c = theory.lambda_crit(3, 5, 3)
+    m = next(m for m in spec.members() if m.values == {"lam_over_crit": 0.5, "depth": 3})
+    assert m.config.lam_h == pytest.approx(0.5 * lam_c, rel=1e-12)
+    assert m.config.lam_w == m.config.lam_h
+    spec = sweeps.load_spec("<t>", tiny(grid="lam_w = [[0.01, 0.02], [0.02, 0.01]]"))
+    assert [m.config.lam_w for m in spec.members()] == [[0.01, 0.02], [0.02, 0.01]]
+    assert spec.members()[0].config.lam_h == 0.01  # from [base] lam
+
+
+@pytest.mark.parametrize(("grid", "field", "text"), [
+    ("colour = [1, 2]", "grid.colour", "unknown axis"),
+    ("lam = 0.1", "grid.lam", "non-empty list"),
+    ("lam = []", "grid.lam", "non-empty list"),
+    ("lam = [0.1]\nlam_h = [0.1]", "grid.lam", "cannot be combined"),
+    ("seed = [0, 0]", "grid", "same config as member 0"),
+])
+def test_bad_grids_name_the_axis(grid: str, field: str, text: str) -> None:
+    with pytest.raises(sweeps.SpecError) as exc:
+        sweeps.load_spec("<t>", tiny(grid=grid))
+    assert exc.value.field == field and text in str(exc.value)
+
+
+def test_bad_member_names_member_and_field() -> None:
+    with pytest.raises(sweeps.SpecError) as exc:
+        sweeps.load_spec("<t>", tiny(grid="lr = [0.1, -1.0]\nseed = [3]"))
+    msg = str(exc.value)
+    assert msg.startswith("member 1 [lr=-1, seed=3]: lr: must be")
+    assert exc.value.field == "lr" and exc.value.member == "member 1 [lr=-1, seed=3]"
+    with pytest.raises(sweeps.SpecError, match=r"member 0 \[width=\[6, 6, 6\]\]: width"):
+        sweeps.load_spec("<t>", tiny(grid="width = [[6, 6, 6]]"))  # depth is 2
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ('name = "a b"\n[grid]\nseed = [0]', "name"),
+    ('name = "x"\n[base]\nfoo = 1\n[grid]\nseed = [0]', "base.foo"),
+    ('name = "x"\n[grid]\nseed = [0]\n[analysis]\nfull_hessian = 1', "analysis.full_hessian"),
+    ('name = "x"\nsteps = 3\n[grid]\nseed = [0]', "steps"),
+    ('name = "x"', "grid"),
+    ('name = "x"\n[grid\n', "spec"),
+])
+def test_bad_spec_shapes(text: str, field: str) -> None:
+    with pytest.raises(sweeps.SpecError) as exc:
+        sweeps.load_spec("<t>", text)
+    assert exc.value.field == field
+
+
+def test_cli_refuses_a_bad_spec_before_anything_starts(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, tiny(grid="lr = [0.1, -1.0]"))
+    out = subprocess.run(
+        [sys.executable, "-m", "dufm_core", "sweep", str(spec), "--runs-dir",
+         str(tmp_path / "runs")], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+        timeout=120)
+    assert out.returncode == 2
+    assert "member 1 [lr=-1]: lr: must be" in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- local executor
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One CLI run of a 6-member grid on the local executor: lr 0.5 converges, lr 1e4 diverges,
+    and device=cuda fails on a CPU-only machine."""
+    tmp = tmp_path_factory.mktemp("local")
+    devices = '["cpu", "cuda"]' if not torch.cuda.is_available() else '["cpu"]'
+    spec = write_spec(tmp, tiny(name="local", grid=f"lr = [0.5, 1e4]\ndevice = {devices}\n"
+                                "seed = [0]"))
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "dufm_core", "sweep", str(spec), "--executor", "local",
+         "--jobs", "2", "--runs-dir", str(tmp / "runs")],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    return {"out": out, "runs": tmp / "runs", "spec": spec, "seconds": time.perf_counter() - t0}
+
+
+def test_local_sweep_prints_its_folder_last(local_sweep: dict) -> None:
+    out = local_sweep["out"]
+    folder = Path(out.stdout.strip().splitlines()[-1])
+    assert folder == (local_sweep["runs"] / "sweeps" / "local").resolve()
+    assert (folder / "spec.toml").is_file() and (folder / "summary.csv").is_file()
+    assert out.returncode == (0 if torch.cuda.is_available() else 1), out.stderr
+    status = json.loads((folder / "driver.json").read_text())
+    assert status["state"] == "finished" and status["executor"] == "local"
+
+
+def test_failed_and_diverged_members_do_not_stop_the_others(local_sweep: dict) -> None:
+    rows = sweeps.read_summary(local_sweep["runs"] / "sweeps" / "local")
+    states = {(r["lr"], r["device"]): r["state"] for r in rows}
+    assert states[(0.5, "cpu")] == "finished"
+    assert states[(1e4, "cpu")] == "diverged"
+    if not torch.cuda.is_available():
+        assert states[(0.5, "cuda")] == "failed" and states[(1e4, "cuda")] == "failed"
+        failed = next(r for r in rows if r["device"] == "cuda")
+        assert "cuda" in failed["error"].lower()
+    diverged = next(r for r in rows if r["state"] == "diverged")
+    assert open_run(local_sweep["runs"] / diverged["run"]).status()["state"] == "diverged"
+
+
+def test_summary_columns_and_values(local_sweep: dict) -> None:
+    folder = local_sweep["runs"] / "sweeps" / "local"
+    header = (folder / "summary.csv").read_text().splitlines()[0].split(",")
+    for col in ("member", "key", "lr", "device", "seed", "run", "state", "final_loss",
+                "gamma_measured", "gamma_predicted", "outlier_l1", "outlier_pred_l1",
+                "outlier_count_l2", "outlier_ratio_l1", "f_mean_l1", "nc1_l1", "nc2_l2",
+                "nc3_l2", "outlier_count_max", "f_mean", "layer_sum_measured"):
+        assert col in header, col
+    row = next(r for r in sweeps.read_summary(folder) if r["state"] == "finished")
+    pred = theory.predict(3, 5, [0.01, 0.01], 0.01)
+    assert row["gamma_measured"] == pytest.approx(row["gamma_predicted"], rel=1e-6)
+    assert row["gamma_predicted"] == pytest.approx(pred.gamma, rel=1e-12)
+    assert row["final_loss"] == pytest.approx(pred.loss, rel=1e-6)
+    for l in (1, 2):
+        assert row[f"outlier_l{l}"] == pytest.approx(pred.layer_outlier[l - 1], rel=1e-5)
+        assert row[f"outlier_count_l{l}"] == 9
+    assert row["outlier_ratio_max"] == pytest.approx(1.0, abs=1e-4)
+    assert row["f_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert row["gamma_diag"] == pytest.approx([pred.gamma] * 3, rel=1e-6)
+    # members are ordinary runs in the runs folder, each with its analysis report
+    run = open_run(local_sweep["runs"] / row["run"])
+    assert run.config().name.startswith("local-") and list(run.analysis_dir.glob("step_*.json"))
+
+
+def test_rerun_skips_ended_members(local_sweep: dict) -> None:
+    folder = local_sweep["runs"] / "sweeps" / "local"
+    before = {r["key"]: r for r in sweeps.read_summary(folder)}
+    spec = sweeps.load_spec(local_sweep["spec"])
+    result = sweeps.run_sweep(spec, runs_dir=local_sweep["runs"], executor="local", jobs=2)
+    after = {r["key"]: r for r in sweeps.read_summary(folder)}
+    ended = [k for k, r in before.items() if r["state"] in ("finished", "diverged")]
+    assert result.skipped == len(ended) == 2
+    assert result.ran == len(before) - len(ended)
+    for key in ended:  # the same run folders, untouched
+        assert after[key]["run"] == before[key]["run"]
+    for key in set(before) - set(ended):  # failed members were tried again in new folders
+        assert after[key]["state"] == "failed" and after[key]["run"] != before[key]["run"]
+
+
+# --------------------------------------------------------------------------- ray
+def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        spec = sweeps.load_spec("<t>", tiny(name="ray", grid="lr = [0.5, 1e4]\nseed = [0, 1]"))
+        result = sweeps.run_sweep(spec, runs_dir=tmp_path / "runs", executor="ray")
+        assert ray.is_initialized()  # an instance the caller started is left running
+    finally:
+        ray.shutdown()
+    assert result.counts == {"finished": 2, "diverged": 2}
+    rows = sweeps.read_summary(result.folder)
+    assert {r["host"] for r in rows} and all(r["run"] for r in rows)
+    pids = {sweeps.read_record(result.folder, r["key"])["pid"] for r in rows}
+    assert pids.isdisjoint({__import__("os").getpid()})  # trained in Ray workers, not here
+    for r in rows:
+        if r["state"] == "finished":
+            assert r["gamma_measured"] == pytest.approx(r["gamma_predicted"], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- background
+def _wait(predicate, timeout: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def test_launch_in_background_cancel_and_resume(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    spec = sweeps.load_spec("<t>", tiny(name="bg", grid="seed = [0, 1, 2]", steps=2_000_000))
+    folder = sweeps.launch_sweep(spec, runs, jobs=2)
+    assert sweeps.driver_status(folder)["state"] in ("starting", "running")
+
+    def two_running() -> bool:
+        rows = sweeps.summary_rows(folder)
+        return sum(r["state"] == "running" and (r["step"] or 0) > 0 for r in rows) == 2
+    _wait(two_running)
+    assert "SIGTERM" in sweeps.cancel_sweep(folder)
+    _wait(lambda: sweeps.driver_status(folder)["state"] == "cancelled")
+    rows = sweeps.summary_rows(folder)
+    assert sorted(r["state"] for r in rows) == ["cancelled", "cancelled", "pending"]
+    for r in rows:
+        if r["state"] == "cancelled":  # stopped by the signal mid-run, with a checkpoint there
+            run = open_run(runs / r["run"])
+            assert run.status()["state"] == "cancelled"
+            assert run.latest_checkpoint() == run.status()["step"] > 0
+    todo, skipped = sweeps.pending_members(spec, folder)
+    assert skipped == 0 and len(todo) == 3
+
+
+def test_rerun_resumes_a_cancelled_member_in_its_own_folder(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    spec = sweeps.load_spec("<t>", tiny(name="resume", grid="seed = [0]"))
+    first = sweeps.run_sweep(spec, runs_dir=runs, executor="inline")
+    key = spec.members()[0].key
+    record = sweeps.read_record(first.folder, key)
+    run = open_run(runs / record["run"])
+    # make it look cancelled half-way: drop the last checkpoint, mark run and record cancelled
+    run.checkpoint_path(run.latest_checkpoint()).unlink()
+    run.write_status(state="cancelled", step=run.latest_checkpoint())
+    record["state"] = "cancelled"
+    (first.folder / "members" / f"{key}.json").write_text(json.dumps(record))
+    second = sweeps.run_sweep(spec, runs_dir=runs, executor="inline")
+    again = sweeps.read_record(second.folder, key)
+    assert second.ran == 1 and again["resumed"] is True and again["run"] == record["run"]
+    assert again["state"] == "finished" and run.status()["step"] == spec.members()[0].config.steps
+
+
+# --------------------------------------------------------------------------- benchmark
+def test_bench_sweep_quick(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    subprocess.run(
+        [sys.executable, "benchmarks/bench_sweep.py", "--quick", "--no-ray", "--out", str(out)],
+        cwd=ROOT, env=subprocess_env(), check=True, capture_output=True, timeout=300)
+    res = json.loads(out.read_text())
+    assert res["members"] == 4 and res["sequential_seconds"] > 0
+    assert res["local_seconds"] > 0 and res["local_finished"] == 4
