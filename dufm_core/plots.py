@@ -345,7 +345,7 @@ def density(
     )
     for p in sorted(set(round(x, 12) for x in predicted or [])):
         fig.add_vline(x=p, line=PRED_STYLE)
-    return _layout(fig, title, xlabel, "density", log_y=True)
+    return _layout(fig, title, xlabel, "density (linear scale)")
 
 
 def series_lines(
