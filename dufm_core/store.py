@@ -16,6 +16,7 @@ so a file that carries code is refused instead of executed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -365,8 +366,6 @@ def save_checkpoint(
         state.update(extra)
     path = run.checkpoint_path(step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    import io
-
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())

@@ -9,14 +9,7 @@ from ui import shell, state
 
 shell.ensure_shell(__file__)
 st.title("Gradient coefficients")
-run = state.select_run()
-if run is None:
-    st.stop()
-step = state.select_step(run)
-if step is None:
-    st.stop()
-cfg = run.config()
-layer = state.select_layer(cfg.depth)
+run, step, cfg, layer = state.select_analysis_target()
 report = av.get_report(run, step)
 av.show_gradients(report, layer)
 

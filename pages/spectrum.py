@@ -8,14 +8,7 @@ from ui import shell, state
 
 shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
-run = state.select_run()
-if run is None:
-    st.stop()
-step = state.select_step(run)
-if step is None:
-    st.stop()
-cfg = run.config()
-layer = state.select_layer(cfg.depth)
+run, step, cfg, layer = state.select_analysis_target()
 c1, c2 = st.columns(2)
 scope = c1.radio("Hessian", ["layer-wise", "full (all weights)"], horizontal=True)
 part = c2.radio("Part", ["fit", "total (fit + λ)"], horizontal=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from dufm_core import jobs
+from dufm_core.config import RunConfig
 from dufm_core.store import Run, RunSummary, default_runs_dir, list_runs, open_run
 
 
@@ -71,3 +72,16 @@ def select_layer(depth: int, where=st.sidebar) -> int:
     )
     st.query_params["layer"] = str(layer)
     return int(layer)
+
+
+def select_analysis_target() -> tuple[Run, int, RunConfig, int]:
+    """Sidebar pickers of the analysis pages: (run, checkpoint step, its config, layer).
+    Stops the page with a hint when there is no run or no checkpoint yet."""
+    run = select_run()
+    if run is None:
+        st.stop()
+    step = select_step(run)
+    if step is None:
+        st.stop()
+    cfg = run.config()
+    return run, step, cfg, select_layer(cfg.depth)

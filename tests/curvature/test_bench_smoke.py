@@ -19,9 +19,21 @@ from tests.helpers import ROOT, subprocess_env
 
 def _run(script: str, out: Path, *extra: str) -> dict:
     subprocess.run(
-        [sys.executable, f"benchmarks/{script}", "--quick", "--threads", "1", "--out", str(out),
-         *extra],
-        cwd=ROOT, env=subprocess_env(), check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            f"benchmarks/{script}",
+            "--quick",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return json.loads(out.read_text())
 

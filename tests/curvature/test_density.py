@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
-import pytest
 import torch
 
 from dufm_core.config import RunConfig
 from dufm_core.curvature import HessianOperator, lanczos_quadrature, slq_density, slq_log_density
 from dufm_core.models import build_model
 from tests.curvature.test_eigensolvers import spectral_matrix
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster, and steady on a busy machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def test_density_integrates_to_one_and_matches_the_histogram() -> None:

@@ -6,8 +6,6 @@ projector distance to the true eigenspace), never vector by vector (theory.md §
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -19,15 +17,6 @@ from dufm_core.curvature import (
     full_spectrum,
     top_eigenpairs,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster, and steady on a busy machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def spectral_matrix(values: list[float] | torch.Tensor, seed: int = 0):
@@ -114,8 +103,10 @@ def test_exactly_low_rank_and_degenerate_zeros() -> None:
     A, Q, _ = spectral_matrix([5.0, 4.0, 3.0] + [0.0] * (n - 3), seed=4)
     res = top_eigenpairs(A, 6, block=6, tol=1e-10)
     assert res.all_converged
-    assert float((res.values - torch.tensor([5, 4, 3, 0, 0, 0.0], dtype=torch.float64))
-                 .abs().max()) < 1e-12
+    assert (
+        float((res.values - torch.tensor([5, 4, 3, 0, 0, 0.0], dtype=torch.float64)).abs().max())
+        < 1e-12
+    )
     assert outside(res.vectors[:, :3], Q[:, :3]) < 1e-10
     check_residuals(A, res)
 
@@ -126,8 +117,9 @@ def test_restarts_and_largest_modulus() -> None:
     A, Q, _ = spectral_matrix(vals, seed=5)
     res = top_eigenpairs(A, 3, which="LM", block=4, max_basis=8, tol=1e-10)
     assert res.all_converged
-    assert torch.allclose(res.values, torch.tensor([-4.0, -4.0, 3.0], dtype=torch.float64),
-                          atol=1e-11, rtol=0)
+    assert torch.allclose(
+        res.values, torch.tensor([-4.0, -4.0, 3.0], dtype=torch.float64), atol=1e-11, rtol=0
+    )
     assert outside(res.vectors[:, :2], Q[:, :2]) < 1e-8
     check_residuals(A, res)
     la = top_eigenpairs(DenseOperator(A), 2, tol=1e-10)  # algebraic: 3.0 then the bulk edge 1.0

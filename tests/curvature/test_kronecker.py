@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -20,15 +18,6 @@ from dufm_core.curvature import (
 )
 from dufm_core.models import build_model
 from tests.curvature.test_operators import dense_fit, rel
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster, and steady on a busy machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _model(init: str, seed: int = 4) -> torch.nn.Module:
@@ -94,8 +83,12 @@ def test_case_a_width_64_layer_spectrum_is_the_closed_form() -> None:
     for layer in range(1, 6):
         vals = KroneckerSpectrum.from_model(model, layer).values()
         assert vals.numel() == model.weights[layer - 1].numel()
-        assert torch.allclose(vals[:9], torch.full((9,), pred.layer_outlier[layer - 1],
-                              dtype=torch.float64), rtol=1e-9, atol=0)
+        assert torch.allclose(
+            vals[:9],
+            torch.full((9,), pred.layer_outlier[layer - 1], dtype=torch.float64),
+            rtol=1e-9,
+            atol=0,
+        )
         assert float(vals[9:].abs().max()) < 1e-12 * float(vals[0])
 
 

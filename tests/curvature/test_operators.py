@@ -7,7 +7,6 @@ of ``models.fit_term`` over the flattened parameters, and Jᵀ H_ℓ J from an e
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,26 +16,21 @@ from dufm_core.config import RunConfig
 from dufm_core.curvature import HessianOperator, gradient, param_set
 from dufm_core.models import build_model, fit_term
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster, and steady on a busy machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 TOL = 1e-10
 CASES = [("linear", "mse"), ("relu", "mse"), ("linear", "ce"), ("relu", "ce")]
 LAM_W = [0.01, 0.02, 0.005]
 LAM_H = 0.03
 
 
-def tiny_model(
-    activation: str, loss: str, seed: int = 1, init: str = "random"
-) -> torch.nn.Module:
+def tiny_model(activation: str, loss: str, seed: int = 1, init: str = "random") -> torch.nn.Module:
     cfg = RunConfig(
-        K=3, n=2, width=[4, 5, 4], depth=3, activation=activation, loss=loss, seed=seed,
+        K=3,
+        n=2,
+        width=[4, 5, 4],
+        depth=3,
+        activation=activation,
+        loss=loss,
+        seed=seed,
         init=init,
     )
     cfg.validate()
@@ -116,9 +110,7 @@ def test_fit_gn_residual_total_match_dense(activation: str, loss: str, init: str
         )
         assert rel(total, ref + torch.diag(diag)) < TOL
         # the Gauss–Newton part is PSD; with CE or ReLU the residual part is not zero in general
-        assert float(torch.linalg.eigvalsh(0.5 * (gn + gn.T))[0]) > -1e-12 * float(
-            gn.abs().max()
-        )
+        assert float(torch.linalg.eigvalsh(0.5 * (gn + gn.T))[0]) > -1e-12 * float(gn.abs().max())
 
 
 @pytest.mark.parametrize(("activation", "loss"), CASES)

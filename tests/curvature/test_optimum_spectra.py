@@ -7,8 +7,6 @@ the full weight fit-Hessian with its ρ split, and weights + H_1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -23,15 +21,6 @@ from dufm_core.curvature import (
     top_eigenpairs,
 )
 from dufm_core.models import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread is faster, and steady on a busy machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 RTOL = 1e-8
 
