@@ -3,6 +3,7 @@
 import streamlit as st
 
 from dufm_core import plots, theory
+from ui import analysis_view as av
 from ui import shell, state
 
 shell.ensure_shell(__file__)
@@ -56,3 +57,38 @@ c2.plotly_chart(
     plots.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None, rows[-1]["step"]),
     config=plots.CONFIG,
 )
+
+st.subheader("Effective ranks over training")
+st.caption(
+    "Roy–Vetterli effective rank exp(−Σ p_i log p_i), p_i = s_i/Σ s_j, of each W_l (→ K at "
+    "collapse) and of each layer's fit-Hessian spectrum (→ K² at the linear optimum), from "
+    "the analysis of every checkpoint."
+)
+series = av.get_series(run)
+if series:
+    steps = [e["step"] for e in series["entries"]]
+    names = {
+        f"W_{l}": av.series_lines(series, l, "effective_rank")[1] for l in range(1, cfg.depth + 1)
+    }
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(
+        plots.series_lines(
+            steps, names, "Effective rank of W_l", "rank", reference=cfg.K, reference_label="K"
+        ),
+        config=plots.CONFIG,
+    )
+    hess = {
+        f"layer {l}": av.series_lines(series, l, "hessian_effective_rank")[1]
+        for l in range(1, cfg.depth + 1)
+    }
+    c2.plotly_chart(
+        plots.series_lines(
+            steps,
+            hess,
+            "Effective rank of the layer fit-Hessian",
+            "rank",
+            reference=cfg.K**2,
+            reference_label="K²",
+        ),
+        config=plots.CONFIG,
+    )

@@ -14,6 +14,11 @@ scope = c1.radio("Hessian", ["layer-wise", "full (all weights)"], horizontal=Tru
 part = c2.radio("Part", ["fit", "total (fit + λ)"], horizontal=True)
 report = av.get_report(run, step, full=scope.startswith("full"))
 if scope.startswith("full"):
+    if part.startswith("total"):
+        st.info(
+            "Shown: the fit Hessian. The total Hessian of all weights adds λ_{W_l} on each "
+            "block's diagonal (for equal λ: every eigenvalue + λ)."
+        )
     av.show_full(report)
 else:
     av.show_spectrum(report, layer, total=part.startswith("total"))

@@ -3,7 +3,15 @@
 import streamlit as st
 
 from dufm_core import ConfigError, RunConfig, jobs, theory
-from dufm_core.config import ACTIVATIONS, DEVICES, DTYPES, INITS, LOSSES, OPTIMIZERS
+from dufm_core.config import (
+    ACTIVATIONS,
+    DEVICES,
+    DTYPES,
+    INITS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 from dufm_core.presets import DESCRIPTIONS, PRESETS
 from ui import live, shell, state
 
@@ -49,6 +57,12 @@ with st.expander("More: initialisation, precision, device, logging"):
         "checkpoints", 1, 10_000, int(p["checkpoint_points"]), key=k + "cp"
     )
     name = c[3].text_input("name", "", key=k + "name")
+    c = st.columns(4)
+    momentum = c[0].text_input("momentum (optimizer momentum)", str(p["momentum"]), key=k + "mom")
+    betas = c[1].text_input("Adam betas β1,β2", ",".join(map(str, p["betas"])), key=k + "bet")
+    schedule = c[2].selectbox(
+        "log/checkpoint spacing", SCHEDULES, SCHEDULES.index(p["schedule"]), key=k + "sch"
+    )
 
 cfg = RunConfig(
     K=K,
@@ -71,6 +85,9 @@ cfg = RunConfig(
     log_points=log_points,
     checkpoint_points=ckpt_points,
     name=name,
+    momentum=momentum,
+    betas=[b.strip() for b in betas.split(",")],
+    schedule=schedule,
 )
 try:
     warnings = cfg.validate()
