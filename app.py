@@ -18,6 +18,7 @@ pages = {
     "Runs": [
         st.Page("pages/train.py", title="Train", icon=":material/rocket_launch:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
+        st.Page("pages/sweeps.py", title="Sweeps", icon=":material/tune:"),
     ],
     "Analysis": [
         st.Page("pages/spectrum.py", title="Spectrum", icon=":material/bar_chart:"),

@@ -12,11 +12,13 @@ fresh runs folder, through the same :func:`dufm_core.sweeps.run_sweep`:
   cluster) and, separately, the time ``ray.init`` took.
 
 The ideal is total work / cores = sequential / jobs. Goals: local within 10% of the ideal, Ray
-within 20% of local. Other processes on the machine distort all of this: the load average before
-each phase is recorded, and the median of ``--repeats`` is reported.
+within 20% of local. Other processes on the machine distort all of this: ``--wait-idle S`` waits
+for an idle machine before each phase, the busy cores before and during each phase are recorded
+(a sequential phase should show ~1, a parallel one ~``jobs``; more means someone else computed),
+and the median of ``--repeats`` is reported.
 
     python benchmarks/bench_sweep.py [--steps 30000] [--repeats 2] [--jobs 2] [--no-ray]
-                                     [--quick] [--out FILE.json]
+                                     [--wait-idle S] [--quick] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -67,25 +69,56 @@ seed = [0, 1]
 """
 
 
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine from /proc/stat (0, 0 where there is none)."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return sum(vals) - idle, sum(vals)
 
 
-def _timed(spec_text: str, executor: str, jobs: int) -> tuple[float, dict, float]:
-    """Run the spec in a fresh runs folder; (wall seconds, state counts, load before)."""
+def busy_cores(seconds: float = 2.0) -> float:
+    """How many cores the machine (everyone on it) keeps busy, sampled over ``seconds``."""
+    b0, t0 = _cpu_jiffies()
+    time.sleep(seconds)
+    b1, t1 = _cpu_jiffies()
+    return (b1 - b0) / (t1 - t0) * (os.cpu_count() or 1) if t1 > t0 else 0.0
+
+
+def wait_idle(limit_s: float, threshold: float = 0.3) -> float:
+    """Wait (up to ``limit_s``) until the machine is idle: fewer than ``threshold`` busy cores.
+    Returns the last sample: other people share this machine, and a timing taken while they
+    compute says little."""
+    t0 = time.monotonic()
+    sample = busy_cores()
+    while sample > threshold and time.monotonic() - t0 < limit_s:
+        sample = busy_cores(5.0)
+    return round(sample, 2)
+
+
+def _timed(spec_text: str, executor: str, jobs: int, idle_s: float) -> tuple[float, dict, dict]:
+    """Run the spec in a fresh runs folder; (wall seconds, state counts, machine load: busy
+    cores just before, and busy cores over the whole phase — ours included)."""
     from dufm_core import sweeps
 
     spec = sweeps.load_spec("<bench>", spec_text)
-    load = _load()
+    load = {"idle_before": wait_idle(idle_s) if idle_s > 0 else None}
     with tempfile.TemporaryDirectory() as tmp:
+        b0, j0 = _cpu_jiffies()
         t0 = time.perf_counter()
-        result = sweeps.run_sweep(spec, runs_dir=Path(tmp) / "runs", executor=executor,
-                                  jobs=jobs)
+        result = sweeps.run_sweep(spec, runs_dir=Path(tmp) / "runs", executor=executor, jobs=jobs)
         seconds = time.perf_counter() - t0
+        b1, j1 = _cpu_jiffies()
+    load["busy_cores_during"] = round((b1 - b0) / max(j1 - j0, 1) * (os.cpu_count() or 1), 2)
     return seconds, result.counts, load
 
 
-def run(spec_text: str, members: int, jobs: int, repeats: int, with_ray: bool) -> dict:
+def run(
+    spec_text: str, members: int, jobs: int, repeats: int, with_ray: bool, idle_s: float = 0.0
+) -> dict:
     """Time the three ways ``repeats`` times (interleaved) and summarise."""
     seq, loc, ray_t, ray_init, loads = [], [], [], [], []
     counts: dict[str, dict] = {}
@@ -96,19 +129,25 @@ def run(spec_text: str, members: int, jobs: int, repeats: int, with_ray: bool) -
         except ImportError:
             with_ray = False
     for _ in range(repeats):
-        t, counts["sequential"], load = _timed(spec_text, "inline", 1)
+        t, counts["sequential"], load = _timed(spec_text, "inline", 1, idle_s)
         seq.append(t)
         loads.append({"sequential": load})
-        t, counts["local"], load = _timed(spec_text, "local", jobs)
+        t, counts["local"], load = _timed(spec_text, "local", jobs, idle_s)
         loc.append(t)
         loads[-1]["local"] = load
         if with_ray:
+            if idle_s > 0:
+                wait_idle(idle_s)
             t0 = time.perf_counter()
-            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+            ray.init(
+                num_cpus=jobs,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+            )
             ray_init.append(time.perf_counter() - t0)
             try:
-                t, counts["ray"], load = _timed(spec_text, "ray", jobs)
+                t, counts["ray"], load = _timed(spec_text, "ray", jobs, idle_s)
             finally:
                 ray.shutdown()
             ray_t.append(t)
@@ -116,20 +155,33 @@ def run(spec_text: str, members: int, jobs: int, repeats: int, with_ray: bool) -
     s, lo = statistics.median(seq), statistics.median(loc)
     ideal = s / jobs
     out = {
-        "members": members, "jobs": jobs, "repeats": repeats, "cores": os.cpu_count(),
-        "sequential_seconds": s, "local_seconds": lo, "ideal_seconds": ideal,
-        "local_over_ideal": lo / ideal, "local_speedup": s / lo,
-        "sequential_all": seq, "local_all": loc, "load_before": loads,
+        "members": members,
+        "jobs": jobs,
+        "repeats": repeats,
+        "cores": os.cpu_count(),
+        "sequential_seconds": s,
+        "local_seconds": lo,
+        "ideal_seconds": ideal,
+        "local_over_ideal": lo / ideal,
+        "local_speedup": s / lo,
+        "sequential_all": seq,
+        "local_all": loc,
+        "load": loads,
         "local_finished": counts["local"].get("finished", 0),
         "sequential_finished": counts["sequential"].get("finished", 0),
     }
     if with_ray:
         r = statistics.median(ray_t)
-        out.update(ray_seconds=r, ray_init_seconds=statistics.median(ray_init),
-                   ray_all=ray_t, ray_init_all=ray_init, ray_over_local=r / lo,
-                   ray_over_ideal=r / ideal,
-                   ray_with_init_over_local=(r + statistics.median(ray_init)) / lo,
-                   ray_finished=counts["ray"].get("finished", 0))
+        out.update(
+            ray_seconds=r,
+            ray_init_seconds=statistics.median(ray_init),
+            ray_all=ray_t,
+            ray_init_all=ray_init,
+            ray_over_local=r / lo,
+            ray_over_ideal=r / ideal,
+            ray_with_init_over_local=(r + statistics.median(ray_init)) / lo,
+            ray_finished=counts["ray"].get("finished", 0),
+        )
     return out
 
 
@@ -139,31 +191,47 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2, help="worker processes / Ray CPUs")
     p.add_argument("--no-ray", action="store_true", help="skip the Ray executor")
-    p.add_argument("--quick", action="store_true",
-                   help="4 tiny members, one repeat (CI smoke run)")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each phase wait up to S seconds for an idle machine",
+    )
+    p.add_argument("--quick", action="store_true", help="4 tiny members, one repeat (CI smoke run)")
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     a = p.parse_args()
     if a.quick:
         spec, members, repeats = QUICK.format(steps=500), 4, 1
     else:
         spec, members, repeats = CASE_A.format(steps=a.steps), 16, a.repeats
-    res = run(spec, members, a.jobs, repeats, with_ray=not a.no_ray)
+    res = run(spec, members, a.jobs, repeats, with_ray=not a.no_ray, idle_s=a.wait_idle)
     res["steps"] = 500 if a.quick else a.steps
-    print(f"{members}-member sweep, {res['steps']} GD steps per member + analysis, "
-          f"jobs={a.jobs}, median of {repeats}")
+    print(
+        f"{members}-member sweep, {res['steps']} GD steps per member + analysis, "
+        f"jobs={a.jobs}, median of {repeats}"
+    )
     print("| way | wall s | vs ideal (sequential/jobs) | speed-up |")
     print("|---|---|---|---|")
-    print(f"| sequential (inline) | {res['sequential_seconds']:.1f} | "
-          f"{res['sequential_seconds'] / res['ideal_seconds']:.2f} | 1.00 |")
-    print(f"| local executor | {res['local_seconds']:.1f} | {res['local_over_ideal']:.3f} | "
-          f"{res['local_speedup']:.2f} |")
+    print(
+        f"| sequential (inline) | {res['sequential_seconds']:.1f} | "
+        f"{res['sequential_seconds'] / res['ideal_seconds']:.2f} | 1.00 |"
+    )
+    print(
+        f"| local executor | {res['local_seconds']:.1f} | {res['local_over_ideal']:.3f} | "
+        f"{res['local_speedup']:.2f} |"
+    )
     if "ray_seconds" in res:
-        print(f"| ray executor (instance up) | {res['ray_seconds']:.1f} | "
-              f"{res['ray_over_ideal']:.3f} | "
-              f"{res['sequential_seconds'] / res['ray_seconds']:.2f} |")
-        print(f"ray.init: {res['ray_init_seconds']:.1f} s; ray / local = "
-              f"{res['ray_over_local']:.3f} ({res['ray_with_init_over_local']:.3f} with init)")
-    print(f"load average before each phase: {res['load_before']}")
+        print(
+            f"| ray executor (instance up) | {res['ray_seconds']:.1f} | "
+            f"{res['ray_over_ideal']:.3f} | "
+            f"{res['sequential_seconds'] / res['ray_seconds']:.2f} |"
+        )
+        print(
+            f"ray.init: {res['ray_init_seconds']:.1f} s; ray / local = "
+            f"{res['ray_over_local']:.3f} ({res['ray_with_init_over_local']:.3f} with init)"
+        )
+    print(f"machine load per phase (busy cores; ours included): {res['load']}")
     if a.out:
         a.out.write_text(json.dumps(res, indent=2) + "\n")
 

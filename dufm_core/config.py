@@ -1,8 +1,10 @@
 """Run configuration: one dataclass, validation with one clear line per error, JSON/TOML IO.
 
-A run of the deep unconstrained feature model (UFM) of theory.md §1 is fully described by a
-:class:`RunConfig`. Validation happens *before* anything is written to disk, and every error
-names the field and the range it must lie in, e.g.::
+A run of the deep unconstrained feature model (UFM) of theory.md §1, or of a real network
+(``model = "resnet20"``: a ResNet-20 feature map and a head W_1..W_L trained on real data,
+theory.md §5.3; see docs/real_networks.md), is fully described by a :class:`RunConfig`.
+Validation happens *before* anything is written to disk, and every error names the field and
+the range it must lie in, e.g.::
 
     lr: must be a positive finite number (got -0.1)
 
@@ -28,7 +30,40 @@ DTYPES = ("float64", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 INITS = ("random", "optimum")
 SCHEDULES = ("log", "linear")
-MODELS = ("ufm",)
+MODELS = ("ufm", "resnet20")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+LR_SCHEDULES = ("constant", "cosine", "step")
+FEATURE_DIM = 64  # output dimension of the ResNet-20 feature map (global-average-pooled stage 3)
+
+# Defaults that differ for a model (applied by RunConfig.from_dict to keys not given, so that
+# ``--model resnet20`` alone is a sensible run; the dataclass defaults stay the UFM ones).
+# resnet20 follows theory.md §5.3: K = 10 classes, a linear head of L = 3 layers of width 64,
+# λ_W = 5e-3, λ_H = 1e-6, SGD with momentum, float32. The lr is 0.005, not the paper's 0.05:
+# from this init, full-batch momentum SGD on digits diverged at 0.05 and 0.01
+# (docs/real_networks.md).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ufm": {},
+    "resnet20": {
+        "K": 10,
+        "width": FEATURE_DIM,
+        "depth": 3,
+        "lam_w": 5e-3,
+        "lam_h": 1e-6,
+        "optimizer": "momentum",
+        "lr": 0.005,
+        "dtype": "float32",
+    },
+}
+# real-network fields and the value they must keep for a UFM (which has no data, no
+# mini-batches, no schedule and no backbone)
+_REAL_ONLY = {
+    "dataset": "digits",
+    "data_dir": "",
+    "batch_size": 0,
+    "lam_backbone": 0.0,
+    "lr_schedule": "constant",
+    "amp": False,
+}
 
 MAX_DEPTH = 64
 MAX_WIDTH = 65_536
@@ -84,6 +119,15 @@ class RunConfig:
     init_noise: float = 0.0
     # bookkeeping
     name: str = ""
+    # real networks (model = "resnet20"; docs/real_networks.md). A UFM must leave these at their
+    # defaults. ``n`` is the number of training samples per class (class-balanced subsample).
+    dataset: str = "digits"  # digits | mnist | fashion-mnist | cifar10
+    data_dir: str = ""  # folder with the data files (not needed for the bundled digits)
+    batch_size: int = 0  # samples per optimizer step; 0 = the whole training set (full batch)
+    test_fraction: float = 0.2  # digits only: held-out fraction per class (others: official test)
+    lam_backbone: float = 0.0  # weight decay λ_b/2·‖θ_backbone‖² on every backbone parameter
+    lr_schedule: str = "constant"  # constant | cosine | step (×0.1 at 50 % and 75 % of steps)
+    amp: bool = False  # bf16 autocast of the forward pass; CUDA only
 
     # ----------------------------------------------------------------- derived
     @property
@@ -117,7 +161,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Build from a mapping; unknown keys are an error naming the key."""
+        """Build from a mapping; unknown keys are an error naming the key.
+
+        Keys not given take the defaults of the chosen model (:data:`MODEL_DEFAULTS`), so that
+        ``{"model": "resnet20"}`` gets K = 10, a width-64 head, float32, and so on. A saved
+        config.json holds every key, so reloading it never changes a value.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         data = dict(data)
         if "lam" in data:  # convenience: one λ for every λ_W and λ_H
@@ -129,6 +178,10 @@ class RunConfig:
             raise ConfigError(
                 unknown[0], f"unknown config key; known keys: {', '.join(sorted(names))}"
             )
+        model = data.get("model", "ufm")
+        if isinstance(model, str):
+            for key, value in MODEL_DEFAULTS.get(model, {}).items():
+                data.setdefault(key, value)
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -169,6 +222,7 @@ class RunConfig:
         self.init_noise = _float("init_noise", self.init_noise, 0.0, math.inf)
         if not isinstance(self.name, str) or len(self.name) > 80:
             raise ConfigError("name", "must be a string of at most 80 characters")
+        self._validate_real()
         if self.init == "optimum" and min(self.widths) < self.K:
             raise ConfigError(
                 "init",
@@ -176,6 +230,49 @@ class RunConfig:
                 "use init=random",
             )
         return self.warnings()
+
+    def _validate_real(self) -> None:
+        """Checks of the real-network fields (and of the UFM fields they constrain)."""
+        _choice("dataset", self.dataset, DATASETS)
+        if not isinstance(self.data_dir, str) or len(self.data_dir) > 4096:
+            raise ConfigError("data_dir", "must be a folder path of at most 4096 characters")
+        self.batch_size = _int("batch_size", self.batch_size, 0, 100_000_000)
+        self.test_fraction = _float("test_fraction", self.test_fraction, 0.0, 0.9)
+        self.lam_backbone = _float("lam_backbone", self.lam_backbone, 0.0, math.inf)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.amp = _bool("amp", self.amp)
+        if self.model == "ufm":
+            for key, default in _REAL_ONLY.items():
+                if getattr(self, key) != default:
+                    raise ConfigError(
+                        key,
+                        f"must be {default!r} for model ufm (got {getattr(self, key)!r}): it "
+                        "applies to real networks only (--model resnet20)",
+                    )
+            return
+        # real network: the head's input is the backbone's feature vector h(x) ∈ R^64
+        if self.widths[0] != FEATURE_DIM:
+            raise ConfigError(
+                "width",
+                f"must start with d_1 = {FEATURE_DIM} for model {self.model} (the backbone's "
+                f"feature dimension; W_1 is d_2 × {FEATURE_DIM}): give {FEATURE_DIM} or a list "
+                f"such as {FEATURE_DIM},128,128 (got {self.width})",
+            )
+        if self.K != 10:
+            raise ConfigError(
+                "K", f"must be 10 for dataset {self.dataset} (its number of classes) (got {self.K})"
+            )
+        if self.init != "random":
+            raise ConfigError(
+                "init", f"must be random for model {self.model} (got {self.init!r})"
+            )
+        if self.amp and self.device == "cpu":
+            raise ConfigError(
+                "amp", "needs a CUDA GPU (bf16 autocast is GPU-only); use --device cuda or auto "
+                "on a GPU machine, or leave amp off on the CPU"
+            )
+        if self.amp and self.dtype != "float32":
+            raise ConfigError("amp", f"needs dtype float32 (got {self.dtype})")
 
     def warnings(self) -> list[str]:
         """Theory warnings: the run is valid but special (see theory.md §3.1, §9)."""
@@ -214,6 +311,17 @@ class RunConfig:
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ConfigError(name, f"must be one of {' | '.join(allowed)} (got {value!r})")
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be true or false (got {value!r})")
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> int:

@@ -4,14 +4,15 @@ Both run the same plain function (:func:`dufm_core.sweeps.execute_member`) on pl
 and report each result as it arrives, so the driver can write progress and ``summary.csv`` while
 the sweep runs:
 
-* ``local`` (default): a pool of at most ``jobs`` worker processes (default: the number of cores)
-  on this machine. Workers come from a ``forkserver`` that has imported torch and the engine once,
-  so a member starts in milliseconds instead of paying ~2 s of imports, and no worker is forked
-  from a process whose thread pools have run (which is unsafe). Each worker is a long-lived process
-  that trains and analyses one member after another; like a worker of :mod:`dufm_core.jobs` it
-  writes everything to the run store, and a member's failure is its own record, never the pool's.
-  A worker that dies (killed, out of memory) fails only the member it was running; the members it
-  had not started go to a fresh pool.
+* ``local`` (default): at most ``jobs`` worker processes (default: the number of cores) on this
+  machine. Like the workers of :mod:`dufm_core.jobs`, each is a fresh ``python -m`` process (so
+  nothing of the driver's state, threads or ``__main__`` leaks into it), but a long-lived one: it
+  imports torch and the engine once (~2 s) and then trains and analyses one member after another,
+  taking tasks as JSON lines on its standard input and answering on its standard output. Members
+  write everything to the run store, and a member's failure is its own record, never the pool's.
+  A worker that dies (killed, out of memory) fails only the member it was running, and a new
+  worker takes its place; if workers die before finishing anything, the remaining members fail
+  with that reason instead of being retried for ever.
 * ``ray``: each member is one Ray task (``num_cpus``/``num_gpus`` per task from the spec's
   ``[resources]``). With ``address`` the driver joins an existing cluster (and ships the
   ``dufm_core`` package to it); without, it starts a local Ray instance with ``jobs`` CPUs and
@@ -25,19 +26,20 @@ have not started and asks running ones to stop; they checkpoint and end ``cancel
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import json
 import os
+import selectors
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 EXECUTORS = ("local", "ray")  # the CLI's choices; "inline" is for the Python API
 POLL_S = 0.25
-PRELOAD = ["dufm_core.sweeps", "dufm_core.training", "dufm_core.analysis"]
 ROOT = Path(__file__).resolve().parents[1]
 
 Task = Mapping[str, Any]
@@ -62,8 +64,13 @@ class Executor(Protocol):
         """One line for logs: the executor and its parallelism."""
         ...
 
-    def run(self, fn: Callable[[Task], dict[str, Any]], tasks: Sequence[Task],
-            on_result: OnResult, on_cancel: OnCancel | None = None) -> None:
+    def run(
+        self,
+        fn: Callable[[Task], dict[str, Any]],
+        tasks: Sequence[Task],
+        on_result: OnResult,
+        on_cancel: OnCancel | None = None,
+    ) -> None:
         """Run ``fn`` on every task; call ``on_result(task, record, None)`` for each result, or
         ``on_result(task, None, error)`` when the task could not report (its worker died, or it
         was cancelled before it started). Returns when every task is accounted for."""
@@ -75,8 +82,13 @@ class Executor(Protocol):
         ...
 
 
-def make_executor(name: str, jobs: int | None = None, address: str | None = None,
-                  cpus: float = 1.0, gpus: float = 0.0) -> Executor:
+def make_executor(
+    name: str,
+    jobs: int | None = None,
+    address: str | None = None,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+) -> Executor:
     """The executor called ``name`` (``local`` or ``ray``)."""
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs: must be an integer >= 1 (got {jobs})")
@@ -107,8 +119,13 @@ class InlineExecutor:
     def cancel(self) -> None:
         self._cancel.set()
 
-    def run(self, fn: Callable[[Task], dict[str, Any]], tasks: Sequence[Task],
-            on_result: OnResult, on_cancel: OnCancel | None = None) -> None:
+    def run(
+        self,
+        fn: Callable[[Task], dict[str, Any]],
+        tasks: Sequence[Task],
+        on_result: OnResult,
+        on_cancel: OnCancel | None = None,
+    ) -> None:
         for task in tasks:
             if self._cancel.is_set():
                 on_result(task, None, "cancelled before it started")
@@ -117,13 +134,35 @@ class InlineExecutor:
 
 
 # --------------------------------------------------------------------------- local
-def _init_worker(threads: int) -> None:
-    """In each pool worker: a fair share of the cores for torch, and Ctrl-C left to the driver
-    (which forwards a cancel); the trainer installs its own handler while it trains."""
-    import torch
+WORKER_START_FAILURES = 2  # workers that die before they are ready: then the rest fail, no loop
 
-    torch.set_num_threads(threads)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of an importable module-level function (what a worker imports)."""
+    name = f"{fn.__module__}:{fn.__qualname__}"
+    if fn.__module__ == "__main__" or "<" in fn.__qualname__:
+        raise ValueError(f"the local executor needs an importable module-level function ({name})")
+    return name
+
+
+def _load_function(name: str) -> Callable[[Task], dict[str, Any]]:
+    import importlib
+
+    module, _, qualname = name.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass
+class _Worker:
+    """One worker process of the local pool and the task it is running, if any."""
+
+    proc: subprocess.Popen
+    task: Task | None = None
+    ready: bool = False  # it imported the engine and the function
+    buffer: bytes = b""
 
 
 class LocalExecutor:
@@ -139,81 +178,155 @@ class LocalExecutor:
     def cancel(self) -> None:
         self._cancel.set()
 
-    def run(self, fn: Callable[[Task], dict[str, Any]], tasks: Sequence[Task],
-            on_result: OnResult, on_cancel: OnCancel | None = None) -> None:
-        remaining = list(tasks)
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
-        threads = max(1, cpu_count() // self.slots)
-        while remaining:
-            if self._cancel.is_set():
-                for task in remaining:
-                    on_result(task, None, "cancelled before it started")
-                return
-            remaining = self._one_pool(ctx, fn, remaining, on_result, on_cancel, threads)
+    def _spawn(self, fn_name: str, threads: int) -> _Worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dufm_core.executors", fn_name, str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the driver, which cancels members itself
+        )
+        return _Worker(proc)
 
-    def _one_pool(self, ctx: Any, fn: Callable[[Task], dict[str, Any]], tasks: list[Task],
-                  on_result: OnResult, on_cancel: OnCancel | None, threads: int) -> list[Task]:
-        """Run ``tasks`` in one pool; return those to retry in a fresh pool because the pool
-        broke before they started."""
-        retry: list[Task] = []
-        workers = min(self.slots, len(tasks))
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                   initializer=_init_worker, initargs=(threads,))
+    def run(
+        self,
+        fn: Callable[[Task], dict[str, Any]],
+        tasks: Sequence[Task],
+        on_result: OnResult,
+        on_cancel: OnCancel | None = None,
+    ) -> None:
+        if not tasks:
+            return
+        fn_name = _function_name(fn)
+        threads = max(1, cpu_count() // self.slots)
+        queue = list(tasks)
+        workers: list[_Worker] = []
+        start_failures = 0
         cancelled = False
+        sel = selectors.DefaultSelector()
         try:
-            futures: dict[Future, Task] = {pool.submit(fn, t): t for t in tasks}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    task = futures[fut]
-                    if fut.cancelled():
-                        on_result(task, None, "cancelled before it started")
-                        continue
-                    try:
-                        record = fut.result()
-                    except BrokenProcessPool:
-                        if _has_started(task):
-                            on_result(task, None, "the worker process died (killed, or out of "
-                                      "memory) while running this member")
-                        else:
-                            retry.append(task)
-                        continue
-                    except Exception as exc:
-                        on_result(task, None, f"{type(exc).__name__}: {exc}")
-                        continue
-                    on_result(task, record, None)
+            while queue or any(w.task is not None for w in workers):
                 if self._cancel.is_set() and not cancelled:
                     cancelled = True
-                    for fut in pending:
-                        fut.cancel()
-                    for fut in pending:
-                        if not fut.cancelled() and on_cancel is not None:
-                            on_cancel(futures[fut])
+                    for task in queue:
+                        on_result(task, None, "cancelled before it started")
+                    queue = []
+                    for w in workers:
+                        if w.task is not None and on_cancel is not None:
+                            on_cancel(w.task)
+                # keep `slots` workers busy while there is work
+                idle = [w for w in workers if w.task is None]
+                while queue and len(workers) < self.slots and len(idle) < len(queue):
+                    w = self._spawn(fn_name, threads)
+                    workers.append(w)
+                    idle.append(w)
+                    sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+                for w in idle:
+                    if not queue:
+                        break
+                    w.task = queue.pop(0)
+                    try:
+                        w.proc.stdin.write(json.dumps(dict(w.task)).encode() + b"\n")
+                        w.proc.stdin.flush()
+                    except (BrokenPipeError, OSError):
+                        pass  # the worker died: its stdout reaches EOF and is handled below
+                for key, _ in sel.select(timeout=POLL_S):
+                    w = key.data
+                    chunk = os.read(w.proc.stdout.fileno(), 1 << 20)
+                    if chunk:
+                        w.buffer += chunk
+                        while b"\n" in w.buffer:
+                            line, w.buffer = w.buffer.split(b"\n", 1)
+                            self._deliver(w, line, on_result)
+                        continue
+                    # EOF: the worker is gone
+                    sel.unregister(w.proc.stdout)
+                    workers.remove(w)
+                    code = w.proc.wait()
+                    why = f"the worker process died (exit code {code})"
+                    if w.ready:  # killed, or out of memory, while it ran this member
+                        if w.task is not None:
+                            on_result(w.task, None, why + " while running this member")
+                        continue
+                    # it never got going (cannot import the engine?): retry a little, then stop
+                    if w.task is not None:
+                        queue.insert(0, w.task)
+                    start_failures += 1
+                    if start_failures >= WORKER_START_FAILURES:
+                        for task in queue:
+                            on_result(task, None, why + " before it could start any member")
+                        queue = []
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if cancelled:
-            for task in retry:
-                on_result(task, None, "cancelled before it started")
-            return []
-        return retry
+            for w in workers:
+                with contextlib.suppress(OSError):
+                    w.proc.stdin.close()
+            for w in workers:
+                try:
+                    w.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    w.proc.kill()
+                    w.proc.wait()
+            sel.close()
+
+    @staticmethod
+    def _deliver(w: _Worker, line: bytes, on_result: OnResult) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            msg = {"ok": False, "error": f"unreadable reply from the worker: {line[:200]!r}"}
+        if msg.get("ready"):
+            w.ready = True
+            return
+        task, w.task = w.task, None
+        if task is None:
+            return
+        if msg.get("ok"):
+            on_result(task, msg["result"], None)
+        else:
+            on_result(task, None, msg.get("error") or "the worker reported an error")
 
 
-def _has_started(task: Task) -> bool:
-    """Did a worker pick this task up? (Its member record names a run once it has.)"""
-    from dufm_core.sweeps import read_record
+def worker_main(fn_name: str, threads: int) -> int:
+    """A local-pool worker: import the engine once, then for each JSON task line on standard
+    input call the function and answer one JSON line ``{"ok": true, "result": ...}`` (or
+    ``{"ok": false, "error": ...}``) until standard input closes. Anything the function prints
+    goes to standard error, so it cannot corrupt the replies. The first line, ``{"ready": true}``,
+    says the imports worked (a worker that dies before it is not retried for ever)."""
+    import torch
 
-    record = read_record(task["sweep_dir"], task["key"])
-    return bool(record and record.get("state") == "running" and record.get("pid"))
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # print() in the function lands on stderr
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    fn = _load_function(fn_name)
+    out.write(b'{"ready": true}\n')
+    out.flush()
+    for raw in sys.stdin.buffer:
+        if not raw.strip():
+            continue
+        try:
+            reply = {"ok": True, "result": fn(json.loads(raw))}
+        except Exception as exc:
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(reply).encode() + b"\n")
+        out.flush()
+    return 0
 
 
 # --------------------------------------------------------------------------- ray
 class RayExecutor:
     """One Ray task per member (see the module docstring)."""
 
-    def __init__(self, jobs: int | None = None, address: str | None = None, cpus: float = 1.0,
-                 gpus: float = 0.0) -> None:
+    def __init__(
+        self,
+        jobs: int | None = None,
+        address: str | None = None,
+        cpus: float = 1.0,
+        gpus: float = 0.0,
+    ) -> None:
         self.jobs = jobs
         self.address = address
         self.cpus = cpus
@@ -238,18 +351,34 @@ class RayExecutor:
             return False
         if self.address:
             # ship the engine to the cluster's workers; they need torch, numpy and scipy
-            runtime_env = {"py_modules": [str(ROOT / "dufm_core")],
-                           "excludes": ["__pycache__", "*.pyc"]}
+            runtime_env = {
+                "py_modules": [str(ROOT / "dufm_core")],
+                "excludes": ["__pycache__", "*.pyc"],
+            }
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
         else:
-            runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
-            ray.init(num_cpus=self.slots, include_dashboard=False, runtime_env=runtime_env,
-                     log_to_driver=False)
+            runtime_env = {
+                "env_vars": {
+                    "PYTHONPATH": os.pathsep.join(
+                        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+                    )
+                }
+            }
+            ray.init(
+                num_cpus=self.slots,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                log_to_driver=False,
+            )
         return True
 
-    def run(self, fn: Callable[[Task], dict[str, Any]], tasks: Sequence[Task],
-            on_result: OnResult, on_cancel: OnCancel | None = None) -> None:
+    def run(
+        self,
+        fn: Callable[[Task], dict[str, Any]],
+        tasks: Sequence[Task],
+        on_result: OnResult,
+        on_cancel: OnCancel | None = None,
+    ) -> None:
         if not tasks:
             return
         started_here = self._init()
@@ -257,8 +386,7 @@ class RayExecutor:
         from ray.exceptions import TaskCancelledError
 
         try:
-            remote = ray.remote(fn).options(num_cpus=self.cpus, num_gpus=self.gpus,
-                                            max_retries=0)
+            remote = ray.remote(fn).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
             # with a cluster, --jobs caps the members in flight; else Ray's resources do
             limit = self.jobs if self.address and self.jobs else len(tasks)
             queue = list(tasks)
@@ -293,3 +421,7 @@ class RayExecutor:
         finally:
             if started_here:
                 ray.shutdown()
+
+
+if __name__ == "__main__":  # a worker of the local pool: python -m dufm_core.executors FN THREADS
+    sys.exit(worker_main(sys.argv[1], int(sys.argv[2])))

@@ -499,8 +499,15 @@ def _sweep_vline(fig: go.Figure, x: float, label: str, log_x: bool) -> None:
     annotations in log10 units, so the label's x is converted."""
     fig.add_vline(x=x, line={"color": "#555", "dash": "dot"})
     if label:
-        fig.add_annotation(x=math.log10(x) if log_x and x > 0 else x, y=1.0, yref="paper",
-                           text=label, showarrow=False, xanchor="left", yanchor="bottom")
+        fig.add_annotation(
+            x=math.log10(x) if log_x and x > 0 else x,
+            y=1.0,
+            yref="paper",
+            text=label,
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+        )
 
 
 def sweep_phase_gamma(
@@ -511,31 +518,49 @@ def sweep_phase_gamma(
     jumps from (L−1)/L to 0 at λ_crit (theory.md §3.1)."""
     fig = go.Figure()
     for i, c in enumerate(curves):
-        fig.add_trace(go.Scatter(
-            x=list(c["x"]), y=list(c["gamma"]), mode="lines",
-            name=f"closed form K={c['K']} n={c['n']} L={c['L']}",
-            line={**PRED_STYLE, "color": COLORS[(i + 3) % len(COLORS)]}))
+        fig.add_trace(
+            go.Scatter(
+                x=list(c["x"]),
+                y=list(c["gamma"]),
+                mode="lines",
+                name=f"closed form K={c['K']} n={c['n']} L={c['L']}",
+                line={**PRED_STYLE, "color": COLORS[(i + 3) % len(COLORS)]},
+            )
+        )
     pts = [r for r in rows if r.get("lam_over_crit") and r.get("gamma_measured") is not None]
     for i, (label, group) in enumerate(_sweep_groups(pts, ("K", "n", "depth"))):
         color = COLORS[i % len(COLORS)]
-        fig.add_trace(go.Scatter(
-            x=[r["lam_over_crit"] for r in group], y=[r["gamma_measured"] for r in group],
-            mode="markers", name=f"γ measured ({label})",
-            marker={"color": color, "size": 9},
-            customdata=[r.get("member") for r in group],
-            hovertemplate="λ/λ_crit %{x:.3g}<br>γ %{y:.6g}<br>member %{customdata}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[r["lam_over_crit"] for r in group],
+                y=[r["gamma_measured"] for r in group],
+                mode="markers",
+                name=f"γ measured ({label})",
+                marker={"color": color, "size": 9},
+                customdata=[r.get("member") for r in group],
+                hovertemplate="λ/λ_crit %{x:.3g}<br>γ %{y:.6g}<br>member %{customdata}"
+                "<extra></extra>",
+            )
+        )
         xs, ys = [], []
         for r in group:
             for g in r.get("gamma_diag") or []:
                 xs.append(r["lam_over_crit"])
                 ys.append(g)
         if xs:
-            fig.add_trace(go.Scatter(
-                x=xs, y=ys, mode="markers", name=f"per class ({label})",
-                marker={"color": color, "size": 7, "symbol": "circle-open"}))
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    name=f"per class ({label})",
+                    marker={"color": color, "size": 7, "symbol": "circle-open"},
+                )
+            )
     _sweep_vline(fig, 1.0, "λ_crit", log_x=True)
-    return _layout(fig, "Phase diagram: output scale γ against λ/λ_crit", "λ / λ_crit", "γ",
-                   log_x=True)
+    return _layout(
+        fig, "Phase diagram: output scale γ against λ/λ_crit", "λ / λ_crit", "γ", log_x=True
+    )
 
 
 def sweep_phase_outliers(
@@ -545,23 +570,45 @@ def sweep_phase_outliers(
     over the layers) against λ/λ_crit, with the prediction K² below λ_crit and 0 above."""
     fig = go.Figure()
     for i, c in enumerate(curves):
-        fig.add_trace(go.Scatter(
-            x=list(c["x"]), y=list(c["count"]), mode="lines", name=f"predicted K²={c['K'] ** 2}",
-            line={**PRED_STYLE, "color": COLORS[(i + 3) % len(COLORS)]}))
+        fig.add_trace(
+            go.Scatter(
+                x=list(c["x"]),
+                y=list(c["count"]),
+                mode="lines",
+                name=f"predicted K²={c['K'] ** 2}",
+                line={**PRED_STYLE, "color": COLORS[(i + 3) % len(COLORS)]},
+            )
+        )
     pts = [r for r in rows if r.get("lam_over_crit") and r.get("outlier_count_max") is not None]
     for i, (label, group) in enumerate(_sweep_groups(pts, ("K", "n", "depth"))):
         color = COLORS[i % len(COLORS)]
         x = [r["lam_over_crit"] for r in group]
-        fig.add_trace(go.Scatter(
-            x=x, y=[r["outlier_count_max"] for r in group], mode="markers",
-            name=f"most over layers ({label})", marker={"color": color, "size": 9}))
-        fig.add_trace(go.Scatter(
-            x=x, y=[r["outlier_count_min"] for r in group], mode="markers",
-            name=f"fewest over layers ({label})",
-            marker={"color": color, "size": 9, "symbol": "triangle-down-open"}))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r["outlier_count_max"] for r in group],
+                mode="markers",
+                name=f"most over layers ({label})",
+                marker={"color": color, "size": 9},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r["outlier_count_min"] for r in group],
+                mode="markers",
+                name=f"fewest over layers ({label})",
+                marker={"color": color, "size": 9, "symbol": "triangle-down-open"},
+            )
+        )
     _sweep_vline(fig, 1.0, "λ_crit", log_x=True)
-    return _layout(fig, "Phase diagram: layer-wise Hessian outliers against λ/λ_crit",
-                   "λ / λ_crit", "outlier count (gap rule)", log_x=True)
+    return _layout(
+        fig,
+        "Phase diagram: layer-wise Hessian outliers against λ/λ_crit",
+        "λ / λ_crit",
+        "outlier count (gap rule)",
+        log_x=True,
+    )
 
 
 def sweep_depth_outliers(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -571,22 +618,40 @@ def sweep_depth_outliers(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     measured, dashed lines predicted. One colour per λ."""
     fig = go.Figure()
     pts = sorted((r for r in rows if r.get("depth") is not None), key=lambda r: r["depth"])
-    series = (("full_plus", "full top K(K−1)/2 (GN+ρ)", "circle"),
-              ("full_minus", "full next K(K+1)/2 (GN−ρ)", "square"),
-              ("layer_sum", "Σ_l layer outliers (GN)", "diamond-open"))
+    series = (
+        ("full_plus", "full top K(K−1)/2 (GN+ρ)", "circle"),
+        ("full_minus", "full next K(K+1)/2 (GN−ρ)", "square"),
+        ("layer_sum", "Σ_l layer outliers (GN)", "diamond-open"),
+    )
     for i, (label, group) in enumerate(_sweep_groups(pts, ("lam_h",))):
         color = COLORS[i % len(COLORS)]
         x = [r["depth"] for r in group]
         for key, name, symbol in series:
-            fig.add_trace(go.Scatter(
-                x=x, y=[r.get(f"{key}_measured") for r in group], mode="markers",
-                name=f"{name}, {label}", marker={"color": color, "size": 9, "symbol": symbol}))
-            fig.add_trace(go.Scatter(
-                x=x, y=[r.get(f"{key}_predicted") for r in group], mode="lines",
-                name=f"predicted, {label}", showlegend=key == "full_plus",
-                line={**PRED_STYLE, "color": color, "width": 1}))
-    return _layout(fig, "Full fit-Hessian outliers against depth (weights only)",
-                   "depth L (number of weight matrices)", "eigenvalue")
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=[r.get(f"{key}_measured") for r in group],
+                    mode="markers",
+                    name=f"{name}, {label}",
+                    marker={"color": color, "size": 9, "symbol": symbol},
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=[r.get(f"{key}_predicted") for r in group],
+                    mode="lines",
+                    name=f"predicted, {label}",
+                    showlegend=key == "full_plus",
+                    line={**PRED_STYLE, "color": color, "width": 1},
+                )
+            )
+    return _layout(
+        fig,
+        "Full fit-Hessian outliers against depth (weights only)",
+        "depth L (number of weight matrices)",
+        "eigenvalue",
+    )
 
 
 def sweep_depth_split(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -597,13 +662,27 @@ def sweep_depth_split(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     for i, (label, group) in enumerate(_sweep_groups(pts, ("lam_h",))):
         color = COLORS[i % len(COLORS)]
         x = [r["depth"] for r in group]
-        fig.add_trace(go.Scatter(x=x, y=[r.get("rho_measured") for r in group], mode="markers",
-                                 name=f"ρ measured, {label}", marker={"color": color, "size": 9}))
-        fig.add_trace(go.Scatter(x=x, y=[r.get("rho_predicted") for r in group], mode="lines",
-                                 name=f"ρ predicted, {label}",
-                                 line={**PRED_STYLE, "color": color}))
-    return _layout(fig, "Residual split ρ of the full-Hessian outliers against depth",
-                   "depth L", "ρ")
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r.get("rho_measured") for r in group],
+                mode="markers",
+                name=f"ρ measured, {label}",
+                marker={"color": color, "size": 9},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r.get("rho_predicted") for r in group],
+                mode="lines",
+                name=f"ρ predicted, {label}",
+                line={**PRED_STYLE, "color": color},
+            )
+        )
+    return _layout(
+        fig, "Residual split ρ of the full-Hessian outliers against depth", "depth L", "ρ"
+    )
 
 
 def sweep_scatter(
@@ -630,18 +709,74 @@ def sweep_scatter(
         color = COLORS[i % len(COLORS)]
         xs = [r[x] for r in group]
         ys = [r.get(y) for r in group]
-        fig.add_trace(go.Scatter(
-            x=xs, y=_positive(ys) if log_y else ys, mode="markers+lines" if group_by else "markers",
-            name=label, marker={"color": color, "size": 9}, line={"color": color, "width": 1},
-            customdata=[r.get("member") for r in group],
-            hovertemplate=f"{x} %{{x}}<br>{y} %{{y:.6g}}<br>member %{{customdata}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=_positive(ys) if log_y else ys,
+                mode="markers+lines" if group_by else "markers",
+                name=label,
+                marker={"color": color, "size": 9},
+                line={"color": color, "width": 1},
+                customdata=[r.get("member") for r in group],
+                hovertemplate=f"{x} %{{x}}<br>{y} %{{y:.6g}}<br>member %{{customdata}}"
+                "<extra></extra>",
+            )
+        )
         if predicted and any(r.get(predicted) is not None for r in group):
-            fig.add_trace(go.Scatter(
-                x=xs, y=[r.get(predicted) for r in group], mode="lines",
-                name=f"closed form{'' if not group_by else ', ' + label}",
-                line={**PRED_STYLE, "color": color if group_by else PRED_STYLE["color"]}))
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=[r.get(predicted) for r in group],
+                    mode="lines",
+                    name=f"closed form{'' if not group_by else ', ' + label}",
+                    line={**PRED_STYLE, "color": color if group_by else PRED_STYLE["color"]},
+                )
+            )
     if vline is not None:
         _sweep_vline(fig, vline, vline_label, log_x)
     if hline is not None:
         fig.add_hline(y=hline, line={"color": "#555", "dash": "dot"}, annotation_text=hline_label)
     return _layout(fig, title, x, ylabel or y, log_x=log_x, log_y=log_y)
+
+
+def sweep_width_figures(rows: Sequence[Mapping[str, Any]], K: int) -> list[go.Figure]:
+    """Width study: γ (with the closed form, which needs d ≥ K) and the layer-outlier count
+    (with K²) against the width d, with the line d = K."""
+    common = {"log_x": True, "vline": K, "vline_label": "d = K"}
+    return [
+        sweep_scatter(
+            rows,
+            "width",
+            "gamma_measured",
+            "γ against width",
+            "γ",
+            predicted="gamma_predicted",
+            **common,
+        ),
+        sweep_scatter(
+            rows,
+            "width",
+            "outlier_count_max",
+            "Layer outliers against width",
+            "outlier count (most over layers)",
+            hline=K * K,
+            hline_label="K²",
+            **common,
+        ),
+    ]
+
+
+def sweep_sensitivity_figures(rows: Sequence[Mapping[str, Any]], x: str) -> list[go.Figure]:
+    """Regularisation sensitivity: mean diagonal output, outlier count, mean f_cc' and DNC1
+    against the λ column ``x``, one line per model (activation/loss)."""
+    labelled = [{**r, "model": f"{r.get('activation')}/{r.get('loss')}"} for r in rows]
+    panels = [
+        ("gamma_measured", "Mean diagonal output (γ for MSE)", False),
+        ("outlier_count_max", "Layer outliers (most over layers)", False),
+        ("f_mean", "Alignment: mean f_cc' over layers", False),
+        ("nc1_max", "DNC1 (worst layer)", True),
+    ]
+    return [
+        sweep_scatter(labelled, x, y, title, group_by=("model",), log_x=True, log_y=log_y)
+        for y, title, log_y in panels
+    ]

@@ -468,12 +468,14 @@ def _torch_load(p: Path, device: torch.device | str) -> Any:
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Load a ``.pt`` checkpoint with ``weights_only=True`` (or a ``.safetensors`` export) and
-    rebuild its model.
+    rebuild its model: a DeepUFM, or for ``model = "resnet20"`` a
+    :class:`~dufm_core.networks.RealNetwork` (parameters and BatchNorm buffers; ``labels`` are
+    then those of the class-ordered training set, ``arange(K).repeat_interleave(n)``).
 
     Raises :class:`CheckpointError` with a one-line reason for a missing, truncated, foreign or
     code-carrying file; never unpickles arbitrary objects.
     """
-    from dufm_core.models import DeepUFM
+    from dufm_core.models import DeepUFM, class_labels
 
     p = Path(path)
     if not p.is_file():
@@ -496,7 +498,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     except ValueError as exc:
         raise CheckpointError(f"{p}: its config is invalid: {exc}") from None
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    model = DeepUFM(cfg.K, cfg.n, cfg.dims, cfg.activation, dtype=dtype, device=device)
+    model: torch.nn.Module
+    if cfg.model == "resnet20":  # ResNet-20 + head (dufm_core.networks), BatchNorm buffers too
+        from dufm_core.networks import build_network
+
+        model = build_network(cfg, device=device, init=False)
+        labels = class_labels(cfg.K, cfg.n)
+    else:
+        model = DeepUFM(cfg.K, cfg.n, cfg.dims, cfg.activation, dtype=dtype, device=device)
+        labels = model.labels
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -505,7 +515,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
         ) from None
     return Checkpoint(
         model=model,
-        labels=model.labels.clone(),
+        labels=labels.clone(),
         config=cfg,
         step=int(state.get("step", 0)),
         optimizer=state.get("optimizer"),

@@ -71,6 +71,7 @@ SWEEPS_SUBDIR = "sweeps"
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = ROOT / "examples" / "sweeps"
 DONE_STATES = ("finished", "diverged")  # a rerun keeps these: they are results of the config
+ENDED_STATES = ("finished", "diverged", "failed", "cancelled")  # nothing runs any more
 RESUMABLE_STATES = ("cancelled", "interrupted", "running")  # resumed from the last checkpoint
 TOP_KEYS = ("name", "description", "base", "grid", "analysis", "resources")
 DERIVED_AXES = ("lam", "lam_over_crit")
@@ -79,8 +80,32 @@ CANCEL_FILE = "cancel"  # present while a cancelled sweep winds down: members do
 ZERO_HESSIAN = 1e-8  # a layer whose top fit-Hessian eigenvalue is below this has no outliers
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))
-CONFIG_COLUMNS = ("K", "n", "depth", "width", "activation", "loss", "lam_w", "lam_h", "lr",
-                  "steps", "seed")
+CONFIG_COLUMNS = (
+    "K",
+    "n",
+    "depth",
+    "width",
+    "activation",
+    "loss",
+    "lam_w",
+    "lam_h",
+    "lr",
+    "steps",
+    "seed",
+)
+
+
+TEMPLATE = """name = "my-sweep"
+[base]
+K = 3
+n = 10
+width = 12
+depth = 3
+steps = 4000
+[grid]
+lam = [0.002, 0.02]
+seed = [0, 1]
+"""
 
 
 class SpecError(ConfigError):
@@ -173,15 +198,17 @@ def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
         raise SpecError("base", "must be a table of config keys")
     for key in base:
         if key not in (*_CONFIG_FIELDS, "lam"):
-            raise SpecError(f"base.{key}", f"unknown config key; known: {', '.join(_CONFIG_FIELDS)}"
-                            ", lam")
+            raise SpecError(
+                f"base.{key}", f"unknown config key; known: {', '.join(_CONFIG_FIELDS)}, lam"
+            )
     grid = data.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise SpecError("grid", "must be a table with at least one axis, e.g. lam = [0.01, 0.02]")
     for key, values in grid.items():
         if key not in (*_CONFIG_FIELDS, *DERIVED_AXES):
-            raise SpecError(f"grid.{key}", "unknown axis; an axis is a config key, lam or "
-                            "lam_over_crit")
+            raise SpecError(
+                f"grid.{key}", "unknown axis; an axis is a config key, lam or lam_over_crit"
+            )
         if key == "name":
             raise SpecError("grid.name", "members are named by the sweep; not an axis")
         if not isinstance(values, list) or not values:
@@ -189,8 +216,11 @@ def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
     lam_axes = [k for k in ("lam", "lam_over_crit") if k in grid]
     clash = [k for k in ("lam_w", "lam_h") if k in grid]
     if len(lam_axes) > 1 or (lam_axes and clash):
-        raise SpecError(f"grid.{lam_axes[-1]}", f"sets every λ, so it cannot be combined with "
-                        f"the axes {', '.join([*lam_axes[:-1], *clash])}")
+        raise SpecError(
+            f"grid.{lam_axes[-1]}",
+            f"sets every λ, so it cannot be combined with "
+            f"the axes {', '.join([*lam_axes[:-1], *clash])}",
+        )
     analysis = data.get("analysis", {})
     if not isinstance(analysis, dict) or set(analysis) - {"full_hessian", "full_params"}:
         raise SpecError("analysis", "allowed keys: full_hessian (true/false), full_params")
@@ -210,9 +240,17 @@ def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise SpecError("description", "must be a string")
-    return SweepSpec(name=name, base=dict(base), grid={k: list(v) for k, v in grid.items()},
-                     description=desc, full_hessian=full, full_params=full_params,
-                     cpus=float(cpus), gpus=float(gpus), source=text)
+    return SweepSpec(
+        name=name,
+        base=dict(base),
+        grid={k: list(v) for k, v in grid.items()},
+        description=desc,
+        full_hessian=full,
+        full_params=full_params,
+        cpus=float(cpus),
+        gpus=float(gpus),
+        source=text,
+    )
 
 
 def load_spec(source: str | Path, text: str | None = None) -> SweepSpec:
@@ -260,8 +298,12 @@ def _expand(spec: SweepSpec) -> list[Member]:
             cfg.validate()
             if "lam_over_crit" in values:
                 factor = values["lam_over_crit"]
-                if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
-                        or not factor > 0 or not math.isfinite(factor):
+                if (
+                    isinstance(factor, bool)
+                    or not isinstance(factor, (int, float))
+                    or not factor > 0
+                    or not math.isfinite(factor)
+                ):
                     raise ConfigError("lam_over_crit", f"must be a number > 0 (got {factor!r})")
                 lam = float(factor) * theory.lambda_crit(cfg.K, cfg.n, cfg.depth)
                 cfg.lam_w, cfg.lam_h = lam, lam
@@ -273,8 +315,11 @@ def _expand(spec: SweepSpec) -> list[Member]:
         key = config_key(cfg)
         cfg.name = f"{spec.name}-{key[:8]}"[:80]
         if key in seen:
-            raise SpecError("grid", f"resolves to the same config as member {seen[key]} "
-                            "(an axis lists a value twice?)", member=label)
+            raise SpecError(
+                "grid",
+                f"resolves to the same config as member {seen[key]} (an axis lists a value twice?)",
+                member=label,
+            )
         seen[key] = index
         members.append(Member(index, values, cfg, key))
     return members
@@ -321,14 +366,22 @@ def prepare(spec: SweepSpec, runs_dir: str | Path | None = None) -> Path:
     (folder / "members").mkdir(parents=True, exist_ok=True)
     (folder / CANCEL_FILE).unlink(missing_ok=True)
     atomic_write_bytes(folder / "spec.toml", spec.source.encode())
-    atomic_write_json(folder / "sweep.json", {
-        "name": spec.name, "description": spec.description, "axes": spec.axes,
-        "full_hessian": spec.full_hessian, "full_params": spec.full_params,
-        "resources": {"cpus": spec.cpus, "gpus": spec.gpus},
-        "members": [{"index": m.index, "key": m.key, "values": m.values,
-                     "config": m.config.to_dict()} for m in members],
-        "updated_at": round(time.time(), 3),
-    })
+    atomic_write_json(
+        folder / "sweep.json",
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "axes": spec.axes,
+            "full_hessian": spec.full_hessian,
+            "full_params": spec.full_params,
+            "resources": {"cpus": spec.cpus, "gpus": spec.gpus},
+            "members": [
+                {"index": m.index, "key": m.key, "values": m.values, "config": m.config.to_dict()}
+                for m in members
+            ],
+            "updated_at": round(time.time(), 3),
+        },
+    )
     return folder
 
 
@@ -369,10 +422,19 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
     runs_root = Path(task["runs_dir"])
     key = task["key"]
     record: dict[str, Any] = {
-        "key": key, "index": task["index"], "values": task["values"], "run": None,
-        "state": "running", "error": None, "host": socket.gethostname(), "pid": os.getpid(),
-        "started_at": round(time.time(), 3), "finished_at": None,
-        "train_seconds": None, "analysis_seconds": None, "row": None,
+        "key": key,
+        "index": task["index"],
+        "values": task["values"],
+        "run": None,
+        "state": "running",
+        "error": None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": round(time.time(), 3),
+        "finished_at": None,
+        "train_seconds": None,
+        "analysis_seconds": None,
+        "row": None,
     }
     if (folder / CANCEL_FILE).exists():  # cancelled before it started: leave no trace
         return {**record, "state": "cancelled", "error": "the sweep was cancelled"}
@@ -381,37 +443,46 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
         cfg = RunConfig.from_dict(task["config"])
         cfg.validate()
         old = read_record(folder, key)
-        run, resume = None, False
+        run, mode = None, "new"
         if old and old.get("run") and (runs_root / old["run"]).is_dir():
             previous = open_run(runs_root / old["run"])
             state = previous.status().get("state")
-            if state in RESUMABLE_STATES and previous.latest_checkpoint() is not None:
-                run, resume = previous, True
+            if state == "finished":  # trained before, its analysis never recorded: analyse
+                run, mode = previous, "analyse"
+            elif state in RESUMABLE_STATES and previous.latest_checkpoint() is not None:
+                run, mode = previous, "resume"
         if run is None:
             run = _new_member_run(cfg, runs_root, folder)
         record["run"] = run.id
-        record["resumed"] = resume
+        record["resumed"] = mode == "resume"
         _write_record(folder, record)
-        try:
-            result = Trainer(run, cfg, progress=None).train(resume=resume)
-            record["state"] = result.state
-            record["error"] = run.status().get("error")
-        except Exception as exc:  # the run's status.json already says failed
-            record["state"] = "failed"
-            record["error"] = f"{type(exc).__name__}: {exc}"
+        if mode == "analyse":
+            record["state"] = "finished"
+        else:
+            try:
+                result = Trainer(run, cfg, progress=None).train(resume=mode == "resume")
+                record["state"] = result.state
+                record["error"] = run.status().get("error")
+            except Exception as exc:  # the run's status.json already says failed
+                record["state"] = "failed"
+                record["error"] = f"{type(exc).__name__}: {exc}"
         record["train_seconds"] = round(time.perf_counter() - t0, 3)
         report = None
         if record["state"] == "finished":
             t1 = time.perf_counter()
             try:
-                report = analysis.analyze(run, full=bool(task.get("full_hessian")),
-                                          full_params=task.get("full_params", "weights"))
+                report = analysis.analyze(
+                    run,
+                    full=bool(task.get("full_hessian")),
+                    full_params=task.get("full_params", "weights"),
+                )
             except Exception as exc:  # a finished run stays finished; say why it has no analysis
                 record["analysis_error"] = f"{type(exc).__name__}: {exc}"
             record["analysis_seconds"] = round(time.perf_counter() - t1, 3)
         record["row"] = member_row(cfg, run.metrics()[-1:], report)
         if report is not None:
-            record["row"]["gamma_diag"] = _output_diagonal(run)
+            with contextlib.suppress(Exception):  # an extra column; never fails the member
+                record["row"]["gamma_diag"] = _output_diagonal(run)
     except Exception as exc:  # bad task or unreadable run folder: still a record, never a crash
         record["state"] = "failed"
         record["error"] = record["error"] or f"{type(exc).__name__}: {exc}"
@@ -458,8 +529,9 @@ def _max(xs: Iterable[Any]) -> float | None:
     return max(vals) if vals else None
 
 
-def member_row(cfg: RunConfig, last_metrics: Sequence[Mapping[str, Any]],
-               report: Mapping[str, Any] | None) -> dict[str, Any]:
+def member_row(
+    cfg: RunConfig, last_metrics: Sequence[Mapping[str, Any]], report: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """The measured and predicted quantities of one member for ``summary.csv``.
 
     Per layer l: ``outlier_l{l}`` (top fit-Hessian eigenvalue), ``outlier_pred_l{l}``,
@@ -480,15 +552,15 @@ def member_row(cfg: RunConfig, last_metrics: Sequence[Mapping[str, Any]],
     row["gamma_measured"] = _num(last.get("gamma_measured"))
     equal = len(set(cfg.lam_ws)) == 1 and cfg.lam_ws[0] == cfg.lam_h
     positive = min([*cfg.lam_ws, cfg.lam_h]) > 0
-    pred = theory.predict(K, cfg.n, cfg.lam_ws, cfg.lam_h) \
-        if cfg.loss == "mse" and positive else None
+    pred = (
+        theory.predict(K, cfg.n, cfg.lam_ws, cfg.lam_h) if cfg.loss == "mse" and positive else None
+    )
     row["gamma_predicted"] = pred.gamma if pred else None
     row["loss_predicted"] = pred.loss if pred and cfg.activation == "linear" else None
     lam_c = theory.lambda_crit(K, cfg.n, L)
     row["lambda_crit"] = lam_c
     row["lam_over_crit"] = cfg.lam_h / lam_c if equal else None
-    row["critical_scale"] = theory.critical_scale(K, cfg.n, cfg.lam_ws, cfg.lam_h) \
-        if positive else None
+    row["critical_scale"] = theory.critical_scale(K, cfg.n, cfg.lam_ws, cfg.lam_h) if pred else None
     row["nontrivial"] = pred.nontrivial if pred else None
     if report is None:
         return row
@@ -573,12 +645,46 @@ def summary_rows(folder: str | Path) -> list[dict[str, Any]]:
                 state = status.get("state", state)
                 if state == "queued":
                     state = "running"
-        row.update(run=rec.get("run"), state=state, step=step, total_steps=total,
-                   error=rec.get("error") or rec.get("analysis_error"),
-                   train_seconds=rec.get("train_seconds"),
-                   analysis_seconds=rec.get("analysis_seconds"), host=rec.get("host"))
+                elif state == "finished":  # trained; the worker is analysing it now
+                    state = "analysing"
+        row.update(
+            run=rec.get("run"),
+            state=state,
+            step=step,
+            total_steps=total,
+            error=rec.get("error") or rec.get("analysis_error"),
+            train_seconds=rec.get("train_seconds"),
+            analysis_seconds=rec.get("analysis_seconds"),
+            host=rec.get("host"),
+        )
         row.update(rec.get("row") or {})
         out.append(row)
+    return out
+
+
+def progress_table(folder: str | Path) -> list[dict[str, Any]]:
+    """The monitor's table: per member its grid values, state, training progress (0..1), the
+    headline numbers once it has them, and its run id or error."""
+    axes = manifest(folder)["axes"]
+    cols = [
+        "member",
+        *axes,
+        "state",
+        "step",
+        "total_steps",
+        "final_loss",
+        "gamma_measured",
+        "gamma_predicted",
+        "outlier_count_max",
+        "error",
+        "run",
+    ]
+    out = []
+    for row in summary_rows(folder):
+        entry = {c: row.get(c) for c in cols}
+        total = row.get("total_steps") or 0
+        entry["progress"] = min(1.0, (row.get("step") or 0) / total) if total else 0.0
+        out.append(entry)
     return out
 
 
@@ -641,8 +747,11 @@ def driver_status(folder: str | Path) -> dict[str, Any]:
         status = read_json(Path(folder) / "driver.json")
     except (OSError, ValueError):
         return {"state": "never started"}
-    if status.get("state") in ("running", "starting") and status.get("host") == \
-            socket.gethostname() and not _pid_alive(int(status.get("pid") or 0)):
+    if (
+        status.get("state") in ("running", "starting")
+        and status.get("host") == socket.gethostname()
+        and not _pid_alive(int(status.get("pid") or 0))
+    ):
         status["state"] = "interrupted"
     return status
 
@@ -660,16 +769,22 @@ class SweepResult:
 
 
 def pending_members(spec: SweepSpec, folder: Path) -> tuple[list[Member], int]:
-    """(members to run, number skipped because they already ended)."""
+    """(members to run, number skipped because they already ended). A finished member whose
+    analysis failed is run again: :func:`execute_member` then only analyses it."""
     from dufm_core.store import Run
 
     runs_root = runs_root_of(folder)
     todo, skipped = [], 0
     for m in spec.members():
         rec = read_record(folder, m.key)
-        if rec and rec.get("state") in DONE_STATES and rec.get("run") \
-                and (runs_root / rec["run"] / "config.json").is_file() \
-                and Run(runs_root / rec["run"]).status().get("state") in DONE_STATES:
+        if (
+            rec
+            and rec.get("state") in DONE_STATES
+            and rec.get("run")
+            and (runs_root / rec["run"] / "config.json").is_file()
+            and Run(runs_root / rec["run"]).status().get("state") in DONE_STATES
+            and not rec.get("analysis_error")  # else: analysed again (not retrained)
+        ):
             skipped += 1
         else:
             todo.append(m)
@@ -696,41 +811,75 @@ def run_sweep(
     t0 = time.perf_counter()
     spec.members()  # validate all before anything is written
     root = (Path(runs_dir) if runs_dir is not None else default_runs_dir()).resolve()
-    folder = prepare(spec, root)
-    ex = executors.make_executor(executor, jobs=jobs, address=address, cpus=spec.cpus,
-                                 gpus=spec.gpus)
-    running = driver_status(folder)
+    ex = executors.make_executor(
+        executor, jobs=jobs, address=address, cpus=spec.cpus, gpus=spec.gpus
+    )
+    running = driver_status(sweep_dir(spec.name, root))
     if running.get("state") == "running" and running.get("pid") != os.getpid():
-        raise RuntimeError(f"sweep {spec.name} is already being run by pid {running.get('pid')} "
-                           f"on {running.get('host')}; cancel it first")
+        raise RuntimeError(
+            f"sweep {spec.name} is already being run by pid {running.get('pid')} on "
+            f"{running.get('host')}; cancel it first (or, if that process is gone, delete "
+            f"{sweep_dir(spec.name, root) / 'driver.json'})"
+        )
+    folder = prepare(spec, root)
     todo, skipped = pending_members(spec, folder)
     say = progress or (lambda _msg: None)
-    say(f"sweep {spec.name}: {len(spec.members())} members, {skipped} already ended, "
-        f"{len(todo)} to run with the {ex.describe()}")
-    driver = {"state": "running", "pid": os.getpid(), "host": socket.gethostname(),
-              "executor": executor, "jobs": ex.slots, "address": address,
-              "started_at": round(time.time(), 3), "finished_at": None,
-              "members": len(spec.members()), "to_run": len(todo)}
+    say(
+        f"sweep {spec.name}: {len(spec.members())} members, {skipped} already ended, "
+        f"{len(todo)} to run with the {ex.describe()}"
+    )
+    driver = {
+        "state": "running",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "executor": executor,
+        "jobs": ex.slots,
+        "address": address,
+        "started_at": round(time.time(), 3),
+        "finished_at": None,
+        "members": len(spec.members()),
+        "to_run": len(todo),
+    }
     atomic_write_json(folder / "driver.json", driver)
-    tasks = [{"key": m.key, "index": m.index, "values": m.values, "config": m.config.to_dict(),
-              "runs_dir": str(root), "sweep_dir": str(folder),
-              "full_hessian": spec.full_hessian, "full_params": spec.full_params} for m in todo]
+    tasks = [
+        {
+            "key": m.key,
+            "index": m.index,
+            "values": m.values,
+            "config": m.config.to_dict(),
+            "runs_dir": str(root),
+            "sweep_dir": str(folder),
+            "full_hessian": spec.full_hessian,
+            "full_params": spec.full_params,
+        }
+        for m in todo
+    ]
     done = 0
     stop = {"flag": False}
 
-    def on_result(task: Mapping[str, Any], record: Mapping[str, Any] | None, error: str | None
-                  ) -> None:
+    def on_result(
+        task: Mapping[str, Any], record: Mapping[str, Any] | None, error: str | None
+    ) -> None:
         nonlocal done
         done += 1
         if record is None:  # the worker died: record it from here
             rec = read_record(folder, task["key"]) or {
-                "key": task["key"], "index": task["index"], "values": task["values"], "run": None}
-            rec.update(state="cancelled" if stop["flag"] else "failed", error=error,
-                       finished_at=round(time.time(), 3))
+                "key": task["key"],
+                "index": task["index"],
+                "values": task["values"],
+                "run": None,
+            }
+            rec.update(
+                state="cancelled" if stop["flag"] else "failed",
+                error=error,
+                finished_at=round(time.time(), 3),
+            )
             _write_record(folder, rec)
             record = rec
-        say(f"[{done}/{len(tasks)}] member {record['index']} {record['state']}"
-            + (f": {record['error']}" if record.get("error") else ""))
+        say(
+            f"[{done}/{len(tasks)}] member {record['index']} {record['state']}"
+            + (f": {record['error']}" if record.get("error") else "")
+        )
         with contextlib.suppress(OSError, ValueError):
             write_summary(folder)
 
@@ -764,19 +913,35 @@ def run_sweep(
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["state"]] = counts.get(row["state"], 0) + 1
-        driver.update(state="cancelled" if stop["flag"] else "finished",
-                      finished_at=round(time.time(), 3), counts=counts)
+        driver.update(
+            state="cancelled" if stop["flag"] else "finished",
+            finished_at=round(time.time(), 3),
+            counts=counts,
+        )
         atomic_write_json(folder / "driver.json", driver)
     seconds = time.perf_counter() - t0
-    say(f"sweep {spec.name} {driver['state']} in {seconds:.1f} s: "
-        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    return SweepResult(folder=folder, counts=counts, skipped=skipped, ran=len(tasks),
-                       seconds=seconds, cancelled=stop["flag"])
+    say(
+        f"sweep {spec.name} {driver['state']} in {seconds:.1f} s: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    )
+    return SweepResult(
+        folder=folder,
+        counts=counts,
+        skipped=skipped,
+        ran=len(tasks),
+        seconds=seconds,
+        cancelled=stop["flag"],
+    )
 
 
 # --------------------------------------------------------------------------- background, listing
-def launch_sweep(spec: SweepSpec, runs_dir: str | Path | None = None, executor: str = "local",
-                 jobs: int | None = None, address: str | None = None) -> Path:
+def launch_sweep(
+    spec: SweepSpec,
+    runs_dir: str | Path | None = None,
+    executor: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+) -> Path:
     """Start ``python -m dufm_core sweep`` for ``spec`` as a detached process (the dashboard's
     way: the page stays responsive, and the sweep survives a reload); return the sweep folder.
     The members are validated here first, so a bad spec fails before anything starts."""
@@ -785,8 +950,17 @@ def launch_sweep(spec: SweepSpec, runs_dir: str | Path | None = None, executor: 
     status = driver_status(folder)
     if status.get("state") in ("running", "starting"):
         raise RuntimeError(f"sweep {spec.name} is already running (pid {status.get('pid')})")
-    cmd = [sys.executable, "-m", "dufm_core", "sweep", str(folder / "spec.toml"),
-           "--runs-dir", str(root), "--executor", executor]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dufm_core",
+        "sweep",
+        str(folder / "spec.toml"),
+        "--runs-dir",
+        str(root),
+        "--executor",
+        executor,
+    ]
     if jobs:
         cmd += ["--jobs", str(jobs)]
     if address:
@@ -795,12 +969,25 @@ def launch_sweep(spec: SweepSpec, runs_dir: str | Path | None = None, executor: 
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     with (folder / "log.txt").open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
-                                start_new_session=True)
-    atomic_write_json(folder / "driver.json", {
-        "state": "starting", "pid": proc.pid, "host": socket.gethostname(),
-        "executor": executor, "started_at": round(time.time(), 3)})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    atomic_write_json(
+        folder / "driver.json",
+        {
+            "state": "starting",
+            "pid": proc.pid,
+            "host": socket.gethostname(),
+            "executor": executor,
+            "started_at": round(time.time(), 3),
+        },
+    )
     return folder
 
 
@@ -836,9 +1023,16 @@ def list_sweeps(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["state"]] = counts.get(row["state"], 0) + 1
-        out.append({"name": folder.name, "path": folder, "members": len(rows), "counts": counts,
-                    "driver": driver_status(folder).get("state"),
-                    "updated_at": (folder / "sweep.json").stat().st_mtime})
+        out.append(
+            {
+                "name": folder.name,
+                "path": folder,
+                "members": len(rows),
+                "counts": counts,
+                "driver": driver_status(folder).get("state"),
+                "updated_at": (folder / "sweep.json").stat().st_mtime,
+            }
+        )
     return sorted(out, key=lambda s: -s["updated_at"])
 
 
@@ -867,16 +1061,21 @@ def studies(rows: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> list[str]
     return out
 
 
-def phase_curves(rows: Sequence[Mapping[str, Any]], points: int = 400
-                 ) -> list[dict[str, Any]]:
+def phase_curves(rows: Sequence[Mapping[str, Any]], points: int = 400) -> list[dict[str, Any]]:
     """Theory curves for the phase diagram, one per (K, n, L) among the linear MSE rows:
     λ/λ_crit on a log grid, γ(λ) (jumping from (L−1)/L to 0 at 1) and the predicted outlier
     count (K² below λ_crit, 0 above)."""
     from dufm_core import theory
 
-    groups = sorted({(int(r["K"]), int(r["n"]), int(r["depth"])) for r in rows
-                     if r.get("loss") == "mse" and r.get("activation") == "linear"
-                     and r.get("lam_over_crit") is not None})
+    groups = sorted(
+        {
+            (int(r["K"]), int(r["n"]), int(r["depth"]))
+            for r in rows
+            if r.get("loss") == "mse"
+            and r.get("activation") == "linear"
+            and r.get("lam_over_crit") is not None
+        }
+    )
     ratios = [r["lam_over_crit"] for r in rows if r.get("lam_over_crit")]
     if not groups or not ratios:
         return []
@@ -887,9 +1086,18 @@ def phase_curves(rows: Sequence[Mapping[str, Any]], points: int = 400
         xs = [10 ** (lo + (hi - lo) * i / (points - 1)) for i in range(points)]
         xs = sorted({*xs, 1.0 - 1e-9, 1.0 + 1e-9})
         gammas = [theory.gamma(K, n, x * lam_c, x * lam_c, L) for x in xs]
-        out.append({"K": K, "n": n, "L": L, "lambda_crit": lam_c, "x": xs, "gamma": gammas,
-                    "count": [K * K if g > 0 else 0 for g in gammas],
-                    "gamma_crit": (L - 1) / L})
+        out.append(
+            {
+                "K": K,
+                "n": n,
+                "L": L,
+                "lambda_crit": lam_c,
+                "x": xs,
+                "gamma": gammas,
+                "count": [K * K if g > 0 else 0 for g in gammas],
+                "gamma_crit": (L - 1) / L,
+            }
+        )
     return out
 
 

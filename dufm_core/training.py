@@ -16,6 +16,10 @@ tested against each other.
 **Step semantics.** "Step s" is the state after s updates. At every step the gradient of the
 current state is computed; metrics and checkpoints of step s are written before the update, so a
 checkpoint at s plus resume reproduces an uninterrupted run exactly.
+
+**Real networks.** A config with ``model = "resnet20"`` is handed to
+:mod:`dufm_core.real_training`, whose trainer subclasses :class:`Trainer` and shares its
+status, signal, progress, divergence and resume machinery (the ``_``-helpers below).
 """
 
 from __future__ import annotations
@@ -249,6 +253,16 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def divergence_error(cfg: RunConfig, bad: str, step: int, last_loss: float | None) -> str:
+    """The status error of a diverged run: what became non-finite, where, and what to try."""
+    return (
+        f"{bad} at step {step} (last finite loss {last_loss}): the learning "
+        f"rate {cfg.lr:g} is too large for this model; try --lr {cfg.lr / 4:g}"
+        + (" or --dtype float64" if cfg.dtype != "float64" else "")
+        + (" or a smaller --init-scale" if cfg.init == "random" else "")
+    )
+
+
 # --------------------------------------------------------------------------- the loop
 @dataclass
 class TrainResult:
@@ -259,7 +273,11 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains one run folder from its config (fresh or from its last checkpoint)."""
+    """Trains one run folder from its config (fresh or from its last checkpoint).
+
+    The ``_``-helpers (signals, status, progress, finish) are shared with
+    :class:`dufm_core.real_training.RealTrainer`, which overrides ``_train`` and ``_threads``.
+    """
 
     def __init__(
         self, run: Run, cfg: RunConfig, progress: Callable[[str], None] | None = None
@@ -268,6 +286,7 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self._stop_signal: int | None = None
+        self._last_status = self._last_progress = 0.0
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop_signal = signum
@@ -277,7 +296,7 @@ class Trainer:
         cfg = self.cfg
         try:
             device = pick_device(cfg.device)
-            with cpu_threads(threads_for(max(cfg.dims), device)):
+            with cpu_threads(self._threads(device)):
                 return self._train(device, resume)
         except Exception as exc:
             if self.run.status().get("state") not in ("failed", "diverged", "cancelled"):
@@ -285,6 +304,82 @@ class Trainer:
                     state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time()
                 )
             raise
+
+    # ------------------------------------------------------------------ shared helpers
+    def _threads(self, device: torch.device) -> int | None:
+        """CPU threads for this run (one for small UFMs; see :mod:`dufm_core.runtime`)."""
+        return threads_for(max(self.cfg.dims), device)
+
+    @contextlib.contextmanager
+    def _catch_stop_signals(self) -> Any:
+        """SIGTERM/SIGINT set ``_stop_signal`` (the loop checkpoints and cancels) for the block;
+        outside the main thread signals cannot be caught and cancellation by signal is off."""
+        old_handlers = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):
+                old_handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+
+    def _resume_metrics(self, start: int) -> set[int]:
+        """On resume: drop metrics rows after ``start`` and return the steps already logged."""
+        self.run.truncate_metrics(start)
+        return {int(r["step"]) for r in self.run.metrics()}
+
+    def _write_running(self, start: int, device: torch.device, **extra: Any) -> float:
+        """status.json → running at ``start``; returns the wall-clock start time."""
+        t_start = time.time()
+        self.run.write_status(
+            state="running",
+            step=start,
+            total_steps=self.cfg.steps,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=t_start,
+            finished_at=None,
+            error=None,
+            device=str(device),
+            **extra,
+        )
+        self._last_status = self._last_progress = time.monotonic()
+        return t_start
+
+    def _stop_error(self, step: int) -> str:
+        """The status error of a run cancelled by a signal."""
+        assert self._stop_signal is not None
+        return f"stopped by signal {signal.Signals(self._stop_signal).name} at step {step}"
+
+    def _progress_text(self, step: int, row: dict[str, Any]) -> str:
+        return (
+            f"step {step}/{self.cfg.steps}  loss {row['loss']:.10g}  "
+            f"grad_norm {row['grad_norm']:.3g}"
+        )
+
+    def _report(self, step: int, row: dict[str, Any]) -> None:
+        """After a metrics row: status.json (at most every STATUS_EVERY_S) and a progress line
+        (at most every PROGRESS_EVERY_S); both always at the final step."""
+        now = time.monotonic()
+        final = step == self.cfg.steps
+        if now - self._last_status >= STATUS_EVERY_S or final:
+            self.run.write_status(step=step, loss=row["loss"])
+            self._last_status = now
+        if self.progress and (now - self._last_progress >= PROGRESS_EVERY_S or final):
+            self._last_progress = now
+            self.progress(self._progress_text(step, row))
+
+    def _finish(
+        self, state: str, step: int, error: str | None, last_loss: float | None
+    ) -> TrainResult:
+        """Final status.json and progress line; the result."""
+        self.run.write_status(
+            state=state, step=step, error=error, finished_at=time.time(), loss=last_loss
+        )
+        if self.progress:
+            self.progress(f"{state} at step {step}" + (f": {error}" if error else ""))
+        return TrainResult(run=self.run, state=state, step=step, loss=last_loss)
 
     def _train(self, device: torch.device, resume: bool) -> TrainResult:
         cfg, run = self.cfg, self.run
@@ -299,8 +394,7 @@ class Trainer:
             opt = Optimizer([model.features.data, *[w.data for w in model.weights]], cfg)
             if ckpt.optimizer is not None:
                 opt.load_state_dict(ckpt.optimizer)
-            run.truncate_metrics(start)
-            logged_before = {int(r["step"]) for r in run.metrics()}
+            logged_before = self._resume_metrics(start)
         else:
             logged_before = set()
             model = build_model(cfg, device=device)
@@ -312,84 +406,40 @@ class Trainer:
         log_steps = set(schedule(cfg.steps, cfg.log_points, cfg.schedule))
         ckpt_steps = set(schedule(cfg.steps, cfg.checkpoint_points, cfg.schedule))
 
-        old_handlers = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            # outside the main thread signals cannot be caught: cancellation by signal is off
-            with contextlib.suppress(ValueError):
-                old_handlers[sig] = signal.signal(sig, self._on_signal)
-        t_start = time.time()
-        run.write_status(
-            state="running",
-            step=start,
-            total_steps=cfg.steps,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            started_at=t_start,
-            finished_at=None,
-            error=None,
-            device=str(device),
-        )
-        last_status = last_progress = time.monotonic()
         last_loss: float | None = None
         state, error = "finished", None
         step = start
-        try:
-            for step in range(start, cfg.steps + 1):
-                logging = step in log_steps
-                grads, fit, reg = grad_fn(want_loss=logging)
-                if self._stop_signal is not None:
-                    save_checkpoint(run, step, model, opt.state_dict(), cfg)
-                    state = "cancelled"
-                    error = (
-                        f"stopped by signal {signal.Signals(self._stop_signal).name} at step {step}"
-                    )
-                    break
-                if logging or step % FINITE_CHECK_EVERY == 0:
-                    bad = self._nonfinite(grad_fn, grads, fit, reg, logging)
-                    if bad:
-                        state = "diverged"
-                        error = (
-                            f"{bad} at step {step} (last finite loss {last_loss}): the learning "
-                            f"rate {cfg.lr:g} is too large for this model; try --lr {cfg.lr / 4:g}"
-                            + (" or --dtype float64" if cfg.dtype != "float64" else "")
-                            + (" or a smaller --init-scale" if cfg.init == "random" else "")
-                        )
+        with self._catch_stop_signals():
+            t_start = self._write_running(start, device)
+            try:
+                for step in range(start, cfg.steps + 1):
+                    logging = step in log_steps
+                    grads, fit, reg = grad_fn(want_loss=logging)
+                    if self._stop_signal is not None:
+                        save_checkpoint(run, step, model, opt.state_dict(), cfg)
+                        state, error = "cancelled", self._stop_error(step)
                         break
-                if logging and not (step == start and start in logged_before):
-                    row = {"step": step, "time": round(time.time() - t_start, 4)}
-                    row.update(compute_metrics(model, cfg, grads, fit, reg))
-                    run.append_metrics(_clean(row))
-                    last_loss = row["loss"]
-                    now = time.monotonic()
-                    if now - last_status >= STATUS_EVERY_S or step == cfg.steps:
-                        run.write_status(step=step, loss=last_loss)
-                        last_status = now
-                    if self.progress and (
-                        now - last_progress >= PROGRESS_EVERY_S or step == cfg.steps
-                    ):
-                        last_progress = now
-                        self.progress(
-                            f"step {step}/{cfg.steps}  loss {last_loss:.10g}  "
-                            f"grad_norm {row['grad_norm']:.3g}"
-                        )
-                if step in ckpt_steps and not (resume and step == start):
-                    save_checkpoint(run, step, model, opt.state_dict(), cfg)
-                if step == cfg.steps:
-                    break
-                opt.step(grads)
-        except Exception as exc:  # the run folder must say what went wrong
-            state, error = "failed", f"{type(exc).__name__}: {exc}"
-            run.write_status(state=state, step=step, error=error, finished_at=time.time())
-            raise
-        finally:
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
-        run.write_status(
-            state=state, step=step, error=error, finished_at=time.time(), loss=last_loss
-        )
-        if self.progress:
-            self.progress(f"{state} at step {step}" + (f": {error}" if error else ""))
-        return TrainResult(run=run, state=state, step=step, loss=last_loss)
+                    if logging or step % FINITE_CHECK_EVERY == 0:
+                        bad = self._nonfinite(grad_fn, grads, fit, reg, logging)
+                        if bad:
+                            state, error = "diverged", divergence_error(cfg, bad, step, last_loss)
+                            break
+                    if logging and not (step == start and start in logged_before):
+                        row = {"step": step, "time": round(time.time() - t_start, 4)}
+                        row.update(compute_metrics(model, cfg, grads, fit, reg))
+                        run.append_metrics(_clean(row))
+                        last_loss = row["loss"]
+                        self._report(step, row)
+                    if step in ckpt_steps and not (resume and step == start):
+                        save_checkpoint(run, step, model, opt.state_dict(), cfg)
+                    if step == cfg.steps:
+                        break
+                    opt.step(grads)
+            except Exception as exc:  # the run folder must say what went wrong
+                state, error = "failed", f"{type(exc).__name__}: {exc}"
+                run.write_status(state=state, step=step, error=error, finished_at=time.time())
+                raise
+        return self._finish(state, step, error, last_loss)
 
     @staticmethod
     def _nonfinite(
@@ -416,10 +466,29 @@ def train(
     progress: Callable[[str], None] | None = _stderr,
     run: Run | None = None,
 ) -> TrainResult:
-    """Validate ``cfg``, create its run folder (unless ``run`` is given) and train it."""
+    """Validate ``cfg``, create its run folder (unless ``run`` is given) and train it.
+
+    ``model = "resnet20"`` is handed to :func:`dufm_core.real_training.train`, which loads and
+    checks the data before it creates the run folder (a bad data folder is a ConfigError).
+    """
     cfg.validate()
+    if cfg.model == "resnet20":
+        from dufm_core import real_training
+
+        return real_training.train(cfg, runs_dir=runs_dir, progress=progress, run=run)
     run = run or create_run(cfg, runs_dir)
     return Trainer(run, cfg, progress).train(resume=False)
+
+
+def trainer_for(
+    run: Run, cfg: RunConfig, progress: Callable[[str], None] | None = None
+) -> Trainer:
+    """The trainer class that fits ``cfg.model`` (UFM or real network) for ``run``."""
+    if cfg.model == "resnet20":
+        from dufm_core.real_training import RealTrainer
+
+        return RealTrainer(run, cfg, progress)
+    return Trainer(run, cfg, progress)
 
 
 def resume(
@@ -439,4 +508,4 @@ def resume(
     from dufm_core.store import atomic_write_json
 
     atomic_write_json(run.path / "config.json", cfg.to_dict())
-    return Trainer(run, cfg, progress).train(resume=True)
+    return trainer_for(run, cfg, progress).train(resume=True)

@@ -18,52 +18,37 @@ root = state.runs_dir()
 
 with st.expander("New sweep", expanded=not sweeps.list_sweeps(root)):
     presets = sweeps.presets()
-    names = [*presets, "custom"]
-    preset = st.selectbox("Start from", names, key="sweep_preset")
-    default = (
-        presets[preset].read_text()
-        if preset in presets
-        else (
-            'name = "my-sweep"\n[base]\nK = 3\nn = 10\nwidth = 12\ndepth = 3\nsteps = 4000\n'
-            "[grid]\nlam = [0.002, 0.02]\nseed = [0, 1]\n"
-        )
-    )
+    preset = st.selectbox("Start from", [*presets, "custom"], key="sweep_preset")
+    default = presets[preset].read_text() if preset in presets else sweeps.TEMPLATE
     text = st.text_area("Spec (TOML)", value=default, height=300, key=f"spec_{preset}")
     c1, c2 = st.columns(2)
     executor = c1.radio("Executor", ["local", "ray"], horizontal=True, key="sweep_executor")
     jobs = c2.number_input("Members at once", 1, 64, value=None, placeholder="all cores")
-    spec, problem = None, None
+    spec = None
     try:
         spec = sweeps.load_spec("<pasted>", text)
+        where = sweeps.sweep_dir(spec.name, root)
+        st.success(f"{len(spec.members())} members over {', '.join(spec.axes)}; folder `{where}`")
     except sweeps.SpecError as exc:
-        problem = str(exc)
-    if problem:
-        st.error(problem)
-    else:
-        st.success(
-            f"{len(spec.members())} members over {', '.join(spec.axes)}; "
-            f"folder `{sweeps.sweep_dir(spec.name, root)}`"
-        )
+        st.error(str(exc))
     if st.button("Launch sweep", type="primary", disabled=spec is None):
         try:
-            folder = sweeps.launch_sweep(spec, root, executor=executor, jobs=jobs)
-            st.query_params["sweep"] = folder.name
-            st.toast(f"started sweep {folder.name}")
+            st.query_params["sweep"] = sweeps.launch_sweep(spec, root, executor, jobs).name
+            st.toast(f"started sweep {spec.name}")
         except RuntimeError as exc:
             st.error(str(exc))
 
-listing = sweeps.list_sweeps(root)
+listing = {s["name"]: s for s in sweeps.list_sweeps(root)}
 if not listing:
     st.info("No sweeps yet: pick a preset above and launch it (about a minute on 2 cores).")
     st.stop()
-ids = [s["name"] for s in listing]
+ids = list(listing)
 wanted = st.query_params.get("sweep")
-drivers = {s["name"]: s["driver"] for s in listing}
 pick = st.selectbox(
     "Sweep",
     ids,
     index=ids.index(wanted) if wanted in ids else 0,
-    format_func=lambda n: f"{n} · {drivers[n]}",
+    format_func=lambda n: f"{n} · {listing[n]['driver']}",
 )
 st.query_params["sweep"] = pick
 folder = sweeps.sweep_dir(pick, root)
@@ -71,39 +56,17 @@ folder = sweeps.sweep_dir(pick, root)
 
 @st.fragment(run_every=2.0)
 def monitor() -> None:
-    """Member states and progress; refreshes itself every 2 s."""
-    rows = sweeps.summary_rows(folder)
-    driver = sweeps.driver_status(folder)
-    done = sum(r["state"] in ("finished", "diverged", "failed", "cancelled") for r in rows)
-    st.progress(
-        done / max(len(rows), 1),
-        text=f"driver {driver.get('state')} · {done} of {len(rows)} members ended",
-    )
-    axes = sweeps.manifest(folder)["axes"]
-    cols = [
-        "member",
-        *axes,
-        "state",
-        "step",
-        "total_steps",
-        "final_loss",
-        "gamma_measured",
-        "gamma_predicted",
-        "outlier_count_max",
-        "error",
-        "run",
-    ]
-    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows])
-    df["progress"] = [
-        (r["step"] or 0) / r["total_steps"] if r.get("total_steps") else 0.0 for r in rows
-    ]
+    """Member states and training progress; refreshes itself every 2 s."""
+    table = sweeps.progress_table(folder)
+    done = sum(r["state"] in sweeps.ENDED_STATES for r in table)
+    driver = sweeps.driver_status(folder).get("state")
+    st.progress(done / max(len(table), 1), text=f"driver {driver} · {done}/{len(table)} ended")
+    progress = st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)
     st.dataframe(
-        df,
+        pd.DataFrame(table),
         hide_index=True,
         width="stretch",
-        column_config={
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)
-        },
+        column_config={"progress": progress},
     )
 
 
@@ -118,84 +81,50 @@ if c2.button("Rerun (skips ended members)"):
     except (RuntimeError, sweeps.SpecError) as exc:
         st.error(str(exc))
 if (folder / "summary.csv").is_file():
-    c3.download_button(
-        "summary.csv",
-        (folder / "summary.csv").read_text(),
-        file_name=f"{pick}-summary.csv",
-        mime="text/csv",
-    )
+    csv = (folder / "summary.csv").read_text()
+    c3.download_button("summary.csv", csv, file_name=f"{pick}-summary.csv", mime="text/csv")
 
 rows = [r for r in sweeps.summary_rows(folder) if r["state"] == "finished"]
 axes = sweeps.manifest(folder)["axes"]
 kinds = sweeps.studies(rows, axes)
 if not rows or not kinds:
     st.caption(
-        "Studies appear here once members have finished: a λ axis gives the phase "
-        "diagram (or the sensitivity study for ReLU/CE); depth and width axes their own."
+        "Studies appear here once members have finished: a λ axis gives the phase diagram (or "
+        "the sensitivity study for ReLU/CE); depth and width axes their own."
     )
     st.stop()
-K = int(rows[0]["K"])
+
+
+def show(title: str, figures: list, note: str | None = None) -> None:
+    """A study: its heading, an optional note, and its figures two per row."""
+    st.subheader(title)
+    if note:
+        st.caption(note)
+    cols = st.columns(2)
+    for i, fig in enumerate(figures):
+        cols[i % 2].plotly_chart(fig, config=plots.CONFIG)
+
+
 if "phase" in kinds:
-    st.subheader("Phase diagram (linear MSE)")
     lin = [r for r in rows if r["loss"] == "mse" and r["activation"] == "linear"]
     curves = sweeps.phase_curves(lin)
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.sweep_phase_gamma(lin, curves), config=plots.CONFIG)
-    c2.plotly_chart(plots.sweep_phase_outliers(lin, curves), config=plots.CONFIG)
+    show(
+        "Phase diagram (linear MSE)",
+        [plots.sweep_phase_gamma(lin, curves), plots.sweep_phase_outliers(lin, curves)],
+        "Hollow markers: each class's own output scale (partially collapsed solutions).",
+    )
 if "depth" in kinds:
-    st.subheader("Depth study: full Hessian against layer-wise (theory.md §4.5)")
-    if not any(r.get("full_plus_measured") is not None for r in rows):
-        st.caption("Set `[analysis] full_hessian = true` in the spec for the full-Hessian part.")
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.sweep_depth_outliers(rows), config=plots.CONFIG)
-    c2.plotly_chart(plots.sweep_depth_split(rows), config=plots.CONFIG)
+    has_full = any(r.get("full_plus_measured") is not None for r in rows)
+    show(
+        "Depth study: full Hessian against layer-wise (theory.md §4.5)",
+        [plots.sweep_depth_outliers(rows), plots.sweep_depth_split(rows)],
+        None if has_full else "Set `[analysis] full_hessian = true` for the full-Hessian part.",
+    )
 if "width" in kinds:
-    st.subheader("Width study: d < K, d = K, d > K")
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(
-        plots.sweep_scatter(
-            rows,
-            "width",
-            "gamma_measured",
-            "γ against width",
-            "γ",
-            predicted="gamma_predicted",
-            log_x=True,
-            vline=K,
-            vline_label="d = K",
-        ),
-        config=plots.CONFIG,
-    )
-    c2.plotly_chart(
-        plots.sweep_scatter(
-            rows,
-            "width",
-            "outlier_count_max",
-            "Layer outliers against width",
-            "outlier count",
-            log_x=True,
-            vline=K,
-            vline_label="d = K",
-            hline=K * K,
-            hline_label="K²",
-        ),
-        config=plots.CONFIG,
-    )
+    show("Width study: d < K, d = K, d > K", plots.sweep_width_figures(rows, int(rows[0]["K"])))
 if "sensitivity" in kinds:
-    st.subheader("Regularisation sensitivity (ReLU and CE: no global closed form)")
-    for r in rows:
-        r["model"] = f"{r['activation']}/{r['loss']}"
     x = "lam" if "lam" in axes else next(a for a in axes if a.startswith("lam"))
-    c1, c2 = st.columns(2)
-    for i, (y, title, log_y) in enumerate(
-        [
-            ("gamma_measured", "Mean diagonal output (γ for MSE)", False),
-            ("outlier_count_max", "Layer outliers (most over layers)", False),
-            ("f_mean", "Alignment: mean f_cc' over layers", False),
-            ("nc1_max", "DNC1 (worst layer)", True),
-        ]
-    ):
-        (c1 if i % 2 == 0 else c2).plotly_chart(
-            plots.sweep_scatter(rows, x, y, title, group_by=("model",), log_x=True, log_y=log_y),
-            config=plots.CONFIG,
-        )
+    show(
+        "Regularisation sensitivity (ReLU and CE: no global closed form)",
+        plots.sweep_sensitivity_figures(rows, x),
+    )

@@ -49,8 +49,11 @@ def test_expansion_is_a_product_in_axis_order() -> None:
     spec = sweeps.load_spec("<t>", tiny(grid="lam = [0.002, 0.02]\nseed = [0, 1, 2]"))
     members = spec.members()
     assert [m.values for m in members[:4]] == [
-        {"lam": 0.002, "seed": 0}, {"lam": 0.002, "seed": 1}, {"lam": 0.002, "seed": 2},
-        {"lam": 0.02, "seed": 0}]
+        {"lam": 0.002, "seed": 0},
+        {"lam": 0.002, "seed": 1},
+        {"lam": 0.002, "seed": 2},
+        {"lam": 0.02, "seed": 0},
+    ]
     assert len(members) == 6 and [m.index for m in members] == list(range(6))
     m = members[4]
     assert m.config.lam_w == 0.02 and m.config.lam_h == 0.02 and m.config.seed == 1
@@ -72,13 +75,16 @@ def test_lam_over_crit_and_per_layer_axes() -> None:
     assert spec.members()[0].config.lam_h == 0.01  # from [base] lam
 
 
-@pytest.mark.parametrize(("grid", "field", "text"), [
-    ("colour = [1, 2]", "grid.colour", "unknown axis"),
-    ("lam = 0.1", "grid.lam", "non-empty list"),
-    ("lam = []", "grid.lam", "non-empty list"),
-    ("lam = [0.1]\nlam_h = [0.1]", "grid.lam", "cannot be combined"),
-    ("seed = [0, 0]", "grid", "same config as member 0"),
-])
+@pytest.mark.parametrize(
+    ("grid", "field", "text"),
+    [
+        ("colour = [1, 2]", "grid.colour", "unknown axis"),
+        ("lam = 0.1", "grid.lam", "non-empty list"),
+        ("lam = []", "grid.lam", "non-empty list"),
+        ("lam = [0.1]\nlam_h = [0.1]", "grid.lam", "cannot be combined"),
+        ("seed = [0, 0]", "grid", "same config as member 0"),
+    ],
+)
 def test_bad_grids_name_the_axis(grid: str, field: str, text: str) -> None:
     with pytest.raises(sweeps.SpecError) as exc:
         sweeps.load_spec("<t>", tiny(grid=grid))
@@ -95,14 +101,17 @@ def test_bad_member_names_member_and_field() -> None:
         sweeps.load_spec("<t>", tiny(grid="width = [[6, 6, 6]]"))  # depth is 2
 
 
-@pytest.mark.parametrize(("text", "field"), [
-    ('name = "a b"\n[grid]\nseed = [0]', "name"),
-    ('name = "x"\n[base]\nfoo = 1\n[grid]\nseed = [0]', "base.foo"),
-    ('name = "x"\n[grid]\nseed = [0]\n[analysis]\nfull_hessian = 1', "analysis.full_hessian"),
-    ('name = "x"\nsteps = 3\n[grid]\nseed = [0]', "steps"),
-    ('name = "x"', "grid"),
-    ('name = "x"\n[grid\n', "spec"),
-])
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('name = "a b"\n[grid]\nseed = [0]', "name"),
+        ('name = "x"\n[base]\nfoo = 1\n[grid]\nseed = [0]', "base.foo"),
+        ('name = "x"\n[grid]\nseed = [0]\n[analysis]\nfull_hessian = 1', "analysis.full_hessian"),
+        ('name = "x"\nsteps = 3\n[grid]\nseed = [0]', "steps"),
+        ('name = "x"', "grid"),
+        ('name = "x"\n[grid\n', "spec"),
+    ],
+)
 def test_bad_spec_shapes(text: str, field: str) -> None:
     with pytest.raises(sweeps.SpecError) as exc:
         sweeps.load_spec("<t>", text)
@@ -112,9 +121,21 @@ def test_bad_spec_shapes(text: str, field: str) -> None:
 def test_cli_refuses_a_bad_spec_before_anything_starts(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, tiny(grid="lr = [0.1, -1.0]"))
     out = subprocess.run(
-        [sys.executable, "-m", "dufm_core", "sweep", str(spec), "--runs-dir",
-         str(tmp_path / "runs")], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
-        timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "dufm_core",
+            "sweep",
+            str(spec),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "member 1 [lr=-1]: lr: must be" in out.stderr
     assert not (tmp_path / "runs").exists()
@@ -127,13 +148,30 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
     and device=cuda fails on a CPU-only machine."""
     tmp = tmp_path_factory.mktemp("local")
     devices = '["cpu", "cuda"]' if not torch.cuda.is_available() else '["cpu"]'
-    spec = write_spec(tmp, tiny(name="local", grid=f"lr = [0.5, 1e4]\ndevice = {devices}\n"
-                                "seed = [0]"))
+    spec = write_spec(
+        tmp, tiny(name="local", grid=f"lr = [0.5, 1e4]\ndevice = {devices}\nseed = [0]")
+    )
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "dufm_core", "sweep", str(spec), "--executor", "local",
-         "--jobs", "2", "--runs-dir", str(tmp / "runs")],
-        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "dufm_core",
+            "sweep",
+            str(spec),
+            "--executor",
+            "local",
+            "--jobs",
+            "2",
+            "--runs-dir",
+            str(tmp / "runs"),
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return {"out": out, "runs": tmp / "runs", "spec": spec, "seconds": time.perf_counter() - t0}
 
 
@@ -163,10 +201,29 @@ def test_failed_and_diverged_members_do_not_stop_the_others(local_sweep: dict) -
 def test_summary_columns_and_values(local_sweep: dict) -> None:
     folder = local_sweep["runs"] / "sweeps" / "local"
     header = (folder / "summary.csv").read_text().splitlines()[0].split(",")
-    for col in ("member", "key", "lr", "device", "seed", "run", "state", "final_loss",
-                "gamma_measured", "gamma_predicted", "outlier_l1", "outlier_pred_l1",
-                "outlier_count_l2", "outlier_ratio_l1", "f_mean_l1", "nc1_l1", "nc2_l2",
-                "nc3_l2", "outlier_count_max", "f_mean", "layer_sum_measured"):
+    for col in (
+        "member",
+        "key",
+        "lr",
+        "device",
+        "seed",
+        "run",
+        "state",
+        "final_loss",
+        "gamma_measured",
+        "gamma_predicted",
+        "outlier_l1",
+        "outlier_pred_l1",
+        "outlier_count_l2",
+        "outlier_ratio_l1",
+        "f_mean_l1",
+        "nc1_l1",
+        "nc2_l2",
+        "nc3_l2",
+        "outlier_count_max",
+        "f_mean",
+        "layer_sum_measured",
+    ):
         assert col in header, col
     row = next(r for r in sweeps.read_summary(folder) if r["state"] == "finished")
     pred = theory.predict(3, 5, [0.01, 0.01], 0.01)
@@ -202,8 +259,12 @@ def test_rerun_skips_ended_members(local_sweep: dict) -> None:
 # --------------------------------------------------------------------------- ray
 def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     try:
         spec = sweeps.load_spec("<t>", tiny(name="ray", grid="lr = [0.5, 1e4]\nseed = [0, 1]"))
         result = sweeps.run_sweep(spec, runs_dir=tmp_path / "runs", executor="ray")
@@ -238,16 +299,21 @@ def test_launch_in_background_cancel_and_resume(tmp_path: Path) -> None:
     def two_running() -> bool:
         rows = sweeps.summary_rows(folder)
         return sum(r["state"] == "running" and (r["step"] or 0) > 0 for r in rows) == 2
+
     _wait(two_running)
     assert "SIGTERM" in sweeps.cancel_sweep(folder)
     _wait(lambda: sweeps.driver_status(folder)["state"] == "cancelled")
     rows = sweeps.summary_rows(folder)
-    assert sorted(r["state"] for r in rows) == ["cancelled", "cancelled", "pending"]
-    for r in rows:
-        if r["state"] == "cancelled":  # stopped by the signal mid-run, with a checkpoint there
-            run = open_run(runs / r["run"])
-            assert run.status()["state"] == "cancelled"
-            assert run.latest_checkpoint() == run.status()["step"] > 0
+    assert [r["state"] for r in rows] == ["cancelled"] * 3
+    started = [r for r in rows if r["run"]]
+    assert len(started) == 2  # the third never started: no run folder
+    assert "before it started" in next(r for r in rows if not r["run"])["error"]
+    for r in started:  # stopped by the signal mid-run, with a checkpoint there
+        run = open_run(runs / r["run"])
+        assert run.status()["state"] == "cancelled"
+        assert run.latest_checkpoint() == run.status()["step"] > 0
+    # the workers are gone with the driver
+    assert "exited" in sweeps.cancel_sweep(folder) or "nothing" in sweeps.cancel_sweep(folder)
     todo, skipped = sweeps.pending_members(spec, folder)
     assert skipped == 0 and len(todo) == 3
 
@@ -268,6 +334,17 @@ def test_rerun_resumes_a_cancelled_member_in_its_own_folder(tmp_path: Path) -> N
     again = sweeps.read_record(second.folder, key)
     assert second.ran == 1 and again["resumed"] is True and again["run"] == record["run"]
     assert again["state"] == "finished" and run.status()["step"] == spec.members()[0].config.steps
+    # a finished member whose analysis failed is analysed again, not retrained
+    again["analysis_error"] = "RuntimeError: simulated"
+    (first.folder / "members" / f"{key}.json").write_text(json.dumps(again))
+    for report in run.analysis_dir.glob("step_*.json"):
+        report.unlink()
+    mtime = run.checkpoint_path(run.latest_checkpoint()).stat().st_mtime_ns
+    third = sweeps.run_sweep(spec, runs_dir=runs, executor="inline")
+    last = sweeps.read_record(third.folder, key)
+    assert third.ran == 1 and last["run"] == record["run"] and last["state"] == "finished"
+    assert "analysis_error" not in last and list(run.analysis_dir.glob("step_*.json"))
+    assert run.checkpoint_path(run.latest_checkpoint()).stat().st_mtime_ns == mtime
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -275,7 +352,12 @@ def test_bench_sweep_quick(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     subprocess.run(
         [sys.executable, "benchmarks/bench_sweep.py", "--quick", "--no-ray", "--out", str(out)],
-        cwd=ROOT, env=subprocess_env(), check=True, capture_output=True, timeout=300)
+        cwd=ROOT,
+        env=subprocess_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     res = json.loads(out.read_text())
     assert res["members"] == 4 and res["sequential_seconds"] > 0
     assert res["local_seconds"] > 0 and res["local_finished"] == 4

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import ROOT
 
-PAGES = ["overview", "train", "runs", "spectrum", "alignment", "gradients", "collapse", "inspect",
+PAGES = ["overview", "train", "runs", "sweeps", "spectrum", "alignment", "gradients", "collapse", "inspect",
          "theory_explorer"]
 
 

@@ -1,0 +1,330 @@
+"""Training of a real network (theory.md §5.3): ResNet-20 feature map + head on real data.
+
+**Loss** for a batch B of inputs x_i with one-hot targets y_i (``cfg.loss``):
+
+    L_B = fit_B + (λ_H/2)·mean_{i∈B} ‖h(x_i)‖² + Σ_l (λ_{W_l}/2)‖W_l‖_F² + (λ_b/2)‖θ_b‖²
+
+with fit_B = mean_{i∈B} ‖z_i − y_i‖²/2 (MSE; the UFM's ‖Z − Y‖²/(2N) on the batch) or the mean
+cross-entropy, λ_H = ``lam_h`` on the backbone's output features (the UFM's λ_H‖H_1‖² term, per
+sample), λ_{W_l} = ``lam_w`` on the head and λ_b = ``lam_backbone`` (default 0: theory.md §5.3
+does not decay the backbone) on every backbone parameter, BatchNorm scales and shifts included.
+On the full training set (``batch_size`` 0) this is exactly the UFM loss with H_1 = [h(x_i)] and
+λ_H,UFM = λ_H/N.
+
+**Optimisation**: the optimiser of the UFM runs (:class:`dufm_core.training.Optimizer`: ``gd``,
+``momentum`` — heavy ball with PyTorch's SGD convention, the default for this model — or
+``adam``) on every parameter, with the learning rate ``lr·schedule(step)``: ``constant``,
+``cosine`` (½(1 + cos(π s/steps))) or ``step`` (×0.1 from 50 % and ×0.01 from 75 % of the steps).
+BatchNorm uses batch statistics while training. No data augmentation, no dropout: the
+trajectory is a deterministic function of the config.
+
+**Steps and data order.** ``step`` counts optimizer updates, as for UFMs ("step s" is the state
+after s updates). An epoch is ⌈N/B⌉ steps; epoch e visits the training set in the order of a
+permutation drawn from a generator seeded with (seed, e), cut into batches of B (the last one
+may be smaller). With B = N (the default) every step is one full-batch step in class order.
+Because the order is a function of (seed, epoch) and the checkpoint holds the parameters,
+BatchNorm buffers and optimizer state, a resumed run repeats the uninterrupted one exactly.
+
+**Metrics** (one row per logged step, the UFM keys where they make sense), all for the state
+of step s before its update:
+
+* ``loss``, ``fit``, ``reg``, ``train_acc``: over the whole training set with BatchNorm in
+  eval mode (running statistics) — the network the analyses see;
+* ``nc1``/``nc2`` (entries l = 1..L+1: h(x), then the input of every further head layer, then
+  the logits), ``nc3`` and ``sv`` (top K+1 singular values) per head layer W_l, ``gamma_measured``:
+  from the same eval-mode features (:class:`dufm_core.networks.HeadView`, in float64);
+* ``test_acc``: on the held-out set (eval mode), None when there is none;
+* ``batch_loss`` and ``grad_norm``: the train-mode objective L_B of step s's batch and the norm
+  of its gradient over every parameter (what the optimiser steps on);
+* ``lr``, ``epoch`` (steps / steps-per-epoch), ``time``.
+
+Checkpoints, cancellation by SIGTERM/SIGINT, divergence detection, status.json and resume are
+those of UFM runs (design.md §3), shared through :class:`dufm_core.training.Trainer`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dufm_core.config import ConfigError, RunConfig
+from dufm_core.data import RealData, load_data
+from dufm_core.models import fit_term
+from dufm_core.networks import HeadView, RealNetwork, build_network, eval_mode
+from dufm_core.store import Run, create_run, load_checkpoint, save_checkpoint
+from dufm_core.training import (
+    Optimizer,
+    Trainer,
+    TrainResult,
+    _clean,
+    compute_metrics,
+    divergence_error,
+    pick_device,
+    schedule,
+)
+
+__all__ = [
+    "RealTrainer",
+    "batch_indices",
+    "check_device",
+    "evaluate",
+    "lr_at",
+    "objective",
+    "steps_per_epoch",
+    "train",
+]
+
+EVAL_BATCH = 1024  # samples per forward pass in eval mode (memory only; results do not depend)
+
+
+# --------------------------------------------------------------------------- schedule
+def lr_at(cfg: RunConfig, step: int) -> float:
+    """Learning rate of the update from step ``step`` to ``step + 1``."""
+    frac = step / cfg.steps
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    if cfg.lr_schedule == "step":
+        return cfg.lr * (0.01 if frac >= 0.75 else 0.1 if frac >= 0.5 else 1.0)
+    return cfg.lr
+
+
+def steps_per_epoch(N: int, batch_size: int) -> int:
+    """⌈N/B⌉ with B = N when ``batch_size`` is 0 or at least N."""
+    B = N if batch_size <= 0 or batch_size >= N else batch_size
+    return -(-N // B)
+
+
+def _mix(seed: int, epoch: int) -> int:
+    return (seed * 0x9E3779B97F4A7C15 + 0x0E0C + epoch * 0xBF58476D1CE4E5B9) % (2**63)
+
+
+def batch_indices(N: int, batch_size: int, seed: int, step: int) -> torch.Tensor | None:
+    """Training-set indices of step ``step``'s batch (None = the whole set in class order).
+
+    Epoch e = step // steps_per_epoch uses the permutation of a generator seeded with
+    (seed, e), so any step's batch is known without replaying earlier ones.
+    """
+    spe = steps_per_epoch(N, batch_size)
+    if spe == 1:
+        return None
+    epoch, k = divmod(step, spe)
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+# --------------------------------------------------------------------------- objective
+def head_reg(model: RealNetwork, cfg: RunConfig) -> torch.Tensor:
+    """Σ_l (λ_{W_l}/2)‖W_l‖² + (λ_b/2)‖θ_backbone‖² (the parameter part of the regulariser)."""
+    reg = torch.zeros((), dtype=model.head_weights[0].dtype, device=model.head_weights[0].device)
+    for lam, W in zip(cfg.lam_ws, model.head_weights, strict=True):
+        reg = reg + 0.5 * lam * W.square().sum()
+    if cfg.lam_backbone > 0:
+        reg = reg + 0.5 * cfg.lam_backbone * sum(
+            p.square().sum() for p in model.backbone_parameters()
+        )
+    return reg
+
+
+def objective(
+    model: RealNetwork, x: torch.Tensor, y: torch.Tensor, cfg: RunConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, fit, reg, logits) of the batch (x, y) as the module docstring defines L_B.
+
+    With ``cfg.amp`` the backbone runs under bf16 autocast (CUDA); the features are cast back
+    to the parameter dtype, so the head and the loss are computed in full precision.
+    """
+    dtype = model.head_weights[0].dtype
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp):
+        h = model.features(x)
+    h = h.to(dtype)
+    logits = model.head(h)
+    fit = fit_term(logits, y, cfg.loss)
+    reg = 0.5 * cfg.lam_h * h.square().sum(dim=1).mean() + head_reg(model, cfg)
+    return fit + reg, fit, reg, logits
+
+
+@torch.no_grad()
+def _accuracy(model: RealNetwork, x: torch.Tensor, y: torch.Tensor, amp: bool) -> float | None:
+    if y.numel() == 0:
+        return None
+    correct = 0
+    with eval_mode(model):
+        for a in range(0, x.shape[0], EVAL_BATCH):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                h = model.features(x[a : a + EVAL_BATCH])
+            z = model.head(h.to(model.head_weights[0].dtype))
+            correct += int((z.argmax(dim=1) == y[a : a + EVAL_BATCH]).sum())
+    return correct / y.numel()
+
+
+@torch.no_grad()
+def evaluate(model: RealNetwork, data: RealData, cfg: RunConfig) -> dict[str, Any]:
+    """Eval-mode metrics of the whole training set (and the test accuracy): every key of the
+    module docstring except ``batch_loss``, ``grad_norm``, ``lr``, ``epoch`` and ``time``."""
+    view = HeadView.from_network(model, data, EVAL_BATCH, dtype=torch.float64)
+    logits = view()
+    if not bool(torch.isfinite(logits).all()):  # diverged: no metric is meaningful
+        nan = math.nan
+        return {"loss": nan, "fit": nan, "reg": nan, "train_acc": None, "test_acc": None}
+    fit = float(fit_term(logits, view.labels, cfg.loss))
+    feat_pen = 0.5 * cfg.lam_h * float(view.features.square().sum()) / view.N
+    reg = feat_pen + float(head_reg(model, cfg))
+    row = compute_metrics(view, cfg, [], fit, reg)
+    row.pop("grad_norm", None)
+    row["train_acc"] = float((logits.argmax(dim=1) == view.labels).double().mean())
+    row["test_acc"] = _accuracy(model, data.x_test, data.y_test, cfg.amp)
+    return row
+
+
+# --------------------------------------------------------------------------- preparation
+def check_device(cfg: RunConfig) -> torch.device:
+    """The device of the run; bf16 autocast (``amp``) is refused unless it is a CUDA GPU."""
+    device = pick_device(cfg.device)
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError(
+            "amp",
+            f"needs a CUDA GPU (bf16 autocast is GPU-only) but the run would use {device} "
+            f"(--device {cfg.device}); leave amp off on the CPU",
+        )
+    return device
+
+
+def _prepare(cfg: RunConfig) -> RealData:
+    check_device(cfg)
+    return load_data(cfg)
+
+
+# --------------------------------------------------------------------------- the loop
+class RealTrainer(Trainer):
+    """Trains a ``model = "resnet20"`` run folder (fresh or from its last checkpoint) with the
+    status, signal, progress and finish machinery of :class:`~dufm_core.training.Trainer`."""
+
+    def __init__(
+        self,
+        run: Run,
+        cfg: RunConfig,
+        progress: Callable[[str], None] | None = None,
+        data: RealData | None = None,
+    ) -> None:
+        super().__init__(run, cfg, progress)
+        self.data = data
+
+    def _threads(self, device: torch.device) -> int | None:
+        return None  # convolutions use every CPU thread PyTorch was given
+
+    def _progress_text(self, step: int, row: dict[str, Any]) -> str:
+        test = row.get("test_acc")
+        return (
+            f"step {step}/{self.cfg.steps}  epoch {row['epoch']:.4g}  loss {row['loss']:.6g}  "
+            f"train_acc {row['train_acc']:.4f}  "
+            f"test_acc {'-' if test is None else f'{test:.4f}'}  grad_norm {row['grad_norm']:.3g}"
+        )
+
+    def _train(self, device: torch.device, resume: bool) -> TrainResult:
+        cfg, run = self.cfg, self.run
+        data = (self.data if self.data is not None else _prepare(cfg)).to(device)
+        start = 0
+        if resume:
+            step = run.latest_checkpoint()
+            if step is None:
+                raise RuntimeError(f"{run.path}: no checkpoint to resume from")
+            ckpt = load_checkpoint(run.checkpoint_path(step), device=device)
+            model: RealNetwork = ckpt.model  # type: ignore[assignment]
+            start = ckpt.step
+            params = list(model.parameters())
+            opt = Optimizer([p.data for p in params], cfg)
+            if ckpt.optimizer is not None:
+                opt.load_state_dict(ckpt.optimizer)
+            logged_before = self._resume_metrics(start)
+        else:
+            logged_before = set()
+            model = build_network(cfg, device=device)
+            params = list(model.parameters())
+            opt = Optimizer([p.data for p in params], cfg)
+        check_device(cfg)
+        model.train()
+        N, spe = data.N, steps_per_epoch(data.N, cfg.batch_size)
+        log_steps = set(schedule(cfg.steps, cfg.log_points, cfg.schedule))
+        ckpt_steps = set(schedule(cfg.steps, cfg.checkpoint_points, cfg.schedule))
+        extra = {"data": {"mean": data.mean, "std": data.std, "source": data.source}}
+
+        last_loss: float | None = None
+        state, error = "finished", None
+        step = start
+        with self._catch_stop_signals():
+            t_start = self._write_running(start, device, steps_per_epoch=spe, n_train=N)
+            try:
+                for step in range(start, cfg.steps + 1):
+                    if self._stop_signal is not None:
+                        save_checkpoint(run, step, model, opt.state_dict(), cfg, extra)
+                        state, error = "cancelled", self._stop_error(step)
+                        break
+                    if step in ckpt_steps and not (resume and step == start):
+                        save_checkpoint(run, step, model, opt.state_dict(), cfg, extra)
+                    logging = step in log_steps and not (step == start and start in logged_before)
+                    row: dict[str, Any] = {}
+                    if logging:
+                        row = {"step": step, "epoch": step / spe, "lr": lr_at(cfg, step)}
+                        row.update(evaluate(model, data, cfg))
+                    # the gradient of step s (train mode; also moves the BatchNorm buffers)
+                    idx = batch_indices(N, cfg.batch_size, cfg.seed, step)
+                    x = data.x_train if idx is None else data.x_train[idx.to(device)]
+                    y = data.y_train if idx is None else data.y_train[idx.to(device)]
+                    total, _, _, _ = objective(model, x, y, cfg)
+                    grads = torch.autograd.grad(total, params)
+                    batch_loss = float(total.detach())
+                    bad = None
+                    if not math.isfinite(batch_loss):
+                        bad = "the loss became non-finite"
+                    elif not all(bool(torch.isfinite(g).all()) for g in grads):
+                        bad = "the gradient became non-finite (NaN/inf)"
+                    elif logging and not math.isfinite(row["loss"]):
+                        bad = "the loss became non-finite"
+                    if logging:
+                        row["batch_loss"] = batch_loss
+                        row["grad_norm"] = math.sqrt(sum(float(g.square().sum()) for g in grads))
+                        row["time"] = round(time.time() - t_start, 4)
+                        run.append_metrics(_clean(row))
+                    if bad:
+                        state, error = "diverged", divergence_error(cfg, bad, step, last_loss)
+                        break
+                    if logging:
+                        last_loss = row["loss"]
+                        self._report(step, row)
+                    if step == cfg.steps:
+                        break
+                    opt.lr = lr_at(cfg, step)
+                    opt.step(list(grads))
+            except Exception as exc:  # the run folder must say what went wrong
+                state, error = "failed", f"{type(exc).__name__}: {exc}"
+                run.write_status(state=state, step=step, error=error, finished_at=time.time())
+                raise
+        return self._finish(state, step, error, last_loss)
+
+
+# --------------------------------------------------------------------------- entry point
+def train(
+    cfg: RunConfig,
+    runs_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    run: Run | None = None,
+) -> TrainResult:
+    """Validate ``cfg``, load its data (refusing a bad data folder, a wrong K or n, or amp
+    without a GPU *before* any run folder is made), create the run folder unless ``run`` is
+    given, and train. ``dufm_core.training.train`` calls this for ``model = "resnet20"``."""
+    cfg.validate()
+    try:
+        data = _prepare(cfg)
+    except Exception as exc:
+        if run is not None:
+            run.write_status(
+                state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time()
+            )
+        raise
+    run = run or create_run(cfg, runs_dir)
+    return RealTrainer(run, cfg, progress, data).train(resume=False)
