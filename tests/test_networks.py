@@ -23,7 +23,16 @@ from dufm_core.networks import (
     extract_features,
     init_network,
 )
+from dufm_core.runtime import cpu_threads
 from tests.test_data import write_cifar, write_mnist
+
+
+@pytest.fixture(autouse=True)
+def _one_cpu_thread():
+    """These tiny networks run fastest on one thread, and on a shared 2-core machine a
+    two-thread OpenMP team stalls whenever the other core is busy (see dufm_core/runtime.py)."""
+    with cpu_threads(1):
+        yield
 
 
 def _cfg(**kw) -> RunConfig:

@@ -18,11 +18,24 @@ from dufm_core.cli import main
 from dufm_core.config import RunConfig
 from dufm_core.networks import RealNetwork
 from dufm_core.real_training import batch_indices, lr_at, steps_per_epoch
+from dufm_core.runtime import cpu_threads
 from dufm_core.store import create_run, load_checkpoint, open_run
 from dufm_core.training import resume, train
 from tests.helpers import subprocess_env
 
 UFM_KEYS = {"step", "loss", "fit", "reg", "grad_norm", "nc1", "nc2", "nc3", "sv"}
+
+
+@pytest.fixture(autouse=True)
+def _one_cpu_thread():
+    """These tiny networks run fastest on one thread, and on a shared 2-core machine a
+    two-thread OpenMP team stalls whenever the other core is busy (see dufm_core/runtime.py)."""
+    with cpu_threads(1):
+        yield
+
+
+def _env() -> dict[str, str]:
+    return {**subprocess_env(), "OMP_NUM_THREADS": "1"}
 
 
 def _cfg(**kw) -> RunConfig:
@@ -54,7 +67,7 @@ def test_digits_end_to_end_through_the_cli(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        env=subprocess_env(),
+        env=_env(),
         timeout=180,
         check=True,
     )
@@ -178,7 +191,7 @@ def test_sigterm_checkpoints_and_cancels(runs_dir: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=subprocess_env(),
+        env=_env(),
     )
     deadline, run_dir = time.time() + 90, None
     while time.time() < deadline and run_dir is None:

@@ -19,7 +19,14 @@ import torch
 
 from dufm_core import theory as th
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """Dense references in float64; restored after each test (it is process-wide)."""
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(prev)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -9,8 +9,18 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import ROOT
 
-PAGES = ["overview", "train", "runs", "sweeps", "spectrum", "alignment", "gradients", "collapse", "inspect",
-         "theory_explorer"]
+PAGES = [
+    "overview",
+    "train",
+    "runs",
+    "sweeps",
+    "spectrum",
+    "alignment",
+    "gradients",
+    "collapse",
+    "inspect",
+    "theory_explorer",
+]
 
 
 def _run(page: str, **query: str) -> AppTest:

@@ -98,8 +98,10 @@ def test_inspect_upload(browser, server, tmp_path) -> None:
     _settle(page)
     page.get_by_text("truncated or another format", exact=False).first.wait_for(timeout=30_000)
     page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(ckpt))
+    # the upload starts a rerun asynchronously: wait for its result, not just for an idle app
+    page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=90_000)
     _settle(page)
+    page.screenshot(path=str(SHOTS / "inspect_upload.png"), full_page=True)
     _no_exception(page, "inspect (upload)")
     assert len(page.query_selector_all('[data-testid="stPlotlyChart"]')) >= 2
-    page.screenshot(path=str(SHOTS / "inspect_upload.png"), full_page=True)
     page.close()
