@@ -106,7 +106,7 @@ def test_digits_end_to_end_through_the_cli(tmp_path: Path) -> None:
     for k, v in ck.model.state_dict().items():
         assert torch.equal(v, raw["model"][k]), k
     ck.model.eval()
-    assert ck.model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert ck.model(torch.zeros(2, 1, 8, 8, dtype=torch.float32)).shape == (2, 10)
     # the analysis report is not wired to real networks yet: a clear refusal, not a traceback
     assert main(["analyze", str(run_dir)]) == 2
 
