@@ -259,15 +259,17 @@ class LocalExecutor:
                             on_result(task, None, why + " before it could start any member")
                         queue = []
         finally:
+            # idle workers exit once their standard input closes; a worker still busy means we
+            # are leaving abnormally, and it is stopped. Their interpreters' teardown is not
+            # waited for here: a daemon thread reaps them
             for w in workers:
                 with contextlib.suppress(OSError):
                     w.proc.stdin.close()
-            for w in workers:
-                try:
-                    w.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    w.proc.kill()
-                    w.proc.wait()
+                if w.task is not None:
+                    with contextlib.suppress(OSError):
+                        w.proc.terminate()
+            procs = [w.proc for w in workers]
+            threading.Thread(target=_reap, args=(procs,), daemon=True).start()
             sel.close()
 
     @staticmethod
@@ -286,6 +288,18 @@ class LocalExecutor:
             on_result(task, msg["result"], None)
         else:
             on_result(task, None, msg.get("error") or "the worker reported an error")
+
+
+def _reap(procs: list[subprocess.Popen]) -> None:
+    """Wait for finished workers (so none is left a zombie); kill one that hangs on exit."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            proc.stdout.close()
 
 
 def worker_main(fn_name: str, threads: int) -> int:

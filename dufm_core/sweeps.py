@@ -57,6 +57,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -978,6 +979,8 @@ def launch_sweep(
             env=env,
             start_new_session=True,
         )
+    # reap the driver when it ends (the dashboard's server lives long: no zombies)
+    threading.Thread(target=proc.wait, daemon=True).start()
     atomic_write_json(
         folder / "driver.json",
         {
