@@ -99,7 +99,8 @@ def _now() -> float:
     return round(time.time(), 3)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` (on this host) alive? A zombie counts as dead; pid ≤ 0 means none."""
     if pid <= 0:
         return False
     try:
@@ -155,7 +156,7 @@ class Run:
         if (
             status.get("state") == "running"
             and status.get("host") == socket.gethostname()
-            and not _pid_alive(int(status.get("pid") or 0))
+            and not pid_alive(int(status.get("pid") or 0))
         ):
             status = {
                 **status,

@@ -66,7 +66,13 @@ from pathlib import Path
 from typing import Any
 
 from dufm_core.config import ConfigError, RunConfig
-from dufm_core.store import atomic_write_bytes, atomic_write_json, default_runs_dir, read_json
+from dufm_core.store import (
+    atomic_write_bytes,
+    atomic_write_json,
+    default_runs_dir,
+    pid_alive,
+    read_json,
+)
 
 SWEEPS_SUBDIR = "sweeps"
 ROOT = Path(__file__).resolve().parents[1]
@@ -728,20 +734,6 @@ def _parse_cell(text: str | None) -> Any:
 
 
 # --------------------------------------------------------------------------- the driver
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def driver_status(folder: str | Path) -> dict[str, Any]:
     """``driver.json`` with ``state`` ``interrupted`` when its process on this host is gone."""
     try:
@@ -751,7 +743,7 @@ def driver_status(folder: str | Path) -> dict[str, Any]:
     if (
         status.get("state") in ("running", "starting")
         and status.get("host") == socket.gethostname()
-        and not _pid_alive(int(status.get("pid") or 0))
+        and not pid_alive(int(status.get("pid") or 0))
     ):
         status["state"] = "interrupted"
     return status
