@@ -277,17 +277,19 @@ class RealTrainer(Trainer):
                     y = data.y_train if idx is None else data.y_train[idx.to(device)]
                     total, _, _, _ = objective(model, x, y, cfg)
                     grads = torch.autograd.grad(total, params)
-                    batch_loss = float(total.detach())
+                    # one host sync per step (not one per parameter: on a GPU each is a stall)
+                    grad_sq = torch.stack(torch._foreach_norm(grads)).double().square().sum()
+                    batch_loss, grad_sq = torch.stack([total.detach().double(), grad_sq]).tolist()
                     bad = None
                     if not math.isfinite(batch_loss):
                         bad = "the loss became non-finite"
-                    elif not all(bool(torch.isfinite(g).all()) for g in grads):
+                    elif not math.isfinite(grad_sq):
                         bad = "the gradient became non-finite (NaN/inf)"
                     elif logging and not math.isfinite(row["loss"]):
                         bad = "the loss became non-finite"
                     if logging:
                         row["batch_loss"] = batch_loss
-                        row["grad_norm"] = math.sqrt(sum(float(g.square().sum()) for g in grads))
+                        row["grad_norm"] = math.sqrt(grad_sq)
                         row["time"] = round(time.time() - t_start, 4)
                         run.append_metrics(_clean(row))
                     if bad:
