@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from dufm_core.collapse import class_means
+from dufm_core.curvature.eigensolvers import top_eigenpairs
 from dufm_core.models import DeepUFM
 
 __all__ = [
@@ -488,6 +489,24 @@ def gn_split_parts(
     )  # fmt: skip
 
 
+class _PartOperator:
+    """A GN part as a symmetric operator on row-major vec W_l (for the block Krylov solver)."""
+
+    def __init__(self, parts: GNSplitParts, part: str) -> None:
+        self.parts, self.part = parts, part
+        self.dim, self.dtype, self.device = parts.dim, _F64, parts.h.device
+
+    def matmat(self, V: Tensor) -> Tensor:
+        M = V.T.reshape(V.shape[1], *self.parts.shape)
+        return self.parts.apply(self.part, M).reshape(V.shape[1], -1).T
+
+
+def _part_top(parts: GNSplitParts, part: str, m: int) -> Tensor:
+    """The m largest eigenvalues (descending) of a part, matrix-free."""
+    res = top_eigenpairs(_PartOperator(parts, part), m, block=m, tol=1e-8)
+    return res.values.double().sort(descending=True).values
+
+
 def _part_spectrum(parts: GNSplitParts, part: str, space: str, max_dim: int) -> Tensor:
     """All eigenvalues (descending) of the Gram or dense form of a part (same non-zero ones)."""
     if part in ("class", "cross") or space == "gram":
@@ -507,6 +526,7 @@ def gn_split(
     rtol: float = 1e-9,
     return_parts: bool = False,
     max_size: int = 6000,
+    partial_top: int | None = None,
 ) -> dict[str, Any]:
     """Papyan's split G = G_class + G_cross + G_within of the layer-l Gauss–Newton matrix.
 
@@ -534,8 +554,12 @@ def gn_split(
     only exact zeros are kinks, as in autograd); see :func:`backprop`.
 
     Eigenvalues come from Gram matrices of the factored vectors (K×K, K²×K², and NK×NK via
-    ⟨g⊗h, g'⊗h'⟩ = ⟨g,g'⟩⟨h,h'⟩), or from the dense dim×dim part when dim = d_out·d_in < NK;
-    ``max_size`` bounds the smaller of the two (ValueError beyond it).
+    ⟨g⊗h, g'⊗h'⟩ = ⟨g,g'⟩⟨h,h'⟩), or from the dense dim×dim part when dim = d_out·d_in < NK.
+    When both exceed ``max_size`` (a real network's head over thousands of samples), the full
+    eigendecompositions of within/total would cost O(min(NK, dim)³): then only their top
+    ``partial_top`` (default K² + K) eigenvalues are computed, by the block Krylov solver on
+    the matrix-free products :meth:`GNSplitParts.apply`, their ``rank`` is None and
+    ``partial`` is True (class and cross stay exact: their Gram matrices are K × K and K² × K²).
 
     Returns a JSON-ready dict: ``layer``, ``loss``, ``weighting``, ``tau``, ``kink_rtol``,
     ``dim``, ``space``
@@ -552,22 +576,25 @@ def gn_split(
     parts = gn_split_parts(model, l, loss, weighting, tau, kink_rtol)
     NK = parts.N * parts.K
     space = "gram" if parts.dim >= NK else "dense"
-    if min(NK, parts.dim) > max_size:
-        raise ValueError(
-            f"gn_split: N·K = {NK} and d_out·d_in = {parts.dim} both exceed max_size = "
-            f"{max_size}; use gn_split_parts(...).apply with an iterative eigensolver"
-        )
-    spectra = {p: _part_spectrum(parts, p, space, max(parts.dim, 1)) for p in GN_PARTS}
+    partial = min(NK, parts.dim) > max_size
+    if partial:  # within/total too large for a full eigendecomposition: top values only
+        space = "iterative"
+        top = min(partial_top or parts.K**2 + parts.K, parts.dim)
+        spectra = {p: _part_top(parts, p, top) for p in ("within", "total")}
+        spectra.update({p: _part_spectrum(parts, p, "gram", 0) for p in ("class", "cross")})
+    else:
+        spectra = {p: _part_spectrum(parts, p, space, max(parts.dim, 1)) for p in GN_PARTS}
     lam_max = max(float(spectra[p][0]) if spectra[p].numel() else 0.0 for p in GN_PARTS)
     tol = rtol * lam_max if lam_max > 0 else 0.0
     out: dict[str, Any] = {
         "layer": l, "loss": loss, "weighting": parts.weighting, "tau": float(tau),
         "kink_rtol": float(kink_rtol),
-        "dim": parts.dim, "space": space, "rtol": rtol, "tolerance": tol,
+        "dim": parts.dim, "space": space, "rtol": rtol, "tolerance": tol, "partial": partial,
     }  # fmt: skip
     for p in GN_PARTS:
         nz = spectra[p][spectra[p] > tol] if lam_max > 0 else spectra[p][:0]
-        out[p] = {"rank": int(nz.numel()), "eigenvalues": to_jsonable(nz)}
+        rank = None if partial and p in ("within", "total") else int(nz.numel())
+        out[p] = {"rank": rank, "eigenvalues": to_jsonable(nz)}
     out["ranks"] = [out["within"]["rank"], out["cross"]["rank"], out["class"]["rank"]]
     out.update(_orthogonality(parts, rtol))
     if return_parts:

@@ -43,6 +43,7 @@ from dufm_core.store import Run, atomic_write_json, load_checkpoint, read_json
 REPORT_VERSION = 1
 DENSE_MAX = 4096  # layers with at most this many weights get a dense autograd Hessian
 HIST_BINS = 48
+GN_FULL_MAX = 1500  # beyond this min(N·K, d_out·d_in), the GN within/total parts get top values only
 TAUS = (0.0, 0.5, 1.0)
 FULL_PARAMS = ("weights", "weights+features")
 SLQ_PROBES, SLQ_STEPS = 4, 40  # spectral density of the full Hessian (log10|λ| axis)
@@ -211,7 +212,7 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     per_class = gradients.per_class_gradients(model, l, cfg.loss)
     per_class_coeff = gradients.per_class_coefficients(per_class, basis)
     grad_norm = float(G.norm())
-    gn = alignment.gn_split(model, l, cfg.loss)
+    gn = alignment.gn_split(model, l, cfg.loss, max_size=GN_FULL_MAX)
     gn.pop("parts", None)
     wrep = weights.layer_weight_report(model, l)
     feats = model.layer_features()
@@ -354,6 +355,9 @@ def analyze(run: Run, step: int | None = None, full: bool = False,
     A cached report is returned as it is; if ``full`` asks for a full-Hessian part the cache
     lacks (or for other parameters), only that part is computed and the cache updated.
     """
+    from dufm_core.network_report import normalise_full_params
+
+    full_params = normalise_full_params(run.config(), full_params)
     steps = run.checkpoints()
     if not steps:
         raise FileNotFoundError(f"{run.path}: no checkpoints to analyse")
@@ -375,6 +379,12 @@ def analyze(run: Run, step: int | None = None, full: bool = False,
     if report is not None and not need_full:
         return report
     ck = load_checkpoint(run.checkpoint_path(step))
+    if ck.config.model != "ufm":
+        report = _network_report(ck.model, ck.config, run.id, step, report, full, full_params,
+                                 progress)
+        run.analysis_dir.mkdir(exist_ok=True)
+        atomic_write_json(path, report)
+        return report
     model = ck.model.double()
     if report is None:
         report = analyze_model(model, ck.config, step, run.id, full=full,
@@ -384,6 +394,36 @@ def analyze(run: Run, step: int | None = None, full: bool = False,
             report["full_hessian"] = analyze_full(model, ck.config, report["theory"], full_params)
     run.analysis_dir.mkdir(exist_ok=True)
     atomic_write_json(path, report)
+    return report
+
+
+def _network_report(network: Any, cfg: RunConfig, run_id: str, step: int,
+                    report: dict[str, Any] | None, full: bool, full_params: str,
+                    progress: Progress) -> dict[str, Any]:
+    """The report of a real-network checkpoint (see :mod:`dufm_core.network_report`), or the
+    cached ``report`` completed with the asked-for full-Hessian part."""
+    from dufm_core.network_report import network_block, network_full, network_view
+
+    view, ucfg, data = network_view(network, cfg)
+    if report is None:
+        report = analyze_model(view, ucfg, step, run_id, full=full and full_params == "head",
+                               full_params="weights", progress=progress)
+        report["config"] = cfg.to_dict()
+        report["ufm_config"] = ucfg.to_dict()
+        report["network"] = network_block(network, view, cfg, data)
+        report["loss"]["reg"] += report["network"]["backbone_reg"]
+        report["loss"]["total"] = report["loss"]["fit"] + report["loss"]["reg"]
+        report["hessian"] = ("fit-term Hessian of the head layers over the whole training set, "
+                             "BatchNorm in eval mode (total = fit + λ_W on the diagonal)")
+    if (report.get("full_hessian") or {}).get("params") == "weights":
+        report["full_hessian"]["params"] = "head"
+    if full and (report.get("full_hessian") or {}).get("params") != full_params:
+        if full_params == "head":
+            with cpu_threads(threads_for(max(cfg.dims))):
+                report["full_hessian"] = analyze_full(view, ucfg, report["theory"], "weights")
+            report["full_hessian"]["params"] = "head"
+        else:
+            report["full_hessian"] = network_full(network, cfg, data, progress=progress)
     return report
 
 
@@ -422,8 +462,13 @@ def analyze_series(run: Run, full: bool = False, full_params: str = "weights",
             progress(f"checkpoint {step} ({i + 1} of {len(steps)})", i / max(len(steps), 1))
         entries.append(series_entry(analyze(run, step, full=full, full_params=full_params)))
     cfg = run.config()
+    if cfg.model != "ufm":  # the UFM-equivalent config (λ_H/N) is in every report
+        last = analyze(run, steps[-1])
+        theory_block = last["theory"]
+    else:
+        theory_block = predictions(cfg)
     series = {"run": run.id, "steps": steps, "K": cfg.K, "depth": cfg.depth,
-              "theory": predictions(cfg), "entries": entries}
+              "theory": theory_block, "entries": entries}
     atomic_write_json(run.analysis_dir / "series.json", series)
     if progress:
         progress("done", 1.0)

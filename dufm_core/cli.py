@@ -3,7 +3,7 @@
 ::
 
     python -m dufm_core train   [--config FILE] [--<key> VALUE ...] [--runs-dir DIR] [--dry-run]
-    python -m dufm_core train   --resume RUN_DIR [--steps S]
+    python -m dufm_core train   --resume RUN_DIR [--steps S] [--device D]
     python -m dufm_core theory  --K K --n n --depth L --lam LAM [--lam-h LAM_H] [--lam-w a,b,c]
     python -m dufm_core runs    [--runs-dir DIR] [--json]
 
@@ -98,10 +98,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = [
             k
             for k, v in vars(args).items()
-            if k.startswith("cfg_") and v is not None and k != "cfg_steps"
+            if k.startswith("cfg_") and v is not None and k not in ("cfg_steps", "cfg_device")
         ]
         if extra or args.config:
-            return _die("--resume takes only --steps; the run keeps its own config")
+            return _die("--resume takes only --steps and --device; the run keeps its own config")
         steps = None
         if args.cfg_steps is not None:
             try:
@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             except ValueError:
                 return _die(f"steps: must be an integer (got {args.cfg_steps!r})")
         try:
-            result = training.resume(args.resume, steps=steps)
+            result = training.resume(args.resume, steps=steps, device=args.cfg_device)
         except (ConfigError, FileNotFoundError, RuntimeError) as exc:
             return _die(str(exc))
         print(result.run.path)
@@ -181,17 +181,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     def progress(msg: str, frac: float) -> None:
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
 
-    if args.full_params not in analysis.FULL_PARAMS:
-        return _die(f"full_params: must be one of {' | '.join(analysis.FULL_PARAMS)} "
-                    f"(got {args.full_params!r})")
+    from dufm_core.network_report import normalise_full_params
+
     try:
         run = open_run(args.run_dir)
-        if run.config().model != "ufm":  # the report on head layers is not wired in yet
-            return _die(
-                f"analyze: model {run.config().model} runs have no report yet; from Python, "
-                "dufm_core.networks.HeadView.from_network(ck.model, load_data(cfg)) gives a "
-                "DeepUFM view of the head for the UFM analyses"
-            )
+        try:
+            normalise_full_params(run.config(), args.full_params)
+        except ValueError as exc:
+            return _die(str(exc))
         if args.all_steps:
             analysis.analyze_series(run, full=args.full, full_params=args.full_params,
                                     progress=progress)
@@ -319,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("run_dir", metavar="RUN_DIR")
     an.add_argument("--step", type=int, default=None, help="checkpoint step (default: the last)")
     an.add_argument("--full", action="store_true", help="add the full fit-Hessian")
-    an.add_argument("--full-params", default="weights", help="weights (default) | weights+features")
+    an.add_argument("--full-params", default="weights",
+                    help="UFM runs: weights (default) | weights+features; resnet20 runs: head "
+                         "(= weights) | all (every network parameter, products over data batches)")
     an.add_argument("--out", default=None, help="also write the report to this file")
     an.add_argument("--all-steps", action="store_true",
                     help="analyse every checkpoint and write analysis/series.json")

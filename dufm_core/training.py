@@ -137,7 +137,7 @@ class GradientFn:
             grads = list(torch.autograd.grad(fit_t + reg_t, self.params))
         self.residual = logits.detach()
         if want_loss:
-            return grads, float(fit_t), float(reg_t)
+            return grads, float(fit_t.detach()), float(reg_t.detach())
         return grads, math.nan, math.nan
 
     def _reg(self) -> float:
@@ -492,11 +492,22 @@ def trainer_for(
 
 
 def resume(
-    run_dir: str | Path, steps: int | None = None, progress: Callable[[str], None] | None = _stderr
+    run_dir: str | Path,
+    steps: int | None = None,
+    progress: Callable[[str], None] | None = _stderr,
+    device: str | None = None,
 ) -> TrainResult:
-    """Continue a run from its last checkpoint; ``steps`` extends (or sets) the total."""
+    """Continue a run from its last checkpoint; ``steps`` extends (or sets) the total.
+
+    ``device`` moves the run (e.g. trained on a GPU, continued on the CPU). The checkpoint is
+    device-independent, so the continuation is the same computation, but floating-point
+    results then differ from an uninterrupted run in the last bits (bit-exact resumption holds
+    on the same device only).
+    """
     run = open_run(run_dir)
     cfg = run.config()
+    if device is not None:
+        cfg.device = device
     if steps is not None:
         last = run.latest_checkpoint() or 0
         if steps < last:

@@ -221,6 +221,27 @@ def test_gn_split_space_paths_agree() -> None:
 
 
 @pytest.mark.parametrize("activation", ["linear", "relu"])
+def test_gn_split_partial_path_matches_full(activation: str) -> None:
+    """Past ``max_size`` (real-network heads over thousands of samples) within/total keep only
+    their top eigenvalues, from matrix-free products: they must equal the top of the full
+    spectra, class/cross must be unchanged, and the ranks of within/total are not claimed."""
+    model, _ = make_model(
+        {"K": 3, "n": 6, "width": 8, "depth": 2, "lam_w": 0.01, "lam_h": 0.01},
+        init="random", activation=activation, seed=3,
+    )  # fmt: skip
+    full = gn_split(model, 1)  # dim = 64 > NK = 54 → gram
+    part = gn_split(model, 1, max_size=20, partial_top=12)
+    assert part["partial"] and part["space"] == "iterative" and not full["partial"]
+    assert part["within"]["rank"] is None and part["total"]["rank"] is None
+    assert part["ranks"][1:] == full["ranks"][1:]
+    for p in ("class", "cross"):
+        np.testing.assert_allclose(part[p]["eigenvalues"], full[p]["eigenvalues"], rtol=1e-12)
+    for p in ("within", "total"):
+        top = np.asarray(full[p]["eigenvalues"][:12])
+        np.testing.assert_allclose(part[p]["eigenvalues"][: top.size], top, rtol=1e-7)
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu"])
 def test_alignment_f_matches_direct_dense(activation: str) -> None:
     params = {"K": 3, "n": 5, "width": 6, "depth": 3, "lam_w": 0.01, "lam_h": 0.01}
     model, cfg = make_model(params, init="random", activation=activation, seed=7)

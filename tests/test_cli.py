@@ -163,3 +163,21 @@ def test_resume_takes_only_steps(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "--resume takes only --steps" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_resume_can_move_a_run_to_another_device(tmp_path: Path, capsys) -> None:
+    """A run trained on a GPU continues on the CPU with ``--resume RUN --device cpu``: the
+    device is the one config key a resume may change (it is recorded in config.json)."""
+    runs = tmp_path / "runs"
+    assert main(["train", "--runs-dir", str(runs), "--steps", "10", "--K", "2", "--n", "2",
+                 "--width", "3", "--depth", "2", "--device", "cpu"]) == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    cfg_path = Path(run_dir) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["device"] = "cuda"  # as if trained on a GPU machine
+    cfg_path.write_text(json.dumps(cfg))
+    assert main(["train", "--resume", run_dir, "--steps", "20", "--device", "cpu"]) == 0
+    assert json.loads(cfg_path.read_text())["device"] == "cpu"
+    assert json.loads((Path(run_dir) / "status.json").read_text())["step"] == 20
+    assert main(["train", "--resume", run_dir, "--device", "tpu"]) == 2
+    assert "device" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+"""Fit-term Hessian of a real network (ResNet-20 + head) over its whole training set.
+
+The operator is H = ∇²_θ fit(θ) with
+
+    fit(θ) = (1/N) Σ_i ℓ(z_θ(x_i), y_i),     ℓ = ½‖z − e_y‖² (MSE) or cross-entropy,
+
+over the N training samples, BatchNorm in **eval mode** (running statistics, so the network is
+a fixed function of θ and the Hessian does not depend on how the data is batched), and θ either
+the head weights W_1..W_L (``params="head"``) or every parameter (``params="all"``: the
+convolutions, the BatchNorm scales and shifts, then the head). The sum over samples is taken
+batch by batch, each batch weighted by |B|/N, so the products are exact, not a subsample.
+
+Products use forward-over-reverse differentiation (``torch.func.jvp`` of ``torch.func.grad``),
+vmapped over a chunk of directions: one pass over the data per chunk of vectors. Vectors are
+flat in the order of :attr:`NetworkHessianOperator.names`, each tensor row-major (the layout of
+:mod:`dufm_core.curvature.params`), so a head-only operator agrees entry for entry with the
+``"weights"`` operator of the :class:`~dufm_core.networks.HeadView` of the same network.
+
+The regulariser is not included: as in the rest of the engine this is the *fit* Hessian. The
+head's λ_W adds λ_W·I; the feature penalty λ_H·mean‖h‖² is a function of the backbone and has
+a non-trivial Hessian there, which is why "total" is not offered for ``params="all"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import torch
+from torch.func import functional_call, grad, jvp, vmap
+
+from dufm_core.models import fit_term
+from dufm_core.networks import eval_mode
+
+__all__ = ["NETWORK_PARAMS", "NetworkHessianOperator"]
+
+NETWORK_PARAMS = ("head", "all")
+
+
+class NetworkHessianOperator:
+    """H·V for the fit Hessian of ``model`` over (x, y) (see the module docstring).
+
+    Args:
+        model: a :class:`~dufm_core.networks.RealNetwork`; its parameters are read once (a
+            snapshot) and it is evaluated in eval mode through ``functional_call``.
+        x, y: the whole training set (inputs (N, C, H, W), labels (N,)).
+        loss: "mse" | "ce".
+        params: "head" (W_1..W_L) or "all" (every parameter, backbone first).
+        batch_size: samples per pass (memory only; the result does not depend on it).
+        chunk: directions per vmapped pass (memory ∝ chunk · batch_size activations).
+        dtype: computation dtype (default float64, as every analysis).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss: str = "mse",
+        params: str = "all",
+        batch_size: int = 512,
+        chunk: int = 16,
+        dtype: torch.dtype = torch.float64,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if params not in NETWORK_PARAMS:
+            raise ValueError(f"params must be one of {' | '.join(NETWORK_PARAMS)} (got {params!r})")
+        if loss not in ("mse", "ce"):
+            raise ValueError(f"loss must be mse | ce (got {loss!r})")
+        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(f"x and y must hold the same N > 0 samples (got {x.shape[0]}, "
+                             f"{y.shape[0]})")
+        self.model = model
+        self.loss, self.params = loss, params
+        self.K = int(model.K)
+        device = next(model.parameters()).device
+        self.device, self.dtype = device, dtype
+        head = {f"head_weights.{i}" for i in range(model.depth)}
+        named = dict(model.named_parameters())
+        self.names = tuple(n for n in named if params == "all" or n in head)
+        self.frozen = {n: p.detach().to(dtype) for n, p in named.items() if n not in self.names}
+        self.theta = {n: named[n].detach().to(dtype) for n in self.names}
+        self.buffers = {n: b.detach().to(dtype) if b.is_floating_point() else b.detach()
+                        for n, b in model.named_buffers()}
+        self.shapes = tuple(tuple(self.theta[n].shape) for n in self.names)
+        self.sizes = tuple(math.prod(s) for s in self.shapes)
+        self.dim = int(sum(self.sizes))
+        self.x = x.to(device=device, dtype=dtype)
+        self.y = y.to(device=device, dtype=torch.long)
+        self.N = int(x.shape[0])
+        self.batch_size = max(1, int(batch_size))
+        self.chunk = max(1, int(chunk))
+        self.matvecs = 0
+        self.progress = progress
+
+    # ------------------------------------------------------------------ helpers
+    def _split(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(m, dim) rows → {name: (m, *shape)}."""
+        out, start = {}, 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
+            out[name] = V[:, start : start + size].reshape(V.shape[0], *shape)
+            start += size
+        return out
+
+    def _batch_fit(self, theta: dict[str, torch.Tensor], xb: torch.Tensor,
+                   yb: torch.Tensor) -> torch.Tensor:
+        """|B|/N · fit over the batch = the batch's share of the full-set fit."""
+        state = {**self.frozen, **theta, **self.buffers}
+        z = functional_call(self.model, state, (xb,))
+        return fit_term(z, yb, self.loss) * (xb.shape[0] / self.N)
+
+    def loss_value(self) -> float:
+        """fit(θ) over the whole set (eval mode): a check of what the operator differentiates."""
+        with self._eval(), torch.no_grad():
+            return float(sum(self._batch_fit(self.theta, self.x[a : a + self.batch_size],
+                                             self.y[a : a + self.batch_size])
+                             for a in range(0, self.N, self.batch_size)))
+
+    def _eval(self) -> contextlib.AbstractContextManager:
+        return eval_mode(self.model)
+
+    # ------------------------------------------------------------------ products
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """H V for V of shape (dim, m) (or (dim,)), in ``self.dtype``."""
+        single = V.ndim == 1
+        V = (V[:, None] if single else V).to(device=self.device, dtype=self.dtype)
+        if V.shape[0] != self.dim:
+            raise ValueError(f"V must have {self.dim} rows (got {V.shape[0]})")
+        out = torch.zeros_like(V)
+        with self._eval():
+            for c in range(0, V.shape[1], self.chunk):
+                tang = self._split(V[:, c : c + self.chunk].T.contiguous())
+                acc = None
+                for a in range(0, self.N, self.batch_size):
+                    xb, yb = self.x[a : a + self.batch_size], self.y[a : a + self.batch_size]
+
+                    def g(theta: dict[str, torch.Tensor], xb: torch.Tensor = xb,
+                          yb: torch.Tensor = yb) -> dict[str, torch.Tensor]:
+                        return grad(self._batch_fit)(theta, xb, yb)
+
+                    def hvp(t: dict[str, torch.Tensor], g=g) -> dict[str, torch.Tensor]:  # noqa: ANN001
+                        return jvp(g, (self.theta,), (t,))[1]
+
+                    part = vmap(hvp)(tang)
+                    flat = torch.cat([part[n].reshape(part[n].shape[0], -1)
+                                      for n in self.names], dim=1)
+                    acc = flat if acc is None else acc + flat
+                out[:, c : c + self.chunk] = acc.T
+                self.matvecs += min(self.chunk, V.shape[1] - c)
+                if self.progress:
+                    self.progress(self.matvecs)
+        return out[:, 0] if single else out
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for a flat vector v (dim,)."""
+        return self.matmat(v)
