@@ -197,12 +197,19 @@ def batch_loss_curves(
                 **_epoch_hover(rows, f"{key} %{{y:.6g}}"),
             )
         )
-    if reference is not None:
-        fig.add_hline(
-            y=reference,
-            line=PRED_STYLE,
-            annotation_text=reference_label,
-            annotation_position="top right",
+    if reference is not None and reference > 0:
+        # the label as its own annotation: on a log axis Plotly places annotations in log10
+        # units, and add_hline's own annotation would float decades away from its line
+        fig.add_hline(y=reference, line=PRED_STYLE)
+        fig.add_annotation(
+            x=1.0,
+            xref="paper",
+            y=math.log10(reference),
+            text=f"{reference_label} {reference:.4g}",
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            font={"color": PRED_STYLE["color"]},
         )
     return _layout(fig, title, "step", "loss", log_x=log_x, log_y=True)
 

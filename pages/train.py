@@ -33,6 +33,10 @@ model = c[1].selectbox(
     "and a head of L layers, trained on real data (docs/real_networks.md).",
 )
 real = model != "ufm"
+if model != preset_model:
+    c[0].caption(
+        f"The fields below are model {model}'s defaults: this preset is for {preset_model}."
+    )
 # The fields start at the preset's values for its own model, else at the chosen model's
 # defaults (RunConfig.from_dict fills config.MODEL_DEFAULTS: K 10, width 64, λ_W 5e-3, …).
 p = RunConfig.from_dict(PRESETS[preset] if model == preset_model else {"model": model}).to_dict()
@@ -84,7 +88,7 @@ if real:
         "Nothing is downloaded: for mnist, fashion-mnist and cifar10 give the folder that holds "
         "their standard files (docs/real_networks.md §1)."
     )
-    c = st.columns(4)
+    c = st.columns(4, vertical_alignment="bottom")
     batch_size = c[0].number_input(
         "batch size (0 = full batch)", 0, 100_000_000, int(p["batch_size"]), key=k + "bs"
     )
@@ -99,10 +103,11 @@ if real:
         "backbone weight decay λ_b", str(p["lam_backbone"]), key=k + "lb"
     )
     amp = c[3].checkbox(
-        "amp (bf16 autocast, CUDA only)",
+        "amp (bf16, CUDA only)",
         bool(p["amp"]),
         key=k + "amp",
-        help="Runs the backbone under bf16 autocast on a CUDA GPU; needs float32.",
+        help="Runs the backbone under bf16 autocast on a CUDA GPU (refused on the CPU); the "
+        "head and the loss stay in float32, which the run's dtype must be.",
     )
     real_fields = {
         "dataset": dataset,
