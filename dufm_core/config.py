@@ -148,6 +148,18 @@ class RunConfig:
         return [*self.widths, self.K]
 
     @property
+    def ufm_lam_h(self) -> float:
+        """λ_H of the deep UFM this run is compared with (the closed forms' λ_H).
+
+        A UFM run penalises (λ_H/2)‖H_1‖², so this is ``lam_h``. A real network penalises the
+        *mean* feature norm (λ_H/2)·mean_i ‖h(x_i)‖² (docs/real_networks.md §3), which on the
+        whole training set is the UFM penalty with λ_H,UFM = λ_H/N, N = K·n training samples.
+        """
+        if self.model == "ufm":
+            return float(self.lam_h)
+        return float(self.lam_h) / self.N
+
+    @property
     def lam_ws(self) -> list[float]:
         """λ_{W_1}..λ_{W_L} (list of length L)."""
         if isinstance(self.lam_w, list):
@@ -285,18 +297,21 @@ class RunConfig:
                 "so the network cannot reach neural collapse and the closed forms do not apply"
             )
         positive = min([*self.lam_ws, self.lam_h]) > 0
+        lam_h = self.ufm_lam_h  # λ_H/N for a real network (it penalises the mean feature norm)
         if (
             self.loss == "mse"
             and positive
-            and not theory.is_nontrivial(self.K, self.n, self.lam_ws, self.lam_h)
+            and not theory.is_nontrivial(self.K, self.n, self.lam_ws, lam_h)
         ):
-                lhs = theory.threshold_lhs(self.K, self.n, self.lam_ws, self.lam_h)
+                lhs = theory.threshold_lhs(self.K, self.n, self.lam_ws, lam_h)
                 rhs = theory.threshold_rhs(self.depth)
                 msg = (
                     f"λ is above the critical value (K^(L+1) n λ_H Πλ_W = {lhs:.4g} >= {rhs:.4g}): "
                     "the global optimum is W = 0, H_1 = 0, so training collapses to zero"
                 )
-                if len(set(self.lam_ws)) == 1 and self.lam_ws[0] == self.lam_h:
+                if self.model != "ufm":
+                    msg += f" (λ_H here is the UFM's λ_H/N = {lam_h:.4g}, N = {self.N})"
+                if len(set(self.lam_ws)) == 1 and self.lam_ws[0] == lam_h:
                     msg += f" (λ_crit = {theory.lambda_crit(self.K, self.n, self.depth):.6g})"
                 out.append(msg)
         if min([*self.lam_ws, self.lam_h]) == 0:

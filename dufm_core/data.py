@@ -58,11 +58,14 @@ __all__ = [
     "RealData",
     "RefusedGlobal",
     "SafeUnpickler",
+    "check_data",
+    "check_n",
     "dataset_info",
     "load_cifar_batch",
     "load_data",
     "load_dataset",
     "read_idx",
+    "train_class_counts",
 ]
 
 
@@ -483,6 +486,60 @@ def _mix(seed: int, salt: int) -> int:
 
 
 # --------------------------------------------------------------------------- assembly
+def _check_K(name: str, K: int) -> None:
+    info = dataset_info(name)
+    if info.classes != K:
+        raise DataError(
+            "K", f"must be {info.classes} for dataset {name} (its number of classes) (got {K})"
+        )
+
+
+def _load_arrays(
+    name: str, data_dir: str, seed: int, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The raw (train images, train labels, test images, test labels, source) of ``name``."""
+    if name == "digits":
+        return _load_digits(test_fraction, seed)
+    if name == "cifar10":
+        return _load_cifar_set(_data_root(name, data_dir))
+    return _load_idx_set(name, _data_root(name, data_dir))
+
+
+def train_class_counts(
+    name: str, data_dir: str = "", seed: int = 0, test_fraction: float = 0.2
+) -> list[int]:
+    """Training samples per class of data set ``name``: the largest ``n`` is their minimum.
+
+    Reads and checks the files exactly as :func:`load_dataset` does (the same DataError for a
+    missing folder or a malformed file) but neither subsamples nor converts the images, so a
+    caller can check a config's ``n`` (:func:`check_n`) before a run is made; the dashboard
+    does so before it enables Launch.
+    """
+    _, y_tr, _, _, _ = _load_arrays(name, data_dir, seed, test_fraction)
+    return np.bincount(y_tr, minlength=dataset_info(name).classes).tolist()
+
+
+def check_n(name: str, n: int, counts: list[int], test_fraction: float = 0.2) -> None:
+    """DataError naming ``n`` if ``n`` samples per class exceed the smallest class of
+    ``counts`` (from :func:`train_class_counts`)."""
+    smallest = min(counts)
+    if smallest < n:
+        where = f"with test_fraction {test_fraction:g} " if name == "digits" else ""
+        raise DataError(
+            "n",
+            f"must be at most {smallest} for dataset {name} {where}(its smallest class "
+            f"has {smallest} training samples; class counts {counts}) (got {n})",
+        )
+
+
+def check_data(cfg: RunConfig) -> None:
+    """Everything :func:`load_data` would refuse about ``cfg`` (K, the data folder and its
+    files, n), without building the training set; raises DataError (a ConfigError)."""
+    _check_K(cfg.dataset, cfg.K)
+    counts = train_class_counts(cfg.dataset, cfg.data_dir, cfg.seed, cfg.test_fraction)
+    check_n(cfg.dataset, cfg.n, counts, cfg.test_fraction)
+
+
 def load_dataset(
     name: str,
     n: int,
@@ -496,25 +553,10 @@ def load_dataset(
     by class and standardise (see the module docstring). ``K`` must equal the data set's
     number of classes."""
     info = dataset_info(name)
-    if info.classes != K:
-        raise DataError(
-            "K", f"must be {info.classes} for dataset {name} (its number of classes) (got {K})"
-        )
-    if name == "digits":
-        x_tr, y_tr, x_te, y_te, source = _load_digits(test_fraction, seed)
-    elif name == "cifar10":
-        x_tr, y_tr, x_te, y_te, source = _load_cifar_set(_data_root(name, data_dir))
-    else:
-        x_tr, y_tr, x_te, y_te, source = _load_idx_set(name, _data_root(name, data_dir))
+    _check_K(name, K)
+    x_tr, y_tr, x_te, y_te, source = _load_arrays(name, data_dir, seed, test_fraction)
     counts = np.bincount(y_tr, minlength=info.classes)
-    if counts.min() < n:
-        where = f"with test_fraction {test_fraction:g} " if name == "digits" else ""
-        raise DataError(
-            "n",
-            f"must be at most {int(counts.min())} for dataset {name} {where}(its smallest class "
-            f"has {int(counts.min())} training samples; class counts {counts.tolist()}) "
-            f"(got {n})",
-        )
+    check_n(name, n, counts.tolist(), test_fraction)
     gen = torch.Generator().manual_seed(_mix(seed, 0x5AB5))
     chosen = []
     for c in range(info.classes):

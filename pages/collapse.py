@@ -4,7 +4,7 @@ import streamlit as st
 
 from dufm_core import plots, theory
 from ui import analysis_view as av
-from ui import shell, state
+from ui import live, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
@@ -23,7 +23,26 @@ rows = run.metrics()
 if not rows:
     st.info("No metrics logged yet.")
     st.stop()
+if plots.has_accuracy(rows):  # a real network: accuracy and the two losses first
+    st.subheader("Accuracy and loss")
+    st.caption(
+        "Accuracy and loss on the whole training set are measured with BatchNorm in eval mode "
+        "(the network the analyses see); the batch loss is the step's batch in train mode, "
+        "what the optimiser descends. Dashed: the UFM optimum at λ_H,UFM = λ_H/N "
+        "(docs/real_networks.md §3)."
+    )
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(plots.accuracy_curves(rows, "Accuracy (eval mode)"), config=plots.CONFIG)
+    c2.plotly_chart(
+        plots.batch_loss_curves(
+            rows, live.ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
+        ),
+        config=plots.CONFIG,
+    )
+    st.subheader("Collapse")
 names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
+if cfg.model != "ufm":
+    names[0] = "H_1 = h(x)"
 c1, c2 = st.columns(2)
 c1.plotly_chart(
     plots.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names), config=plots.CONFIG
@@ -46,7 +65,7 @@ c2.plotly_chart(
 
 pred = None
 if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
-    pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h)
+    pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.ufm_lam_h)  # λ_H/N for real networks
 layer = state.select_layer(cfg.depth)
 c1, c2 = st.columns(2)
 c1.plotly_chart(

@@ -14,7 +14,8 @@ st.title("Runs")
 st.caption(
     f"Run store: `{state.runs_dir().resolve()}` (set `DUFM_RUNS_DIR` to change it). "
     "γ measured is the mean diagonal of the output class means; predicted is the closed "
-    "form (linear MSE)."
+    "form (linear MSE; for real networks at λ_H,UFM = λ_H/N). Accuracies (real networks) are "
+    "the last logged step's, in eval mode."
 )
 rows = state.all_runs()
 if not rows:
@@ -32,12 +33,14 @@ if not rows:
 
 
 def _gamma_pred(c: dict) -> float | None:
+    """Closed-form γ of the run's UFM (λ_H/N for a real network), None where none applies."""
     try:
         lam_w = c["lam_w"] if isinstance(c["lam_w"], list) else [c["lam_w"]] * c["depth"]
         if c.get("loss") != "mse" or min([*lam_w, c["lam_h"]]) <= 0:
             return None
-        return theory.gamma(c["K"], c["n"], lam_w, c["lam_h"])
-    except (KeyError, TypeError, ValueError):
+        lam_h = c["lam_h"] if c.get("model", "ufm") == "ufm" else c["lam_h"] / (c["K"] * c["n"])
+        return theory.gamma(c["K"], c["n"], lam_w, lam_h)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 
 
@@ -45,24 +48,31 @@ table = []
 for r in rows:
     last = open_run(r.path).metrics()[-1:] if r.state != "queued" else []
     c = r.config
+    real = c.get("model", "ufm") != "ufm"
     table.append(
         {
             "run": r.id,
             "state": r.state,
             "progress": r.step / r.total_steps if r.total_steps else 0.0,
+            "model": c.get("model", "ufm"),
+            "dataset": c.get("dataset") if real else None,
             "K": c.get("K"),
             "n": c.get("n"),
             "L": c.get("depth"),
             "width": str(c.get("width")),
-            "model": f"{c.get('activation')}/{c.get('loss')}",
+            "act/loss": f"{c.get('activation')}/{c.get('loss')}",
             "λ_W": str(c.get("lam_w")),
             "λ_H": c.get("lam_h"),
             "loss": r.loss,
+            "train_acc": last[0].get("train_acc") if last else None,
+            "test_acc": last[0].get("test_acc") if last else None,
             "γ measured": last[0].get("gamma_measured") if last else None,
             "γ predicted": _gamma_pred(c),
         }
     )
 df = pd.DataFrame(table)
+if not any(r.config.get("model", "ufm") != "ufm" for r in rows):
+    df = df.drop(columns=["model", "dataset", "train_acc", "test_acc"])  # a UFM-only store
 st.dataframe(
     df,
     hide_index=True,
@@ -72,6 +82,8 @@ st.dataframe(
         "loss": st.column_config.NumberColumn(format="%.10f"),
         "γ measured": st.column_config.NumberColumn(format="%.8f"),
         "γ predicted": st.column_config.NumberColumn(format="%.8f"),
+        "train_acc": st.column_config.NumberColumn("train acc", format="%.4f"),
+        "test_acc": st.column_config.NumberColumn("test acc", format="%.4f"),
     },
 )
 

@@ -17,10 +17,12 @@ from dufm_core.config import ConfigError, RunConfig
 from dufm_core.data import (
     DataError,
     SafeUnpickler,
+    check_data,
     load_cifar_batch,
     load_data,
     load_dataset,
     read_idx,
+    train_class_counts,
 )
 
 IDX_NAMES = {
@@ -110,6 +112,34 @@ def test_n_and_k_errors_name_their_field() -> None:
     with pytest.raises(DataError, match=r"^K: must be 10 for dataset digits") as exc:
         load_dataset("digits", n=5, K=3)
     assert isinstance(exc.value, ConfigError)
+
+
+def _same_error(cfg: RunConfig) -> str:
+    """check_data and load_data refuse ``cfg`` with one and the same message; return it."""
+    with pytest.raises(DataError) as checked:
+        check_data(cfg)
+    with pytest.raises(DataError) as loaded:
+        load_data(cfg)
+    assert str(checked.value) == str(loaded.value)
+    assert checked.value.field == loaded.value.field
+    return str(checked.value)
+
+
+def test_check_data_refuses_what_load_data_refuses(tmp_path: Path) -> None:
+    def cfg(**kw) -> RunConfig:
+        return RunConfig.from_dict({"model": "resnet20", "n": 5, **kw})
+
+    assert _same_error(cfg(n=140)).startswith("n: must be at most 139 for dataset digits")
+    assert _same_error(cfg(dataset="mnist")).startswith("data_dir: must name the folder")
+    assert "not found" in _same_error(cfg(dataset="cifar10", data_dir=str(tmp_path)))
+    write_mnist(tmp_path / "MNIST" / "raw", per_class=3)
+    check_data(cfg(dataset="mnist", data_dir=str(tmp_path), n=3))  # fine
+    assert _same_error(cfg(dataset="mnist", data_dir=str(tmp_path), n=4)).startswith(
+        "n: must be at most 3 for dataset mnist (its smallest class has 3"
+    )
+    assert train_class_counts("mnist", str(tmp_path)) == [3] * 10
+    assert min(train_class_counts("digits", test_fraction=0.0)) == 174
+    check_data(cfg(n=174, test_fraction=0.0))
 
 
 # --------------------------------------------------------------------------- IDX

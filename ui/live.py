@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from dufm_core import jobs, plots, theory
+from dufm_core.config import RunConfig
 from dufm_core.store import open_run
 
 ACTIVE = ("queued", "running")
@@ -20,16 +22,21 @@ def _body(run_dir: Path) -> None:
     total = int(status.get("total_steps") or cfg.steps)
     step = int(status.get("step") or 0)
     rows = run.metrics()
+    real = plots.has_accuracy(rows)
     st.markdown(f"Run `{run.id}` — **state: {state}**")
     st.progress(
         min(step / total, 1.0) if total else 0.0,
-        text=f"step {step} / {total}" + (f" · loss {rows[-1]['loss']:.10g}" if rows else ""),
+        text=f"step {step} / {total}"
+        + (f" · loss {rows[-1]['loss']:.10g}" if rows else "")
+        + (_accuracy_text(rows[-1]) if real else ""),
     )
     if status.get("error"):
         (st.error if state in ("failed", "diverged") else st.info)(status["error"])
     if state in ACTIVE and st.button("Cancel run", key=f"cancel_{run.id}"):
         st.toast(jobs.cancel(run))
-    if rows:
+    if rows and real:
+        _real_figures(run.id, rows, cfg)
+    elif rows:
         ref = None
         if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
             ref = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h).loss
@@ -52,6 +59,54 @@ def _body(run_dir: Path) -> None:
         st.session_state[f"was_active_{run.id}"] = False
         st.rerun(scope="app")  # stop polling
     st.session_state[f"was_active_{run.id}"] = state in ACTIVE
+
+
+def _accuracy_text(row: dict[str, Any]) -> str:
+    """' · train acc … · test acc … · epoch …' of a real-network metrics row."""
+    out = f" · train acc {row['train_acc']:.3f}"
+    if row.get("test_acc") is not None:
+        out += f" · test acc {row['test_acc']:.3f}"
+    if row.get("epoch") is not None:
+        out += f" · epoch {row['epoch']:.4g}"
+    return out
+
+
+def ufm_loss_reference(cfg: RunConfig) -> float | None:
+    """The closed-form loss at the UFM optimum for a linear-MSE-comparable run, else None.
+
+    A real network is compared at λ_H,UFM = λ_H/N (``cfg.ufm_lam_h``); its loss includes the
+    backbone's weight decay, so with λ_b > 0 there is no UFM value to compare with."""
+    if cfg.loss != "mse" or min([*cfg.lam_ws, cfg.lam_h]) <= 0 or cfg.lam_backbone > 0:
+        return None
+    return theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.ufm_lam_h).loss
+
+
+def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> None:
+    """Accuracy, eval loss beside batch loss, and NC1 of a real-network run."""
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(
+        plots.accuracy_curves(rows, "Accuracy (eval mode)"),
+        config=plots.CONFIG,
+        key=f"live_acc_{run_id}",
+    )
+    c2.plotly_chart(
+        plots.batch_loss_curves(
+            rows, ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
+        ),
+        config=plots.CONFIG,
+        key=f"live_loss_{run_id}",
+    )
+    c1, _ = st.columns(2)
+    c1.plotly_chart(
+        plots.layer_curves(
+            rows,
+            "nc1",
+            title="NC1 = tr(Σ_W Σ_B^†)/K per layer",
+            layer_names=["H_1 = h(x)", *[f"H_{l}" for l in range(2, cfg.depth + 1)], "Z (logits)"],
+        ),
+        config=plots.CONFIG,
+        key=f"live_nc1_{run_id}",
+    )
 
 
 def watch_run(run_dir: Path) -> None:

@@ -1,12 +1,15 @@
-"""Fixtures for the dashboard tests: a runs folder holding one small finished run."""
+"""Fixtures for the dashboard tests: a runs folder holding one small finished UFM run, and one
+that also holds a tiny finished real-network (ResNet-20 on digits) run."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from dufm_core import RunConfig, train
+from dufm_core.runtime import cpu_threads
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +29,34 @@ def dash_env(finished_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DUFM_MAX_JOBS", "1")
     monkeypatch.setenv("DUFM_LAUNCHER", "off")
     return finished_runs
+
+
+@pytest.fixture(scope="session")
+def real_runs(finished_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs folder with a copy of the UFM run and a tiny finished resnet20 run on digits
+    (n = 3 per class, 3 full-batch steps: a few seconds on one thread)."""
+    root = tmp_path_factory.mktemp("dash_real") / "runs"
+    root.mkdir()
+    for run in finished_runs.iterdir():
+        shutil.copytree(run, root / run.name)
+    cfg = RunConfig.from_dict(
+        {
+            "model": "resnet20",
+            "n": 3,
+            "steps": 3,
+            "log_points": 4,
+            "checkpoint_points": 2,
+            "name": "real",
+        }
+    )
+    with cpu_threads(1):
+        train(cfg, runs_dir=root, progress=None)
+    return root
+
+
+@pytest.fixture
+def real_env(real_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DUFM_RUNS_DIR", str(real_runs))
+    monkeypatch.setenv("DUFM_MAX_JOBS", "1")
+    monkeypatch.setenv("DUFM_LAUNCHER", "off")
+    return real_runs

@@ -1,0 +1,224 @@
+"""The dashboard with real-network runs (issue #5): the Train page's model and data choices, the
+accuracy and loss figures of the live view and the Collapse page, the Runs table's columns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dufm_core import RunConfig, plots, theory
+from dufm_core.config import MODEL_DEFAULTS
+from dufm_core.presets import PRESETS
+from tests.helpers import ROOT
+
+PRE = "paper-linear_resnet20_"  # widget keys after switching the default preset to resnet20
+
+
+def _run(page: str, **query: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    return at
+
+
+def _resnet20(at: AppTest) -> AppTest:
+    at.selectbox(key="paper-linear_model").set_value("resnet20").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _titles(at: AppTest) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+def _real_id(root: Path) -> str:
+    return next(p.name for p in root.iterdir() if "-real-" in p.name)
+
+
+def test_switching_to_resnet20_applies_its_defaults(dash_env: Path) -> None:
+    at = _resnet20(_run("train"))
+    d = MODEL_DEFAULTS["resnet20"]
+    assert at.title[0].value == "Train a real network"
+    assert at.number_input(key=PRE + "K").value == d["K"] == 10
+    assert at.text_input(key=PRE + "w").value == str(d["width"]) == "64"
+    assert at.number_input(key=PRE + "L").value == d["depth"] == 3
+    assert float(at.text_input(key=PRE + "lw").value) == d["lam_w"]
+    assert float(at.text_input(key=PRE + "lh").value) == d["lam_h"]
+    assert at.selectbox(key=PRE + "opt").value == "momentum"
+    assert float(at.text_input(key=PRE + "lr").value) == d["lr"]
+    assert at.selectbox(key=PRE + "dt").value == "float32"
+    # the real-network fields, at the RunConfig defaults
+    assert at.selectbox(key=PRE + "ds").value == "digits"
+    assert at.text_input(key=PRE + "dir").disabled  # not needed for digits
+    assert at.number_input(key=PRE + "bs").value == 0
+    assert at.selectbox(key=PRE + "lrs").value == "constant"
+    assert not at.checkbox(key=PRE + "amp").value
+    # valid: no error, Launch enabled, and the UFM prediction at λ_H/N
+    assert not at.error
+    assert not at.button[0].disabled
+    n = at.number_input(key=PRE + "n").value
+    N = 10 * n
+    assert any(f"λ_H/N = 1e-06/{N}" in c.value for c in at.caption)
+    pred = theory.predict(10, n, [d["lam_w"]] * 3, d["lam_h"] / N)
+    assert at.metric[0].value == f"{pred.gamma:.8f}"
+    # and back to the UFM: the preset's values again
+    at.selectbox(key="paper-linear_model").set_value("ufm").run()
+    assert at.title[0].value == "Train a deep UFM"
+    assert at.number_input(key="paper-linear_K").value == PRESETS["paper-linear"]["K"]
+
+
+def test_resnet20_refuses_K_other_than_10(dash_env: Path) -> None:
+    at = _resnet20(_run("train"))
+    at.number_input(key=PRE + "K").set_value(3).run()
+    assert [e.value for e in at.error] == [
+        "K: must be 10 for dataset digits (its number of classes) (got 3)"
+    ]
+    assert at.button[0].disabled
+
+
+def test_resnet20_checks_n_and_width_in_the_page(dash_env: Path) -> None:
+    at = _resnet20(_run("train"))
+    at.number_input(key=PRE + "n").set_value(500).run()
+    assert at.error[0].value.startswith("n: must be at most 139 for dataset digits")
+    assert at.button[0].disabled
+    at.number_input(key=PRE + "n").set_value(5).run()
+    at.text_input(key=PRE + "w").set_value("32").run()
+    assert at.error[0].value.startswith("width: must start with d_1 = 64")
+    at.text_input(key=PRE + "w").set_value("64,128,128").run()
+    assert not at.error and not at.button[0].disabled
+
+
+def test_resnet20_data_folder_errors_disable_launch(dash_env: Path, tmp_path: Path) -> None:
+    at = _resnet20(_run("train"))
+    at.selectbox(key=PRE + "ds").set_value("mnist").run()
+    assert at.error[0].value.startswith("data_dir: must name the folder")
+    assert "nothing is downloaded" in at.error[0].value
+    at.text_input(key=PRE + "dir").set_value(str(tmp_path)).run()
+    assert at.error[0].value.startswith("data_dir: mnist: train-images-idx3-ubyte[.gz] not found")
+    assert at.button[0].disabled
+    at.selectbox(key=PRE + "ds").set_value("cifar10").run()
+    assert at.error[0].value.startswith("data_dir: cifar10: data_batch_1 not found")
+
+
+def test_resnet20_amp_is_refused_without_a_gpu(dash_env: Path) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: amp is allowed")
+    at = _resnet20(_run("train"))
+    at.checkbox(key=PRE + "amp").check().run()
+    assert at.error[0].value.startswith("amp: needs a CUDA GPU")
+
+
+def test_resnet20_preset(dash_env: Path) -> None:
+    at = _run("train")
+    at.selectbox(key="preset").set_value("resnet20-digits").run()
+    assert not at.exception
+    assert at.selectbox(key="resnet20-digits_model").value == "resnet20"
+    key = "resnet20-digits_resnet20_"
+    assert at.number_input(key=key + "n").value == PRESETS["resnet20-digits"]["n"]
+    assert at.number_input(key=key + "steps").value == PRESETS["resnet20-digits"]["steps"]
+    assert not at.error and not at.button[0].disabled
+    cfg = RunConfig.from_dict(PRESETS["resnet20-digits"])
+    assert cfg.validate() == []
+    assert (cfg.K, cfg.width, cfg.depth, cfg.loss, cfg.lam_w, cfg.lam_h) == (
+        10,
+        64,
+        3,
+        "mse",
+        5e-3,
+        1e-6,
+    )
+
+
+def test_live_view_of_a_real_run_shows_accuracy(real_env: Path) -> None:
+    at = _run("train", run=_real_id(real_env))
+    assert not at.exception, [e.value for e in at.exception]
+    titles = _titles(at)
+    assert "Accuracy (eval mode)" in titles
+    assert any(t.startswith("Loss: whole training set (eval) and batch") for t in titles)
+    acc = next(
+        json.loads(c.proto.spec)
+        for c in at.get("plotly_chart")
+        if "Accuracy" in json.loads(c.proto.spec)["layout"]["title"]["text"]
+    )
+    assert [d["name"] for d in acc["data"]] == ["train", "test"]
+    assert "epoch" in acc["data"][0]["hovertemplate"]
+    progress = at.get("progress")[0].proto.text
+    assert "train acc" in progress and "test acc" in progress
+
+
+def test_live_view_of_a_ufm_run_is_unchanged(real_env: Path) -> None:
+    ufm = next(p.name for p in real_env.iterdir() if "-real-" not in p.name)
+    at = _run("train", run=ufm)
+    assert not at.exception
+    assert _titles(at) == ["Loss (closed form dashed)", "NC1 = tr(Σ_W Σ_B^†)/K per layer"]
+    assert "train acc" not in at.get("progress")[0].proto.text
+
+
+def test_collapse_page_of_a_real_run(real_env: Path) -> None:
+    at = _run("collapse", run=_real_id(real_env), layer="2")
+    assert not at.exception, [e.value for e in at.exception]
+    titles = _titles(at)
+    assert titles[0] == "Accuracy (eval mode)"
+    assert titles[1].startswith("Loss: whole training set")
+    assert len(titles) >= 8  # + the six collapse and weight figures
+
+
+def test_collapse_page_of_a_ufm_run_has_no_accuracy(real_env: Path) -> None:
+    ufm = next(p.name for p in real_env.iterdir() if "-real-" not in p.name)
+    at = _run("collapse", run=ufm, layer="2")
+    assert not at.exception
+    assert not any("Accuracy" in t for t in _titles(at))
+
+
+def test_runs_table_columns(real_env: Path) -> None:
+    at = _run("runs")
+    assert not at.exception
+    df = at.dataframe[0].value.set_index("run")
+    real, ufm = (
+        _real_id(real_env),
+        next(p.name for p in real_env.iterdir() if "-real-" not in p.name),
+    )
+    assert {"model", "dataset", "train_acc", "test_acc"} <= set(df.columns)
+    assert df.loc[real, "model"] == "resnet20" and df.loc[real, "dataset"] == "digits"
+    assert 0 <= df.loc[real, "train_acc"] <= 1 and 0 <= df.loc[real, "test_acc"] <= 1
+    assert df.loc[ufm, "model"] == "ufm"
+    assert df[["dataset", "train_acc", "test_acc"]].loc[ufm].isna().all()
+
+
+def test_runs_table_of_a_ufm_store_has_no_real_columns(dash_env: Path) -> None:
+    at = _run("runs")
+    assert not {"dataset", "train_acc", "test_acc"} & set(at.dataframe[0].value.columns)
+
+
+def test_plot_builders_for_real_rows() -> None:
+    rows = [
+        {
+            "step": s,
+            "epoch": s / 2,
+            "loss": 1.0 / (s + 1),
+            "batch_loss": 1.2 / (s + 1),
+            "train_acc": min(1.0, 0.1 + 0.2 * s),
+            "test_acc": 0.1 + 0.1 * s,
+        }
+        for s in range(5)
+    ]
+    assert plots.has_accuracy(rows)
+    assert not plots.has_accuracy([{"step": 0, "loss": 1.0}])
+    acc = plots.accuracy_curves(rows)
+    assert [t.name for t in acc.data] == ["train", "test"]
+    assert [c[1] for c in acc.data[0].customdata] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    no_test = plots.accuracy_curves([{**r, "test_acc": None} for r in rows])
+    assert [t.name for t in no_test.data] == ["train"]
+    loss = plots.batch_loss_curves(rows, reference=0.1)
+    assert [list(t.y) for t in loss.data] == [
+        [r["loss"] for r in rows],
+        [r["batch_loss"] for r in rows],
+    ]
+    assert loss.layout.yaxis.type == "log"
