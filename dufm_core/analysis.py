@@ -43,7 +43,7 @@ from dufm_core.store import Run, atomic_write_json, load_checkpoint, read_json
 REPORT_VERSION = 1
 DENSE_MAX = 4096  # layers with at most this many weights get a dense autograd Hessian
 HIST_BINS = 48
-GN_FULL_MAX = 1500  # beyond this min(N·K, d_out·d_in), the GN within/total parts get top values only
+GN_FULL_MAX = 1500  # past this min(N·K, d_out·d_in) the GN within/total parts: top values only
 TAUS = (0.0, 0.5, 1.0)
 FULL_PARAMS = ("weights", "weights+features")
 SLQ_PROBES, SLQ_STEPS = 4, 40  # spectral density of the full Hessian (log10|λ| axis)

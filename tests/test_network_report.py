@@ -49,10 +49,11 @@ def test_report_schema_and_lambda_mapping(real_run) -> None:
     pred = theory.predict(10, 3, cfg.lam_ws, cfg.lam_h / 30)
     assert rep["theory"]["layer_outlier"] == pytest.approx(list(pred.layer_outlier), rel=1e-12)
     assert rep["theory"]["gamma"] == pytest.approx(pred.gamma, rel=1e-12)
-    assert len(rep["layers"]) == cfg.depth == 3
+    assert cfg.depth == 3
+    assert len(rep["layers"]) == 3
     assert [lay["shape"] for lay in rep["layers"]] == [[16, 64], [16, 16], [10, 16]]
     for lay in rep["layers"]:
-        assert LAYER_KEYS <= set(lay)
+        assert set(lay) >= LAYER_KEYS
         assert len(lay["hessian_top"]) == min(110, lay["shape"][0] * lay["shape"][1])
     # layer 1's NC1 is that of the backbone features h(x)
     assert rep["layers"][0]["nc1"] == pytest.approx(net["feature_nc1"], rel=1e-12)
@@ -63,7 +64,7 @@ def test_report_loss_equals_the_runs_eval_mode_metrics(real_run) -> None:
     (both eval mode, whole training set): the mapping is exact, not approximate."""
     with cpu_threads(1):
         rep = analysis.analyze(real_run)
-    row = [r for r in real_run.metrics() if r["step"] == 6][0]
+    row = next(r for r in real_run.metrics() if r["step"] == 6)
     assert rep["loss"]["total"] == pytest.approx(row["loss"], rel=1e-6)
     assert rep["loss"]["fit"] == pytest.approx(row["fit"], rel=1e-6)
 

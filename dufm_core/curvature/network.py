@@ -139,7 +139,7 @@ class NetworkHessianOperator:
                           yb: torch.Tensor = yb) -> dict[str, torch.Tensor]:
                         return grad(self._batch_fit)(theta, xb, yb)
 
-                    def hvp(t: dict[str, torch.Tensor], g=g) -> dict[str, torch.Tensor]:  # noqa: ANN001
+                    def hvp(t: dict[str, torch.Tensor], g=g) -> dict[str, torch.Tensor]:
                         return jvp(g, (self.theta,), (t,))[1]
 
                     part = vmap(hvp)(tang)

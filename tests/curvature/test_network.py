@@ -115,9 +115,9 @@ def test_network_full_top_values_match_dense_spectrum() -> None:
 
 def test_bad_arguments_are_refused() -> None:
     model, x, y = _tiny()
-    with pytest.raises(ValueError, match="params must be one of head | all"):
+    with pytest.raises(ValueError, match=r"params must be one of head \| all"):
         NetworkHessianOperator(model, x, y, params="weights")
-    with pytest.raises(ValueError, match="loss must be mse | ce"):
+    with pytest.raises(ValueError, match=r"loss must be mse \| ce"):
         NetworkHessianOperator(model, x, y, loss="hinge")
     with pytest.raises(ValueError, match="same N"):
         NetworkHessianOperator(model, x, y[:-1])
