@@ -861,3 +861,30 @@ def sweep_sensitivity_figures(rows: Sequence[Mapping[str, Any]], x: str) -> list
         sweep_scatter(labelled, x, y, title, group_by=("model",), log_x=True, log_y=log_y)
         for y, title, log_y in panels
     ]
+
+
+# ----------------------------------------------------------------------- real network vs UFM
+def head_spectra_vs_ufm(report: Mapping[str, Any]) -> go.Figure:
+    """For every head layer of a real-network report: its top K² + K fit-Hessian eigenvalues
+    (rank on x, log y) beside the UFM prediction with the same K, L, λ (λ_H/N): K² equal
+    outliers at the dashed value, then the bulk (0 for the fit Hessian, not drawn)."""
+    K2 = int(report["config"]["K"]) ** 2
+    fig = go.Figure()
+    for i, lay in enumerate(report["layers"]):
+        top = [float(v) for v in lay["hessian_top"]]
+        fig.add_trace(go.Scatter(
+            x=list(range(1, len(top) + 1)), y=_positive(top), mode="markers",
+            name=f"W_{lay['layer']} measured", marker={"color": COLORS[i % len(COLORS)],
+                                                       "size": 6},
+            hovertemplate="rank %{x}<br>λ = %{y:.4g}<extra>%{fullData.name}</extra>",
+        ))
+        pred = lay.get("hessian_predicted")
+        if pred:
+            fig.add_trace(go.Scatter(
+                x=[1, K2], y=[pred, pred], mode="lines", name=f"W_{lay['layer']} UFM prediction",
+                line={**PRED_STYLE, "color": COLORS[i % len(COLORS)]},
+            ))
+    fig.add_vline(x=K2 + 0.5, line={"dash": "dot", "color": "#888"},
+                  annotation_text=f"K² = {K2}", annotation_position="top right")
+    return _layout(fig, "Head-layer Hessian: measured top eigenvalues vs the UFM's K² outliers",
+                   "eigenvalue rank", "eigenvalue (fit Hessian)", log_y=True, height=440)

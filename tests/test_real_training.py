@@ -107,8 +107,9 @@ def test_digits_end_to_end_through_the_cli(tmp_path: Path) -> None:
         assert torch.equal(v, raw["model"][k]), k
     ck.model.eval()
     assert ck.model(torch.zeros(2, 1, 8, 8, dtype=torch.float32)).shape == (2, 10)
-    # the analysis report is not wired to real networks yet: a clear refusal, not a traceback
-    assert main(["analyze", str(run_dir)]) == 2
+    # and the analysis report on the head layers (tests/test_network_report.py checks it)
+    assert main(["analyze", str(run_dir)]) == 0
+    assert (run_dir / "analysis" / "step_00000003.json").is_file()
 
 
 def test_resume_reproduces_uninterrupted_minibatch_run(runs_dir: Path) -> None:

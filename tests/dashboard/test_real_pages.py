@@ -222,3 +222,33 @@ def test_plot_builders_for_real_rows() -> None:
         [r["batch_loss"] for r in rows],
     ]
     assert loss.layout.yaxis.type == "log"
+
+
+@pytest.mark.parametrize("page", ["spectrum", "alignment", "gradients", "collapse", "inspect"])
+def test_analysis_pages_work_on_a_real_network_run(real_env: Path, page: str) -> None:
+    """Every analysis page accepts a resnet20 run: its report is on the head layers."""
+    at = _run(page, run=_real_id(real_env), layer="2")
+    assert not at.exception, [e.value for e in at.exception]
+    if page != "inspect":
+        assert at.get("plotly_chart"), page
+
+
+def test_real_vs_ufm_page(real_env: Path) -> None:
+    at = _run("real_vs_ufm", run=_real_id(real_env))
+    assert not at.exception, [e.value for e in at.exception]
+    titles = _titles(at)
+    assert any("measured top eigenvalues vs the UFM" in t for t in titles)
+    table = at.dataframe[0].value
+    assert len(table) == 3 and table["UFM outliers"].tolist() == [100, 100, 100]
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    preds = [t for t in fig["data"] if "UFM prediction" in t["name"]]
+    report = json.loads(next((real_env / _real_id(real_env) / "analysis").glob("step_*.json"))
+                        .read_text())
+    assert preds[0]["y"][0] == pytest.approx(report["theory"]["layer_outlier"][0])
+    assert "λ_H,UFM = λ_H/N" in at.caption[0].value
+
+
+def test_real_vs_ufm_page_explains_itself_on_a_ufm_run(dash_env: Path) -> None:
+    at = _run("real_vs_ufm")
+    assert not at.exception
+    assert "real network" in at.info[0].value
