@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,64 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CHROMIUM = os.environ.get("DUFM_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-CHART = '[data-testid="stPlotlyChart"]'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(runs: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = dict(
-        os.environ,
-        DUFM_RUNS_DIR=str(runs),
-        DUFM_LAUNCHER_IDLE="300",
-        DUFM_MAX_JOBS="4",
-        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("streamlit did not start")
+from scripts.devserver import CHART, CHROMIUM, CHROMIUM_ARGS, IDLE  # noqa: E402
+from scripts.devserver import start as start_server  # noqa: E402
 
 
 def _charts_after(page, url: str, count: int) -> float:
@@ -113,10 +54,11 @@ def run(repeats: int, steps: int) -> dict:
             progress=None,
         ).run
         steps_avail = run.checkpoints()
-        proc, url = _start_server(runs)
+        server = start_server(runs, env={"DUFM_LAUNCHER_IDLE": "300", "DUFM_MAX_JOBS": "4"})
+        url = server.url
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(url)  # warm-up: first session, starts the launcher
                 page.wait_for_selector(IDLE, timeout=90_000)
@@ -142,9 +84,7 @@ def run(repeats: int, steps: int) -> dict:
                     res["analysis_cached"].append(_charts_after(page, target, 2))
                 browser.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            launcher.stop(runs)
+            server.stop()
     return {k: {"median": statistics.median(v), "all": v} for k, v in res.items()}
 
 

@@ -25,7 +25,8 @@ st.caption(
     f"Step {step}: features h(x) of all N = {net['N']} training images ({net['dataset']}), "
     f"BatchNorm in {net['bn_mode']}. Layer l below is head layer W_l. UFM prediction: the "
     f"linear deep UFM optimum with K = {cfg.K}, n = {net['n']}, L = {cfg.depth}, "
-    f"λ_W = {cfg.lam_w}, λ_H,UFM = λ_H/N = {net['lam_h_ufm']:.3g} — {net['lam_h_note']}."
+    f"λ_W = {cfg.lam_w} and λ_H,UFM = λ_H/N = {net['lam_h_ufm']:.3g} (the run penalises the "
+    f"mean squared feature norm, (λ_H/2)·mean_i‖h(x_i)‖², with λ_H = {net['lam_h_run']:.3g})."
 )
 m = st.columns(5)
 m[0].metric("train accuracy", f"{net['train_acc']:.2%}")

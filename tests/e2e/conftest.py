@@ -4,35 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, subprocess_env
+from scripts import devserver
+from scripts.devserver import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import ROOT
 
-CHROMIUM = os.environ.get("DUFM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = Path(os.environ.get("DUFM_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _require_browser() -> None:
@@ -62,51 +43,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         runs_dir=runs,
         progress=None,
     )
-    port = _free_port()
-    env = subprocess_env()
-    env.update(DUFM_RUNS_DIR=str(runs), DUFM_LAUNCHER_IDLE="120", DUFM_MAX_JOBS="2")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield {"url": url, "runs": runs}
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    from dufm_core import launcher
-
-    launcher.stop(runs)
+        srv = devserver.start(runs, env={"DUFM_LAUNCHER_IDLE": "120", "DUFM_MAX_JOBS": "2"})
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield {"url": srv.url, "runs": runs}
+    srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Developer scripts: a local dashboard server for browser tests, benchmarks and figures."""
