@@ -10,7 +10,8 @@ shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
 run, step, cfg, layer = state.select_analysis_target()
 c1, c2 = st.columns(2)
-scope = c1.radio("Hessian", ["layer-wise", "full (all weights)"], horizontal=True)
+full_label = "full (all weights)" if cfg.model == "ufm" else "full (all head weights)"
+scope = c1.radio("Hessian", ["layer-wise", full_label], horizontal=True)
 part = c2.radio("Part", ["fit", "total (fit + λ)"], horizontal=True)
 report = av.get_report(run, step, full=scope.startswith("full"))
 if scope.startswith("full"):
@@ -20,6 +21,12 @@ if scope.startswith("full"):
             "block's diagonal (for equal λ: every eigenvalue + λ)."
         )
     av.show_full(report)
+    if cfg.model != "ufm":
+        st.caption(
+            "The Hessian over every network parameter (backbone included) is one command away: "
+            "`python -m dufm_core analyze RUN --full --full-params all` (products over data "
+            "batches; minutes on a GPU, long on a CPU). Its report then shows here."
+        )
 else:
     av.show_spectrum(report, layer, total=part.startswith("total"))
 

@@ -17,9 +17,13 @@ from dufm_core.store import Run
 
 
 def get_report(run: Run, step: int, full: bool = False) -> dict[str, Any]:
-    """The cached report, or compute it with a progress bar."""
+    """The cached report, or compute it with a progress bar. With ``full``, a cached full
+    Hessian over any parameter set is kept (e.g. a real network's ``all`` from the CLI, which
+    is far too costly to replace by the default ``head`` one)."""
     path = analysis.report_path(run, step)
     cached = path.is_file() and (not full or '"full_hessian"' in path.read_text())
+    if cached:
+        full = False  # the cached report already holds what the page can show
     bar = None if cached else st.progress(0.0, text="Analysing checkpoint…")
 
     def progress(msg: str, frac: float) -> None:
@@ -98,8 +102,10 @@ def show_full(report: dict[str, Any]) -> None:
     K2 = report["config"]["K"] ** 2
     st.caption(
         f"Full fit-Hessian over {full['params']} ({full['dim']} parameters): {full['method']}, "
-        f"{full['seconds']:.2f} s, converged: {full['converged']}. Theory (§4.5): the K² "
-        "outliers are the sums of the layer outliers, split by ±ρ into K(K+1)/2 and K(K−1)/2."
+        f"{full['seconds']:.2f} s, converged: {full['converged']}. "
+        + (full["note"] + "." if full.get("note") else
+           "Theory (§4.5): the K² outliers are the sums of the layer outliers, split by ±ρ "
+           "into K(K+1)/2 and K(K−1)/2.")
     )
     c1, c2 = st.columns(2)
     c1.plotly_chart(

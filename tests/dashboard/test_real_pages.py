@@ -252,3 +252,26 @@ def test_real_vs_ufm_page_explains_itself_on_a_ufm_run(dash_env: Path) -> None:
     at = _run("real_vs_ufm")
     assert not at.exception
     assert "real network" in at.info[0].value
+
+
+def test_spectrum_page_keeps_a_cached_whole_network_hessian(real_env: Path) -> None:
+    """A full Hessian over every parameter (``analyze --full-params all``, costly) in a cached
+    report is shown, never replaced by the page's default head Hessian."""
+    from dufm_core import analysis
+    from dufm_core.store import open_run
+
+    run = open_run(real_env / _real_id(real_env))
+    step = run.checkpoints()[-1]
+    report = analysis.analyze(run, step)
+    report["full_hessian"] = {
+        "params": "all", "dim": 277616, "top": [5.0, 4.0, 3.0], "predicted": [],
+        "method": "test", "seconds": 1.0, "converged": True, "note": "marker-all-parameters",
+        "density": None,
+    }
+    analysis.atomic_write_json(analysis.report_path(run, step), report)
+    at = _run("spectrum", run=run.id, step=str(step))
+    at.radio[0].set_value("full (all head weights)").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("marker-all-parameters" in c.value for c in at.caption)
+    after = analysis.read_json(analysis.report_path(run, step))
+    assert after["full_hessian"]["params"] == "all"
