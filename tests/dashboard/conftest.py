@@ -7,9 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from dufm_core import RunConfig, train
 from dufm_core.runtime import cpu_threads
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +25,26 @@ def finished_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def dash_env(finished_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DUFM_RUNS_DIR", str(finished_runs))
+def serve_runs(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the pages at ``root`` (one worker slot, no fork server) and return it."""
+    monkeypatch.setenv("DUFM_RUNS_DIR", str(root))
     monkeypatch.setenv("DUFM_MAX_JOBS", "1")
     monkeypatch.setenv("DUFM_LAUNCHER", "off")
-    return finished_runs
+    return root
+
+
+def run_page(page: str, **query: str) -> AppTest:
+    """Run ``pages/<page>.py`` in AppTest with the given URL query parameters."""
+    at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    return at
+
+
+@pytest.fixture
+def dash_env(finished_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return serve_runs(finished_runs, monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +72,4 @@ def real_runs(finished_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def real_env(real_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DUFM_RUNS_DIR", str(real_runs))
-    monkeypatch.setenv("DUFM_MAX_JOBS", "1")
-    monkeypatch.setenv("DUFM_LAUNCHER", "off")
-    return real_runs
+    return serve_runs(real_runs, monkeypatch)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.dashboard.conftest import run_page
 from tests.helpers import ROOT
 
 PAGES = [
@@ -23,12 +24,7 @@ PAGES = [
 ]
 
 
-def _run(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    return at
+_run = run_page
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -12,17 +12,12 @@ from streamlit.testing.v1 import AppTest
 from dufm_core import RunConfig, plots, theory
 from dufm_core.config import MODEL_DEFAULTS
 from dufm_core.presets import PRESETS
-from tests.helpers import ROOT
+from tests.dashboard.conftest import run_page
 
 PRE = "paper-linear_resnet20_"  # widget keys after switching the default preset to resnet20
 
 
-def _run(page: str, **query: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    return at
+_run = run_page
 
 
 def _resnet20(at: AppTest) -> AppTest:

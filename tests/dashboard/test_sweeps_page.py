@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dufm_core import sweeps
+from tests.dashboard.conftest import serve_runs
 from tests.helpers import ROOT
 
 SPEC = """
@@ -36,10 +37,7 @@ def sweep_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(sweep_runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DUFM_RUNS_DIR", str(sweep_runs))
-    monkeypatch.setenv("DUFM_MAX_JOBS", "1")
-    monkeypatch.setenv("DUFM_LAUNCHER", "off")
-    return sweep_runs
+    return serve_runs(sweep_runs, monkeypatch)
 
 
 def _page(**query: str) -> AppTest:
