@@ -56,7 +56,7 @@ from dufm_core.config import ConfigError, RunConfig
 from dufm_core.data import RealData, load_data
 from dufm_core.models import fit_term
 from dufm_core.networks import HeadView, RealNetwork, build_network, eval_mode
-from dufm_core.store import Run, create_run, load_checkpoint, save_checkpoint
+from dufm_core.store import Run, create_run, save_checkpoint
 from dufm_core.training import (
     Optimizer,
     Trainer,
@@ -230,17 +230,12 @@ class RealTrainer(Trainer):
         data = (self.data if self.data is not None else _prepare(cfg)).to(device)
         start = 0
         if resume:
-            step = run.latest_checkpoint()
-            if step is None:
-                raise RuntimeError(f"{run.path}: no checkpoint to resume from")
-            ckpt = load_checkpoint(run.checkpoint_path(step), device=device)
-            model: RealNetwork = ckpt.model  # type: ignore[assignment]
-            start = ckpt.step
+            model: RealNetwork
+            model, start, opt_state, logged_before = self._restore(device)
             params = list(model.parameters())
             opt = Optimizer([p.data for p in params], cfg)
-            if ckpt.optimizer is not None:
-                opt.load_state_dict(ckpt.optimizer)
-            logged_before = self._resume_metrics(start)
+            if opt_state is not None:
+                opt.load_state_dict(opt_state)
         else:
             logged_before = set()
             model = build_network(cfg, device=device)

@@ -381,20 +381,23 @@ class Trainer:
             self.progress(f"{state} at step {step}" + (f": {error}" if error else ""))
         return TrainResult(run=self.run, state=state, step=step, loss=last_loss)
 
+    def _restore(self, device: torch.device) -> tuple[Any, int, dict | None, set[int]]:
+        """(model, step, optimizer state, steps already logged) of the run's last checkpoint."""
+        step = self.run.latest_checkpoint()
+        if step is None:
+            raise RuntimeError(f"{self.run.path}: no checkpoint to resume from")
+        ckpt = load_checkpoint(self.run.checkpoint_path(step), device=device)
+        return ckpt.model, ckpt.step, ckpt.optimizer, self._resume_metrics(ckpt.step)
+
     def _train(self, device: torch.device, resume: bool) -> TrainResult:
         cfg, run = self.cfg, self.run
         start = 0
         if resume:
-            step = run.latest_checkpoint()
-            if step is None:
-                raise RuntimeError(f"{run.path}: no checkpoint to resume from")
-            ckpt = load_checkpoint(run.checkpoint_path(step), device=device)
-            model: DeepUFM = ckpt.model  # type: ignore[assignment]
-            start = ckpt.step
+            model: DeepUFM
+            model, start, opt_state, logged_before = self._restore(device)
             opt = Optimizer([model.features.data, *[w.data for w in model.weights]], cfg)
-            if ckpt.optimizer is not None:
-                opt.load_state_dict(ckpt.optimizer)
-            logged_before = self._resume_metrics(start)
+            if opt_state is not None:
+                opt.load_state_dict(opt_state)
         else:
             logged_before = set()
             model = build_model(cfg, device=device)
