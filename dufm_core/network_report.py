@@ -79,7 +79,7 @@ def network_block(model: RealNetwork, view: HeadView, cfg: RunConfig,
                   data: RealData) -> dict[str, Any]:
     """The report's ``network`` block: how the features were taken, the λ_H mapping, the
     accuracies and the collapse of the backbone features h(x)."""
-    from dufm_core.real_training import _accuracy
+    from dufm_core.real_training import accuracy
 
     logits = view()
     H = view.features.double()
@@ -95,7 +95,7 @@ def network_block(model: RealNetwork, view: HeadView, cfg: RunConfig,
                       "λ_H,UFM = λ_H/N",
         "backbone_reg": 0.5 * cfg.lam_backbone * backbone_sq,
         "train_acc": float((logits.argmax(dim=1) == view.labels).double().mean()),
-        "test_acc": _accuracy(model, data.x_test, data.y_test, False),
+        "test_acc": accuracy(model, data.x_test, data.y_test, False),
         "feature_nc1": float(nc1["nc1"]),
         "feature_nc2": float(collapse.nc2(means, "etf" if cfg.loss == "ce" else "orthogonal")),
         "feature_norm_mean": float(H.square().sum(0).mean().sqrt()),

@@ -70,6 +70,7 @@ from dufm_core.training import (
 
 __all__ = [
     "RealTrainer",
+    "accuracy",
     "batch_indices",
     "check_device",
     "evaluate",
@@ -149,7 +150,8 @@ def objective(
 
 
 @torch.no_grad()
-def _accuracy(model: RealNetwork, x: torch.Tensor, y: torch.Tensor, amp: bool) -> float | None:
+def accuracy(model: RealNetwork, x: torch.Tensor, y: torch.Tensor, amp: bool) -> float | None:
+    """Fraction of (x, y) classified correctly, BatchNorm in eval mode (None when y is empty)."""
     if y.numel() == 0:
         return None
     correct = 0
@@ -177,7 +179,7 @@ def evaluate(model: RealNetwork, data: RealData, cfg: RunConfig) -> dict[str, An
     row = compute_metrics(view, cfg, [], fit, reg)
     row.pop("grad_norm", None)
     row["train_acc"] = float((logits.argmax(dim=1) == view.labels).double().mean())
-    row["test_acc"] = _accuracy(model, data.x_test, data.y_test, cfg.amp)
+    row["test_acc"] = accuracy(model, data.x_test, data.y_test, cfg.amp)
     return row
 
 
