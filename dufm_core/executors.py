@@ -33,6 +33,7 @@ have not started and asks running ones to stop; they checkpoint and end ``cancel
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -468,9 +469,19 @@ class LocalExecutor(_Pool):
         for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
             with contextlib.suppress(Exception):
                 stream.flush()
-        pid = os.fork()
+        # the driver's objects go to the collector's permanent generation for the fork, so the
+        # child's collections never walk (and copy-on-write) them (the gc module's advice)
+        gc.freeze()
+        try:
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            for fd in (task_r, task_w, reply_r, reply_w):
+                os.close(fd)
+            raise
         if pid == 0:
             _forked_worker(self._fn, self.threads, task_r, reply_w, close)
+        gc.unfreeze()
         os.close(task_r)
         os.close(reply_w)
         return _Worker(pid=pid, send=os.fdopen(task_w, "wb"), recv=reply_r)
