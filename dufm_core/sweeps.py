@@ -441,6 +441,7 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
         "finished_at": None,
         "train_seconds": None,
         "analysis_seconds": None,
+        "cpu_seconds": None,  # CPU time of the whole member in its process (user + system)
         "row": None,
     }
     if (folder / CANCEL_FILE).exists():  # cancelled before it started: no run folder
@@ -448,7 +449,7 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
         record["finished_at"] = record["started_at"]
         _write_record(folder, record)  # the summary then says so (a rerun starts it)
         return record
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         cfg = RunConfig.from_dict(task["config"])
         cfg.validate()
@@ -497,6 +498,7 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
         record["state"] = "failed"
         record["error"] = record["error"] or f"{type(exc).__name__}: {exc}"
     record["finished_at"] = round(time.time(), 3)
+    record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
     _write_record(folder, record)
     return record
 
