@@ -23,6 +23,7 @@ the median of ``--repeats`` is reported.
     python benchmarks/bench_sweep.py [--steps 30000] [--repeats 2] [--jobs 2] [--no-ray]
                                      [--wait-idle S] [--quick] [--out FILE.json]
     python benchmarks/bench_sweep.py --contention [--steps N] [--jobs 2] [--wait-idle S]
+    python benchmarks/bench_sweep.py --compare-start [--repeats 3] [--wait-idle S]
 
 ``$DUFM_SWEEP_START=spawn`` makes the local executor start fresh worker processes (the way it
 worked before its workers were forked from the driver), for comparison.
@@ -290,6 +291,27 @@ def contention(steps: int, jobs: int, idle_s: float) -> dict:
     }
 
 
+def compare_start(steps: int, jobs: int, repeats: int, idle_s: float) -> dict:
+    """The local executor with forked and with fresh workers, interleaved in this one (warm)
+    process, on half the sweep (8 members): per phase the wall time and, from the records, the
+    members' mean wall and CPU time (CPU time is the cleaner measure when others compute)."""
+    spec = _part_spec(steps, 0, 2)
+    out: dict = {"inline": _timed(spec, "inline", 1, idle_s)[2]}
+    old = os.environ.get("DUFM_SWEEP_START")
+    try:
+        for i in range(repeats):
+            for start in ("fork", "spawn"):
+                os.environ["DUFM_SWEEP_START"] = start
+                seconds, _, load = _timed(spec, "local", jobs, idle_s)
+                out[f"{start}_{i}"] = {"seconds": round(seconds, 2), **load}
+    finally:
+        if old is None:
+            os.environ.pop("DUFM_SWEEP_START", None)
+        else:
+            os.environ["DUFM_SWEEP_START"] = old
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=30_000, help="GD steps per member")
@@ -310,8 +332,19 @@ def main() -> None:
         action="store_true",
         help="instead: member times of jobs independent sequential processes, alone and together",
     )
+    p.add_argument(
+        "--compare-start",
+        action="store_true",
+        help="instead: local executor with forked vs fresh workers, interleaved (8 members)",
+    )
     p.add_argument("--inline-part", default=None, help=argparse.SUPPRESS)  # I/N: one share
     a = p.parse_args()
+    if a.compare_start:
+        res = compare_start(a.steps, a.jobs, a.repeats, a.wait_idle)
+        print(json.dumps(res, indent=2))
+        if a.out:
+            a.out.write_text(json.dumps(res, indent=2) + "\n")
+        return
     if a.inline_part:
         part, parts = (int(v) for v in a.inline_part.split("/"))
         print(json.dumps(inline_part(a.steps, part, parts)))
