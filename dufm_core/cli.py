@@ -259,7 +259,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sweep
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a sweep spec; print the sweep folder last. Exit 0 when every member finished or
-    diverged, 1 when one failed or the sweep was cancelled, 2 for a bad spec or option."""
+    diverged, 1 when one failed, the sweep was cancelled or its executor failed (the folder is
+    still printed), 2 for a bad spec or option (nothing is started then)."""
     from dufm_core import sweeps
 
     try:
@@ -272,6 +273,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             address=args.address,
             progress=sweeps.main_progress,
         )
+    except sweeps.SweepRunError as exc:  # it had started: the folder is still the last line
+        print(f"error: {exc}", file=sys.stderr)
+        print(exc.folder)
+        return 1
     except (ConfigError, ValueError, RuntimeError) as exc:
         return _die(str(exc))
     print(result.folder)

@@ -1,31 +1,40 @@
 """Executors: run one function over many sweep members, locally or on a Ray cluster.
 
-Both run the same plain function (:func:`dufm_core.sweeps.execute_member`) on plain-data tasks
-and report each result as it arrives, so the driver can write progress and ``summary.csv`` while
-the sweep runs:
+Every executor runs the same plain function (:func:`dufm_core.sweeps.execute_member`) on
+plain-data tasks and reports each result as it arrives, so the driver can write progress and
+``summary.csv`` while the sweep runs. They share one dispatch loop (:class:`_Pool`): keep the
+free slots busy, hand results to the driver, and on cancel report the waiting tasks as cancelled
+and ask the running ones to stop. What differs is only how a task is started and collected:
 
 * ``local`` (default): at most ``jobs`` worker processes (default: the number of cores) on this
-  machine. Like the workers of :mod:`dufm_core.jobs`, each is a fresh ``python -m`` process (so
-  nothing of the driver's state, threads or ``__main__`` leaks into it), but a long-lived one: it
-  imports torch and the engine once (~2 s) and then trains and analyses one member after another,
-  taking tasks as JSON lines on its standard input and answering on its standard output. Members
-  write everything to the run store, and a member's failure is its own record, never the pool's.
-  A worker that dies (killed, out of memory) fails only the member it was running, and a new
-  worker takes its place; if workers die before finishing anything, the remaining members fail
-  with that reason instead of being retried for ever.
+  machine, each long-lived: it trains and analyses one member after another, taking tasks as JSON
+  lines on a pipe and answering on another. Workers are **forked from the driver** when that is
+  safe (:func:`fork_blocker`): the driver has already imported torch and the engine, so a worker
+  is ready in milliseconds instead of paying ~2 s of ``import torch``. Otherwise (other threads
+  alive in the caller, workers that need several torch threads, CUDA or Ray initialised here, or
+  ``$DUFM_SWEEP_START=spawn``) each worker is a fresh ``python -m dufm_core.executors`` process,
+  into which nothing of the driver's state, threads or ``__main__`` leaks. A worker that dies
+  (killed, out of memory) fails only the member it was running, and a new worker takes its
+  place; if workers die before they are ready, the remaining members fail with that reason
+  instead of being retried for ever.
 * ``ray``: each member is one Ray task (``num_cpus``/``num_gpus`` per task from the spec's
   ``[resources]``). With ``address`` the driver joins an existing cluster (and ships the
   ``dufm_core`` package to it); without, it starts a local Ray instance with ``jobs`` CPUs and
   shuts it down at the end. If Ray is already initialised in the process, that instance is used
   and left running. The runs folder must be on storage every node mounts at the same path.
+  Members asking for more CPUs or GPUs than the whole cluster has fail at once with that reason
+  (Ray would otherwise wait for them for ever).
+* ``inline`` (Python API only): members one after another in this process.
 
-Cancelling (:meth:`Executor.cancel`, called from the driver's SIGTERM handler) stops members that
+Cancelling (:meth:`_Pool.cancel`, called from the driver's SIGTERM handler) stops members that
 have not started and asks running ones to stop; they checkpoint and end ``cancelled``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import json
 import os
 import selectors
@@ -33,18 +42,29 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import traceback
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, NoReturn
 
 EXECUTORS = ("local", "ray")  # the CLI's choices; "inline" is for the Python API
+START_METHODS = ("auto", "fork", "spawn")  # how the local executor starts its workers
+START_ENV = "DUFM_SWEEP_START"  # overrides the local executor's start method
+# what a member imports lazily: loaded in the driver before forking, so workers inherit them
+PRELOAD = ("dufm_core.training", "dufm_core.analysis", "dufm_core.collapse", "dufm_core.store")
 POLL_S = 0.25
+CANCELLED_BEFORE_START = "cancelled before it started"
+WORKER_START_FAILURES = 2  # workers that die before they are ready: then the rest fail, no loop
 ROOT = Path(__file__).resolve().parents[1]
 
 Task = Mapping[str, Any]
+TaskFn = Callable[[Task], dict[str, Any]]
 OnResult = Callable[[Task, dict[str, Any] | None, str | None], None]
 OnCancel = Callable[[Task], None]
+Outcome = tuple[Task, dict[str, Any] | None, str | None]  # (task, record, error): one of the two
 
 
 def cpu_count() -> int:
@@ -55,31 +75,9 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class Executor(Protocol):
-    """What the sweep driver needs from an executor."""
-
-    slots: int
-
-    def describe(self) -> str:
-        """One line for logs: the executor and its parallelism."""
-        ...
-
-    def run(
-        self,
-        fn: Callable[[Task], dict[str, Any]],
-        tasks: Sequence[Task],
-        on_result: OnResult,
-        on_cancel: OnCancel | None = None,
-    ) -> None:
-        """Run ``fn`` on every task; call ``on_result(task, record, None)`` for each result, or
-        ``on_result(task, None, error)`` when the task could not report (its worker died, or it
-        was cancelled before it started). Returns when every task is accounted for."""
-        ...
-
-    def cancel(self) -> None:
-        """Stop starting tasks and ask running ones to stop (safe to call from a signal
-        handler: it only sets a flag)."""
-        ...
+def engine_pythonpath() -> str:
+    """``PYTHONPATH`` that lets a new interpreter import ``dufm_core`` from this checkout."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def make_executor(
@@ -88,14 +86,18 @@ def make_executor(
     address: str | None = None,
     cpus: float = 1.0,
     gpus: float = 0.0,
-) -> Executor:
-    """The executor called ``name`` (``local`` or ``ray``)."""
+    start: str | None = None,
+) -> _Pool:
+    """The executor called ``name`` (``local``, ``ray`` or ``inline``). Raises ``ValueError``
+    for a bad option (and ``RuntimeError`` when Ray is asked for but not installed) before
+    anything runs. ``start`` is the local executor's start method (default ``$DUFM_SWEEP_START``
+    or ``auto``)."""
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs: must be an integer >= 1 (got {jobs})")
+    if address and name != "ray":
+        raise ValueError("--address is for the ray executor")
     if name == "local":
-        if address:
-            raise ValueError("--address is for the ray executor")
-        return LocalExecutor(jobs)
+        return LocalExecutor(jobs, start=start)
     if name == "ray":
         return RayExecutor(jobs=jobs, address=address, cpus=cpus, gpus=gpus)
     if name == "inline":
@@ -103,40 +105,124 @@ def make_executor(
     raise ValueError(f"executor: must be one of {' | '.join(EXECUTORS)} (got {name!r})")
 
 
-# --------------------------------------------------------------------------- inline
-class InlineExecutor:
-    """Members one after another in this process: the sequential baseline of the benchmark, and
-    a debugging aid (a breakpoint in the training loop works). Not offered by the CLI."""
+def call_task(fn: TaskFn, task: Task) -> tuple[dict[str, Any] | None, str | None]:
+    """``(fn(task), None)``, or ``(None, "Type: message")`` when it raises: one member's
+    exception is that member's failure, never the pool's."""
+    try:
+        return fn(dict(task)), None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
 
-    slots = 1
+
+# --------------------------------------------------------------------------- the shared loop
+class _Pool:
+    """The dispatch loop every executor shares; subclasses say how a task starts and ends.
+
+    Hooks: :meth:`_open` (before the first task; may return a reason why no task can run),
+    :meth:`_has_room`, :meth:`_submit`, :meth:`_busy`, :meth:`_collect` (wait a little and return
+    the outcomes that arrived), :meth:`_stop_running` (on cancel) and :meth:`_close` (always).
+    """
+
+    slots: int = 1
 
     def __init__(self) -> None:
         self._cancel = threading.Event()
 
     def describe(self) -> str:
-        return "inline executor (one member after another, in this process)"
+        """One line for logs: the executor and its parallelism."""
+        raise NotImplementedError
 
     def cancel(self) -> None:
+        """Stop starting tasks and ask running ones to stop (safe from a signal handler: it only
+        sets a flag that the loop reads)."""
         self._cancel.set()
 
     def run(
         self,
-        fn: Callable[[Task], dict[str, Any]],
+        fn: TaskFn,
         tasks: Sequence[Task],
         on_result: OnResult,
         on_cancel: OnCancel | None = None,
     ) -> None:
-        for task in tasks:
-            if self._cancel.is_set():
-                on_result(task, None, "cancelled before it started")
-                continue
-            on_result(task, fn(task), None)
+        """Run ``fn`` on every task; call ``on_result(task, record, None)`` for each result, or
+        ``on_result(task, None, error)`` when the task could not report (it raised, its worker
+        died, or it was cancelled before it started). Returns when every task is accounted for.
+        """
+        if not tasks:
+            return
+        queue: deque[Task] = deque(tasks)
+        cancelled = False
+        try:
+            blocked = self._open(fn)
+            if blocked:
+                while queue:
+                    on_result(queue.popleft(), None, blocked)
+            while queue or self._busy():
+                if self._cancel.is_set() and not cancelled:
+                    cancelled = True
+                    while queue:
+                        on_result(queue.popleft(), None, CANCELLED_BEFORE_START)
+                    self._stop_running(on_cancel)
+                while queue and self._has_room():
+                    self._submit(queue.popleft())
+                for task, record, error in self._collect(queue):
+                    on_result(task, record, error)
+        finally:
+            self._close()
+
+    # hooks ------------------------------------------------------------------------------
+    def _open(self, fn: TaskFn) -> str | None:
+        return None
+
+    def _has_room(self) -> bool:
+        raise NotImplementedError
+
+    def _submit(self, task: Task) -> None:
+        raise NotImplementedError
+
+    def _busy(self) -> bool:
+        raise NotImplementedError
+
+    def _collect(self, queue: deque[Task]) -> list[Outcome]:
+        raise NotImplementedError
+
+    def _stop_running(self, on_cancel: OnCancel | None) -> None:
+        return None
+
+    def _close(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- inline
+class InlineExecutor(_Pool):
+    """Members one after another in this process: the sequential baseline of the benchmark, and
+    a debugging aid (a breakpoint in the training loop works). Not offered by the CLI."""
+
+    slots = 1
+
+    def describe(self) -> str:
+        return "inline executor (one member after another, in this process)"
+
+    def _open(self, fn: TaskFn) -> str | None:
+        self._fn = fn
+        self._done: list[Outcome] = []
+        return None
+
+    def _has_room(self) -> bool:
+        return not self._done
+
+    def _submit(self, task: Task) -> None:
+        self._done.append((task, *call_task(self._fn, task)))
+
+    def _busy(self) -> bool:
+        return bool(self._done)
+
+    def _collect(self, queue: deque[Task]) -> list[Outcome]:
+        out, self._done = self._done, []
+        return out
 
 
 # --------------------------------------------------------------------------- local
-WORKER_START_FAILURES = 2  # workers that die before they are ready: then the rest fail, no loop
-
-
 def _function_name(fn: Callable[..., Any]) -> str:
     """``module:qualname`` of an importable module-level function (what a worker imports)."""
     name = f"{fn.__module__}:{fn.__qualname__}"
@@ -145,9 +231,7 @@ def _function_name(fn: Callable[..., Any]) -> str:
     return name
 
 
-def _load_function(name: str) -> Callable[[Task], dict[str, Any]]:
-    import importlib
-
+def _load_function(name: str) -> TaskFn:
     module, _, qualname = name.partition(":")
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
@@ -155,183 +239,328 @@ def _load_function(name: str) -> Callable[[Task], dict[str, Any]]:
     return obj
 
 
+def fork_blocker(threads: int) -> str | None:
+    """Why workers must not be forked from this process now (None: forking is safe).
+
+    A fork copies only the calling thread, so any lock another thread holds stays held in the
+    child for ever. Refused when: the platform has no ``fork``; a worker would run torch with
+    more than one thread (a child that enters an OpenMP parallel region after the parent has
+    started an OpenMP team hangs; measured here, see docs/benchmarks.md); another Python thread
+    is alive; CUDA is initialised (a forked child cannot use it); or Ray runs in this process.
+    Native helper threads that remain are fork-safe for a one-thread child: OpenBLAS stops its
+    pool around ``fork`` (``pthread_atfork``), and an idle OpenMP pool is never entered."""
+    if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
+        return "fork is not available on this platform"
+    if threads != 1:
+        return f"each worker would use {threads} torch threads"
+    if threading.active_count() > 1:
+        return f"{threading.active_count() - 1} other Python thread(s) alive in the driver"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "CUDA is initialised in the driver"
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        return "Ray is running in the driver"
+    return None
+
+
 @dataclass
 class _Worker:
     """One worker process of the local pool and the task it is running, if any."""
 
-    proc: subprocess.Popen
+    pid: int
+    send: BinaryIO  # the worker's task pipe (its standard input when spawned)
+    recv: int  # file descriptor of its reply pipe
+    proc: subprocess.Popen | None = None  # None: forked from this process
     task: Task | None = None
     ready: bool = False  # it imported the engine and the function
     buffer: bytes = b""
 
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Reap the process; its exit code (negative: killed by that signal), or None if it
+        is still running after ``timeout`` seconds."""
+        if self.proc is not None:
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:
+                return 0  # already reaped
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
 
-class LocalExecutor:
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the worker (ignored if it is gone)."""
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, sig)
+
+
+class LocalExecutor(_Pool):
     """A bounded pool of worker processes on this machine (see the module docstring)."""
 
-    def __init__(self, jobs: int | None = None) -> None:
+    def __init__(self, jobs: int | None = None, start: str | None = None) -> None:
+        super().__init__()
         self.slots = jobs or cpu_count()
-        self._cancel = threading.Event()
+        self.start = start or os.environ.get(START_ENV) or "auto"
+        if self.start not in START_METHODS:
+            raise ValueError(
+                f"start method: must be one of {' | '.join(START_METHODS)} (got {self.start!r})"
+            )
+        self.threads = max(1, cpu_count() // self.slots)  # torch threads per worker
+        self.forked: bool | None = None  # how the last run started its workers
+
+    def start_method(self) -> tuple[str, str]:
+        """(``fork`` or ``spawn``, why) for workers started now."""
+        if self.start == "spawn":
+            return "spawn", f"{START_ENV}=spawn"
+        blocker = fork_blocker(self.threads)
+        if blocker is None:
+            return "fork", "forked from the driver"
+        if self.start == "fork":
+            raise RuntimeError(f"cannot fork the sweep workers: {blocker}")
+        return "spawn", blocker
 
     def describe(self) -> str:
-        return f"local executor ({self.slots} worker processes)"
+        method, why = self.start_method()
+        how = "forked from the driver" if method == "fork" else f"fresh processes: {why}"
+        return f"local executor ({self.slots} worker processes, {how})"
 
-    def cancel(self) -> None:
-        self._cancel.set()
+    # the pool -----------------------------------------------------------------------------
+    def _open(self, fn: TaskFn) -> str | None:
+        self._fn_name = _function_name(fn)
+        self._workers: list[_Worker] = []
+        self._start_failures = 0
+        self._sel = selectors.DefaultSelector()
+        self.forked = self.start_method()[0] == "fork"
+        if self.forked:  # import once here, so that every worker inherits it
+            for module in (*PRELOAD, fn.__module__):
+                importlib.import_module(module)
+            self._fn = fn
+        return None
 
-    def _spawn(self, fn_name: str, threads: int) -> _Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dufm_core.executors", fn_name, str(threads)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches the driver, which cancels members itself
-        )
-        return _Worker(proc)
+    def _has_room(self) -> bool:
+        return len(self._workers) < self.slots or any(w.task is None for w in self._workers)
 
-    def run(
-        self,
-        fn: Callable[[Task], dict[str, Any]],
-        tasks: Sequence[Task],
-        on_result: OnResult,
-        on_cancel: OnCancel | None = None,
-    ) -> None:
-        if not tasks:
-            return
-        fn_name = _function_name(fn)
-        threads = max(1, cpu_count() // self.slots)
-        queue = list(tasks)
-        workers: list[_Worker] = []
-        start_failures = 0
-        cancelled = False
-        sel = selectors.DefaultSelector()
+    def _submit(self, task: Task) -> None:
+        w = next((w for w in self._workers if w.task is None), None)
+        if w is None:
+            w = self._fork() if self.forked else self._spawn()
+            self._workers.append(w)
+            self._sel.register(w.recv, selectors.EVENT_READ, w)
+        w.task = task
         try:
-            while queue or any(w.task is not None for w in workers):
-                if self._cancel.is_set() and not cancelled:
-                    cancelled = True
-                    for task in queue:
-                        on_result(task, None, "cancelled before it started")
-                    queue = []
-                    for w in workers:
-                        if w.task is not None and on_cancel is not None:
-                            on_cancel(w.task)
-                # keep `slots` workers busy while there is work
-                idle = [w for w in workers if w.task is None]
-                while queue and len(workers) < self.slots and len(idle) < len(queue):
-                    w = self._spawn(fn_name, threads)
-                    workers.append(w)
-                    idle.append(w)
-                    sel.register(w.proc.stdout, selectors.EVENT_READ, w)
-                for w in idle:
-                    if not queue:
-                        break
-                    w.task = queue.pop(0)
-                    try:
-                        w.proc.stdin.write(json.dumps(dict(w.task)).encode() + b"\n")
-                        w.proc.stdin.flush()
-                    except (BrokenPipeError, OSError):
-                        pass  # the worker died: its stdout reaches EOF and is handled below
-                for key, _ in sel.select(timeout=POLL_S):
-                    w = key.data
-                    chunk = os.read(w.proc.stdout.fileno(), 1 << 20)
-                    if chunk:
-                        w.buffer += chunk
-                        while b"\n" in w.buffer:
-                            line, w.buffer = w.buffer.split(b"\n", 1)
-                            self._deliver(w, line, on_result)
-                        continue
-                    # EOF: the worker is gone
-                    sel.unregister(w.proc.stdout)
-                    workers.remove(w)
-                    code = w.proc.wait()
-                    why = f"the worker process died (exit code {code})"
-                    if w.ready:  # killed, or out of memory, while it ran this member
-                        if w.task is not None:
-                            on_result(w.task, None, why + " while running this member")
-                        continue
-                    # it never got going (cannot import the engine?): retry a little, then stop
-                    if w.task is not None:
-                        queue.insert(0, w.task)
-                    start_failures += 1
-                    if start_failures >= WORKER_START_FAILURES:
-                        for task in queue:
-                            on_result(task, None, why + " before it could start any member")
-                        queue = []
-        finally:
-            # idle workers exit once their standard input closes; a worker still busy means we
-            # are leaving abnormally, and it is stopped. Their interpreters' teardown is not
-            # waited for here: a daemon thread reaps them
-            for w in workers:
-                with contextlib.suppress(OSError):
-                    w.proc.stdin.close()
-                if w.task is not None:
-                    with contextlib.suppress(OSError):
-                        w.proc.terminate()
-            procs = [w.proc for w in workers]
-            threading.Thread(target=_reap, args=(procs,), daemon=True).start()
-            sel.close()
+            w.send.write(json.dumps(dict(task)).encode() + b"\n")
+            w.send.flush()
+        except OSError:
+            pass  # the worker died: its reply pipe reaches EOF and is handled in _collect
+
+    def _busy(self) -> bool:
+        return any(w.task is not None for w in self._workers)
+
+    def _collect(self, queue: deque[Task]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for key, _ in self._sel.select(timeout=POLL_S):
+            w: _Worker = key.data
+            chunk = os.read(w.recv, 1 << 20)
+            if chunk:
+                w.buffer += chunk
+                while b"\n" in w.buffer:
+                    line, w.buffer = w.buffer.split(b"\n", 1)
+                    out.extend(self._reply(w, line))
+                continue
+            out.extend(self._gone(w, queue))
+        return out
 
     @staticmethod
-    def _deliver(w: _Worker, line: bytes, on_result: OnResult) -> None:
+    def _reply(w: _Worker, line: bytes) -> list[Outcome]:
+        """A reply line of worker ``w``: ``ready``, or the outcome of its task."""
         try:
             msg = json.loads(line)
         except ValueError:
             msg = {"ok": False, "error": f"unreadable reply from the worker: {line[:200]!r}"}
         if msg.get("ready"):
             w.ready = True
-            return
+            return []
         task, w.task = w.task, None
         if task is None:
-            return
+            return []
         if msg.get("ok"):
-            on_result(task, msg["result"], None)
-        else:
-            on_result(task, None, msg.get("error") or "the worker reported an error")
+            return [(task, msg["result"], None)]
+        return [(task, None, msg.get("error") or "the worker reported an error")]
 
+    def _gone(self, w: _Worker, queue: deque[Task]) -> list[Outcome]:
+        """Worker ``w`` closed its reply pipe: it died. Fail its member, or (if it never got
+        ready) retry it, up to :data:`WORKER_START_FAILURES` times for the whole pool."""
+        self._sel.unregister(w.recv)
+        os.close(w.recv)
+        self._workers.remove(w)
+        why = f"the worker process died (exit code {w.wait()})"
+        if w.ready:  # killed, or out of memory, while it ran this member
+            return [(w.task, None, why + " while running this member")] if w.task else []
+        if w.task is not None:  # it never got going (cannot import the engine?)
+            queue.appendleft(w.task)
+        self._start_failures += 1
+        if self._start_failures < WORKER_START_FAILURES:
+            return []
+        failed = [(t, None, why + " before it could start any member") for t in queue]
+        queue.clear()
+        return failed
 
-def _reap(procs: list[subprocess.Popen]) -> None:
-    """Wait for finished workers (so none is left a zombie); kill one that hangs on exit."""
-    for proc in procs:
+    def _stop_running(self, on_cancel: OnCancel | None) -> None:
+        for w in self._workers:
+            if w.task is not None and on_cancel is not None:
+                on_cancel(w.task)
+
+    def _close(self) -> None:
+        """Close every task pipe: idle workers then exit. A worker still busy means we are
+        leaving abnormally, and it is stopped. Forked workers leave with ``os._exit`` and are
+        reaped here; fresh interpreters' teardown is not waited for (a daemon thread reaps)."""
+        workers = getattr(self, "_workers", [])
+        for w in workers:
+            with contextlib.suppress(OSError):
+                w.send.close()
+            if w.task is not None:
+                w.signal(signal.SIGTERM)
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                self._sel.unregister(w.recv)
+            with contextlib.suppress(OSError):
+                os.close(w.recv)
+        forked = [w for w in workers if w.proc is None]
+        for w in forked:
+            if w.wait(timeout=10.0) is None:
+                w.signal(signal.SIGKILL)
+                w.wait()
+        spawned = [w for w in workers if w.proc is not None]
+        if spawned:
+            threading.Thread(target=_reap, args=(spawned,), daemon=True).start()
+        if hasattr(self, "_sel"):
+            self._sel.close()
+
+    # starting workers -----------------------------------------------------------------------
+    def _spawn(self) -> _Worker:
+        """A fresh ``python -m dufm_core.executors FN THREADS`` process."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = engine_pythonpath()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dufm_core.executors", self._fn_name, str(self.threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the driver, which cancels members itself
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        return _Worker(pid=proc.pid, send=proc.stdin, recv=proc.stdout.fileno(), proc=proc)
+
+    def _fork(self) -> _Worker:
+        """A worker forked from this (already warm) process, talking over two pipes."""
+        task_r, task_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        # the child keeps only its own two pipe ends: another worker's task pipe left open in
+        # it would keep that worker from ever seeing the end of its input
+        others = [fd for w in self._workers for fd in (w.send.fileno(), w.recv)]
+        close = [task_w, reply_r, *others, self._sel.fileno()]
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+            with contextlib.suppress(Exception):
+                stream.flush()
+        # the driver's objects go to the collector's permanent generation for the fork, so the
+        # child's collections never walk (and copy-on-write) them (the gc module's advice)
+        gc.freeze()
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        with contextlib.suppress(OSError):
-            proc.stdout.close()
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            for fd in (task_r, task_w, reply_r, reply_w):
+                os.close(fd)
+            raise
+        if pid == 0:
+            _forked_worker(self._fn, self.threads, task_r, reply_w, close)
+        gc.unfreeze()
+        os.close(task_r)
+        os.close(reply_w)
+        return _Worker(pid=pid, send=os.fdopen(task_w, "wb"), recv=reply_r)
 
 
-def worker_main(fn_name: str, threads: int) -> int:
-    """A local-pool worker: import the engine once, then for each JSON task line on standard
-    input call the function and answer one JSON line ``{"ok": true, "result": ...}`` (or
-    ``{"ok": false, "error": ...}``) until standard input closes. Anything the function prints
-    goes to standard error, so it cannot corrupt the replies. The first line, ``{"ready": true}``,
-    says the imports worked (a worker that dies before it is not retried for ever)."""
+def _reap(workers: list[_Worker]) -> None:
+    """Wait for finished fresh workers (so none is left a zombie); kill one that hangs."""
+    for w in workers:
+        if w.wait(timeout=60) is None:
+            w.signal(signal.SIGKILL)
+            w.wait()
+        if w.proc is not None and w.proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                w.proc.stdout.close()
+
+
+def serve_tasks(fn: TaskFn, threads: int, tasks: BinaryIO, replies: BinaryIO) -> int:
+    """A worker's life: for each JSON task line on ``tasks`` call ``fn`` and answer one JSON line
+    ``{"ok": true, "result": ...}`` (or ``{"ok": false, "error": ...}``) on ``replies``, until
+    ``tasks`` closes. The first reply, ``{"ready": true}``, says the imports worked (a worker that
+    dies before it is not retried for ever). Anything ``fn`` prints goes to standard error, so it
+    cannot reach the driver's standard output (whose last line is the sweep folder)."""
     import torch
 
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # print() in the function lands on stderr
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver cancels members itself
     torch.set_num_threads(threads)
-    fn = _load_function(fn_name)
-    out.write(b'{"ready": true}\n')
-    out.flush()
-    for raw in sys.stdin.buffer:
+    replies.write(b'{"ready": true}\n')
+    replies.flush()
+    for raw in tasks:
         if not raw.strip():
             continue
-        try:
-            reply = {"ok": True, "result": fn(json.loads(raw))}
-        except Exception as exc:
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        out.write(json.dumps(reply).encode() + b"\n")
-        out.flush()
+        record, error = call_task(fn, json.loads(raw))
+        reply = {"ok": True, "result": record} if error is None else {"ok": False, "error": error}
+        replies.write(json.dumps(reply).encode() + b"\n")
+        replies.flush()
     return 0
 
 
+def _forked_worker(
+    fn: TaskFn, threads: int, task_fd: int, reply_fd: int, close: Sequence[int]
+) -> NoReturn:
+    """In a child forked by the local executor: detach from the driver (own session, default
+    signal handlers, no terminal input, none of the driver's other pipes), serve tasks, and leave
+    with ``os._exit`` so that none of the driver's clean-up (atexit, buffers, ``finally``) runs
+    here."""
+    code = 1
+    try:
+        os.setsid()
+        for fd in close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        code = serve_tasks(fn, threads, os.fdopen(task_fd, "rb"), os.fdopen(reply_fd, "wb"))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def worker_main(fn_name: str, threads: int) -> int:
+    """A fresh local-pool worker: ``python -m dufm_core.executors FN THREADS``, tasks on standard
+    input, replies on standard output (see :func:`serve_tasks`)."""
+    import torch  # noqa: F401  (before the ready line: an import failure is a start failure)
+
+    replies = os.fdopen(os.dup(1), "wb")
+    return serve_tasks(_load_function(fn_name), threads, sys.stdin.buffer, replies)
+
+
 # --------------------------------------------------------------------------- ray
-class RayExecutor:
+class RayExecutor(_Pool):
     """One Ray task per member (see the module docstring)."""
 
     def __init__(
@@ -341,26 +570,25 @@ class RayExecutor:
         cpus: float = 1.0,
         gpus: float = 0.0,
     ) -> None:
+        super().__init__()
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise RuntimeError("the ray executor needs Ray: pip install 'ray>=2.9'")
         self.jobs = jobs
         self.address = address
         self.cpus = cpus
         self.gpus = gpus
         self.slots = jobs or cpu_count()
-        self._cancel = threading.Event()
 
     def describe(self) -> str:
         where = f"cluster {self.address}" if self.address else f"local Ray, {self.slots} CPUs"
         return f"ray executor ({where}; {self.cpus:g} CPU, {self.gpus:g} GPU per member)"
 
-    def cancel(self) -> None:
-        self._cancel.set()
-
     def _init(self) -> bool:
         """Connect to (or start) Ray unless it is already initialised; True if we did."""
-        try:
-            import ray
-        except ImportError:
-            raise RuntimeError("the ray executor needs Ray: pip install 'ray>=2.9'") from None
+        import ray
+
         if ray.is_initialized():
             return False
         if self.address:
@@ -371,71 +599,74 @@ class RayExecutor:
             }
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
         else:
-            runtime_env = {
-                "env_vars": {
-                    "PYTHONPATH": os.pathsep.join(
-                        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-                    )
-                }
-            }
             ray.init(
                 num_cpus=self.slots,
                 include_dashboard=False,
-                runtime_env=runtime_env,
+                runtime_env={"env_vars": {"PYTHONPATH": engine_pythonpath()}},
                 log_to_driver=False,
             )
         return True
 
-    def run(
-        self,
-        fn: Callable[[Task], dict[str, Any]],
-        tasks: Sequence[Task],
-        on_result: OnResult,
-        on_cancel: OnCancel | None = None,
-    ) -> None:
-        if not tasks:
-            return
-        started_here = self._init()
+    def _open(self, fn: TaskFn) -> str | None:
+        import ray
+
+        self._started_here = self._init()
+        self._refs: dict[Any, Task] = {}
+        # with a cluster, --jobs caps the members in flight; else Ray's resources do
+        self._limit = self.jobs if self.address and self.jobs else None
+        self._remote = ray.remote(fn).options(
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0
+        )
+        have = ray.cluster_resources()
+        for name, want in (("CPU", self.cpus), ("GPU", self.gpus)):
+            if want > have.get(name, 0.0):
+                return (
+                    f"each member asks for {want:g} {name} ([resources] in the spec) but the "
+                    f"Ray cluster has {have.get(name, 0.0):g} in all"
+                )
+        return None
+
+    def _has_room(self) -> bool:
+        return self._limit is None or len(self._refs) < self._limit
+
+    def _submit(self, task: Task) -> None:
+        self._refs[self._remote.remote(dict(task))] = task
+
+    def _busy(self) -> bool:
+        return bool(self._refs)
+
+    def _collect(self, queue: deque[Task]) -> list[Outcome]:
         import ray
         from ray.exceptions import TaskCancelledError
 
-        try:
-            remote = ray.remote(fn).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
-            # with a cluster, --jobs caps the members in flight; else Ray's resources do
-            limit = self.jobs if self.address and self.jobs else len(tasks)
-            queue = list(tasks)
-            refs: dict[Any, Task] = {}
-            cancelled = False
-            while queue or refs:
-                while queue and len(refs) < limit and not self._cancel.is_set():
-                    task = queue.pop(0)
-                    refs[remote.remote(dict(task))] = task
-                if self._cancel.is_set() and not cancelled:
-                    cancelled = True
-                    for task in queue:
-                        on_result(task, None, "cancelled before it started")
-                    queue = []
-                    for ref in refs:
-                        with contextlib.suppress(Exception):
-                            ray.cancel(ref)  # KeyboardInterrupt in the task: it checkpoints
-                if not refs:
-                    break
-                ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-                for ref in ready:
-                    task = refs.pop(ref)
-                    try:
-                        record = ray.get(ref)
-                    except TaskCancelledError:
-                        on_result(task, None, "cancelled")
-                        continue
-                    except Exception as exc:  # the worker died or Ray lost the task
-                        on_result(task, None, f"{type(exc).__name__}: {str(exc)[:500]}")
-                        continue
-                    on_result(task, record, None)
-        finally:
-            if started_here:
-                ray.shutdown()
+        ready, _ = ray.wait(list(self._refs), num_returns=1, timeout=POLL_S)
+        out: list[Outcome] = []
+        for ref in ready:
+            task = self._refs.pop(ref)
+            try:
+                out.append((task, ray.get(ref), None))
+            except TaskCancelledError:
+                out.append((task, None, "cancelled"))
+            except Exception as exc:  # the member raised, its worker died, or Ray lost it
+                out.append((task, None, f"{type(exc).__name__}: {str(exc)[:500]}"))
+        return out
+
+    def _stop_running(self, on_cancel: OnCancel | None) -> None:
+        import ray
+
+        for ref in self._refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)  # KeyboardInterrupt in the task: it checkpoints
+
+    def _close(self) -> None:
+        if getattr(self, "_started_here", False):
+            import ray
+
+            ray.shutdown()
 
 
-if __name__ == "__main__":  # a worker of the local pool: python -m dufm_core.executors FN THREADS
+Executor = _Pool  # what the sweep driver needs: describe, slots, run, cancel
+
+
+if __name__ == "__main__":  # a fresh worker of the local pool: python -m dufm_core.executors FN N
     sys.exit(worker_main(sys.argv[1], int(sys.argv[2])))

@@ -441,11 +441,15 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
         "finished_at": None,
         "train_seconds": None,
         "analysis_seconds": None,
+        "cpu_seconds": None,  # CPU time of the whole member in its process (user + system)
         "row": None,
     }
-    if (folder / CANCEL_FILE).exists():  # cancelled before it started: leave no trace
-        return {**record, "state": "cancelled", "error": "the sweep was cancelled"}
-    t0 = time.perf_counter()
+    if (folder / CANCEL_FILE).exists():  # cancelled before it started: no run folder
+        record.update(state="cancelled", error="cancelled before it started")
+        record["finished_at"] = record["started_at"]
+        _write_record(folder, record)  # the summary then says so (a rerun starts it)
+        return record
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         cfg = RunConfig.from_dict(task["config"])
         cfg.validate()
@@ -494,6 +498,7 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
         record["state"] = "failed"
         record["error"] = record["error"] or f"{type(exc).__name__}: {exc}"
     record["finished_at"] = round(time.time(), 3)
+    record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
     _write_record(folder, record)
     return record
 
@@ -695,13 +700,88 @@ def progress_table(folder: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def write_summary(folder: str | Path, rows: Sequence[Mapping[str, Any]] | None = None) -> Path:
-    """Write ``summary.csv`` (atomically): the union of the rows' columns, first-seen order."""
-    folder = Path(folder)
-    rows = summary_rows(folder) if rows is None else rows
-    columns: list[str] = []
+RESULT_COLUMNS = (
+    "steps_done",
+    "final_loss",
+    "loss_predicted",
+    "gamma_measured",
+    "gamma_predicted",
+    "gamma_diag",
+    "lambda_crit",
+    "lam_over_crit",
+    "critical_scale",
+    "nontrivial",
+)
+LAYER_COLUMNS = (
+    "outlier_l{l}",
+    "outlier_pred_l{l}",
+    "outlier_count_l{l}",
+    "outlier_ratio_l{l}",
+    "f_mean_l{l}",
+    "nc1_l{l}",
+    "nc2_l{l}",
+    "nc3_l{l}",
+)
+OVER_LAYER_COLUMNS = (
+    "outlier_count_min",
+    "outlier_count_max",
+    "outlier_ratio_max",
+    "f_mean",
+    "nc1_max",
+    "nc2_max",
+    "nc3_max",
+    "layer_sum_measured",
+    "layer_sum_predicted",
+)
+FULL_COLUMNS = (
+    "full_top",
+    "full_outlier_count",
+    "full_plus_measured",
+    "full_plus_predicted",
+    "full_minus_measured",
+    "full_minus_predicted",
+    "rho_measured",
+    "rho_predicted",
+    "full_seconds",
+)
+
+
+def summary_columns(folder: str | Path, rows: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """The columns of ``summary.csv``, the same whatever state the members are in (a sweep
+    whose members all failed still has every column of docs/sweeps.md §3, empty): position and
+    key, the axes, the config, state and timings, the results, per layer up to the deepest
+    member, over layers, the full Hessian (when the spec asks for it), then any other column a
+    row has (first-seen order)."""
+    man = manifest(folder)
+    depth = max((int(m["config"].get("depth") or 0) for m in man["members"]), default=0)
+    columns = [
+        "member",
+        "key",
+        *man["axes"],
+        *CONFIG_COLUMNS,
+        "run",
+        "state",
+        "step",
+        "total_steps",
+        "error",
+        "train_seconds",
+        "analysis_seconds",
+        "host",
+        *RESULT_COLUMNS,
+        *(c.format(l=l) for l in range(1, depth + 1) for c in LAYER_COLUMNS),
+        *OVER_LAYER_COLUMNS,
+        *(FULL_COLUMNS if man.get("full_hessian") else ()),
+    ]
     for row in rows:
         columns.extend(c for c in row if c not in columns)
+    return list(dict.fromkeys(columns))  # an axis that is also a config column: once
+
+
+def write_summary(folder: str | Path, rows: Sequence[Mapping[str, Any]] | None = None) -> Path:
+    """Write ``summary.csv`` (atomically): one row per member, :func:`summary_columns`."""
+    folder = Path(folder)
+    rows = summary_rows(folder) if rows is None else rows
+    columns = summary_columns(folder, rows)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -747,6 +827,16 @@ def driver_status(folder: str | Path) -> dict[str, Any]:
     ):
         status["state"] = "interrupted"
     return status
+
+
+class SweepRunError(RuntimeError):
+    """The sweep started (its folder exists) but its executor failed as a whole, e.g. a Ray
+    cluster that cannot be reached; ``folder`` is the sweep folder, whose ``driver.json`` says
+    ``failed``. Single members never raise this: their failures are their records."""
+
+    def __init__(self, folder: Path, message: str) -> None:
+        super().__init__(message)
+        self.folder = folder
 
 
 @dataclass
@@ -807,8 +897,9 @@ def run_sweep(
     ex = executors.make_executor(
         executor, jobs=jobs, address=address, cpus=spec.cpus, gpus=spec.gpus
     )
+    how = ex.describe()  # a local pool that cannot start its workers says so here
     running = driver_status(sweep_dir(spec.name, root))
-    if running.get("state") == "running" and running.get("pid") != os.getpid():
+    if running.get("state") in ("running", "starting") and running.get("pid") != os.getpid():
         raise RuntimeError(
             f"sweep {spec.name} is already being run by pid {running.get('pid')} on "
             f"{running.get('host')}; cancel it first (or, if that process is gone, delete "
@@ -819,13 +910,14 @@ def run_sweep(
     say = progress or (lambda _msg: None)
     say(
         f"sweep {spec.name}: {len(spec.members())} members, {skipped} already ended, "
-        f"{len(todo)} to run with the {ex.describe()}"
+        f"{len(todo)} to run with the {how}"
     )
     driver = {
         "state": "running",
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "executor": executor,
+        "executor_detail": how,
         "jobs": ex.slots,
         "address": address,
         "started_at": round(time.time(), 3),
@@ -896,8 +988,12 @@ def run_sweep(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError):  # not the main thread: no signal cancellation
             old[sig] = signal.signal(sig, on_signal)
+    error: str | None = None
     try:
         ex.run(execute_member, tasks, on_result, on_cancel)
+    except Exception as exc:  # the executor itself broke (Ray unreachable, ...): not a member
+        error = f"{type(exc).__name__}: {exc}"
+        raise SweepRunError(folder, f"sweep {spec.name}: the executor failed: {error}") from exc
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
@@ -906,10 +1002,9 @@ def run_sweep(
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["state"]] = counts.get(row["state"], 0) + 1
+        state = "failed" if error else "cancelled" if stop["flag"] else "finished"
         driver.update(
-            state="cancelled" if stop["flag"] else "finished",
-            finished_at=round(time.time(), 3),
-            counts=counts,
+            state=state, error=error, finished_at=round(time.time(), 3), counts=counts
         )
         atomic_write_json(folder / "driver.json", driver)
     seconds = time.perf_counter() - t0
@@ -939,10 +1034,11 @@ def launch_sweep(
     way: the page stays responsive, and the sweep survives a reload); return the sweep folder.
     The members are validated here first, so a bad spec fails before anything starts."""
     root = (Path(runs_dir) if runs_dir is not None else default_runs_dir()).resolve()
-    folder = prepare(spec, root)
-    status = driver_status(folder)
-    if status.get("state") in ("running", "starting"):
+    spec.members()  # validate every member first
+    status = driver_status(sweep_dir(spec.name, root))  # before touching the folder: a running
+    if status.get("state") in ("running", "starting"):  # sweep's spec and cancel file stay
         raise RuntimeError(f"sweep {spec.name} is already running (pid {status.get('pid')})")
+    folder = prepare(spec, root)
     cmd = [
         sys.executable,
         "-m",

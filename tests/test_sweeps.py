@@ -5,6 +5,8 @@ benchmark's quick mode. Tiny configs (K=3, n=5, width 6, depth 2) keep the file 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dufm_core import sweeps, theory
+from dufm_core import cli, executors, sweeps, theory
 from dufm_core.store import open_run
 from tests.helpers import ROOT, subprocess_env
 
@@ -183,6 +185,10 @@ def test_local_sweep_prints_its_folder_last(local_sweep: dict) -> None:
     assert out.returncode == (0 if torch.cuda.is_available() else 1), out.stderr
     status = json.loads((folder / "driver.json").read_text())
     assert status["state"] == "finished" and status["executor"] == "local"
+    # the CLI driver has imported the engine but run no kernel: its workers are forked from it
+    # whenever each worker runs one torch thread (2 jobs on at most 3 cores)
+    forked = executors.cpu_count() // 2 == 1
+    assert ("forked from the driver" in status["executor_detail"]) == forked, status
 
 
 def test_failed_and_diverged_members_do_not_stop_the_others(local_sweep: dict) -> None:
@@ -269,6 +275,16 @@ def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
         spec = sweeps.load_spec("<t>", tiny(name="ray", grid="lr = [0.5, 1e4]\nseed = [0, 1]"))
         result = sweeps.run_sweep(spec, runs_dir=tmp_path / "runs", executor="ray")
         assert ray.is_initialized()  # an instance the caller started is left running
+        # members that ask for more than the cluster has fail at once instead of waiting
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        greedy = sweeps.load_spec(
+            "<t>", tiny(name="greedy", grid="seed = [0, 1]") + f"[resources]\ngpus = {gpus + 1}\n"
+        )
+        t0 = time.perf_counter()
+        refused = sweeps.run_sweep(greedy, runs_dir=tmp_path / "runs", executor="ray")
+        assert time.perf_counter() - t0 < 30 and refused.counts == {"failed": 2}
+        errors = {r["error"] for r in sweeps.read_summary(refused.folder)}
+        assert len(errors) == 1 and "GPU" in errors.pop()
     finally:
         ray.shutdown()
     assert result.counts == {"finished": 2, "diverged": 2}
@@ -361,3 +377,169 @@ def test_bench_sweep_quick(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["members"] == 4 and res["sequential_seconds"] > 0
     assert res["local_seconds"] > 0 and res["local_finished"] == 4
+
+
+# --------------------------------------------------------------------------- executors, failures
+def probe_task(task: dict) -> dict:
+    """A stand-in member for the executor tests (importable, so a fresh worker can load it)."""
+    action = task["action"]
+    if action == "raise":
+        raise ValueError("boom")
+    if action == "die":
+        os._exit(3)
+    if action == "print":
+        print("noise from a member")
+    return {"index": task["index"], "pid": os.getpid()}
+
+
+PROBES = ["ok", "raise", "die", "print", "ok", "ok"]
+
+
+def _outcomes(ex: executors.Executor, probes: list[str]) -> dict[int, tuple]:
+    """{task index: (record, error)} of running ``probes`` (actions of :func:`probe_task`)."""
+    out: dict[int, tuple] = {}
+    tasks = [{"index": i, "action": a} for i, a in enumerate(probes)]
+    ex.run(probe_task, tasks, lambda t, rec, err: out.setdefault(t["index"], (rec, err)))
+    return out
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_local_executor_isolates_failing_members(start: str, capfd: pytest.CaptureFixture) -> None:
+    if start == "fork" and (why := executors.fork_blocker(1)):
+        pytest.skip(f"cannot fork in this test process: {why}")
+    # as many slots as cores: one torch thread per worker, so forking is allowed on any machine
+    jobs = max(2, executors.cpu_count()) if start == "fork" else 2
+    ex = executors.LocalExecutor(jobs=min(jobs, 4), start=start)
+    out = _outcomes(ex, PROBES)
+    assert ex.forked is (start == "fork")
+    assert sorted(out) == list(range(len(PROBES)))  # every member accounted for, once
+    assert out[1] == (None, "ValueError: boom")
+    assert out[2][0] is None and "exit code 3" in out[2][1] and "while running" in out[2][1]
+    done = [out[i][0] for i in (0, 3, 4, 5)]
+    assert all(rec is not None for rec in done)  # the others ran on, a new worker took over
+    pids = {rec["pid"] for rec in done}
+    assert os.getpid() not in pids
+    captured = capfd.readouterr()
+    assert "noise from a member" not in captured.out  # a member's print goes to stderr
+    assert "noise from a member" in captured.err
+    if start == "fork":  # forked workers are reaped before run() returns: no zombies
+        assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_inline_executor_isolates_a_raising_member() -> None:
+    out = _outcomes(executors.InlineExecutor(), ["ok", "raise", "ok"])  # no "die": in-process
+    assert out[1] == (None, "ValueError: boom")
+    assert out[0][0] is not None and out[2][0] is not None
+
+
+def test_fork_is_refused_while_other_threads_run() -> None:
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert "thread" in executors.fork_blocker(1)
+        with pytest.raises(RuntimeError, match="cannot fork"):
+            executors.LocalExecutor(jobs=2, start="fork").describe()
+        assert "fresh processes" in executors.LocalExecutor(jobs=2, start="auto").describe()
+    finally:
+        stop.set()
+        t.join()
+    assert "torch threads" in executors.fork_blocker(2)
+    with pytest.raises(ValueError, match="start method"):
+        executors.LocalExecutor(jobs=2, start="vfork")
+
+
+def test_summary_has_every_column_when_no_member_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dufm_core.training import Trainer
+
+    def broken(self, resume: bool = False):
+        raise RuntimeError("simulated training failure")
+
+    monkeypatch.setattr(Trainer, "train", broken)
+    spec = sweeps.load_spec("<t>", tiny(name="allfail", grid="lam = [0.002, 0.02]"))
+    result = sweeps.run_sweep(spec, runs_dir=tmp_path / "runs", executor="inline")
+    assert result.counts == {"failed": 2}
+    header = (result.folder / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["member", "key", "lam"]
+    for col in (
+        "state",
+        "final_loss",
+        "gamma_measured",
+        "gamma_predicted",
+        "outlier_l2",
+        "outlier_pred_l2",
+        "outlier_count_l2",
+        "outlier_ratio_l2",
+        "f_mean_l2",
+        "nc1_l2",
+        "nc3_l2",
+    ):
+        assert col in header, col
+    assert "full_top" not in header  # the spec did not ask for the full Hessian
+    rows = sweeps.read_summary(result.folder)
+    assert all("simulated training failure" in r["error"] for r in rows)
+
+
+def test_an_executor_failure_marks_the_sweep_failed_and_the_cli_still_prints_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def unreachable(self, fn):
+        raise ConnectionError("cluster unreachable")
+
+    monkeypatch.setattr(executors.LocalExecutor, "_open", unreachable)
+    spec = write_spec(tmp_path, tiny(name="broken"))
+    code = cli.main(["sweep", str(spec), "--runs-dir", str(tmp_path / "runs"), "--jobs", "2"])
+    captured = capsys.readouterr()
+    folder = (tmp_path / "runs" / "sweeps" / "broken").resolve()
+    assert code == 1 and captured.out.strip().splitlines()[-1] == str(folder)
+    assert "cluster unreachable" in captured.err
+    status = sweeps.driver_status(folder)
+    assert status["state"] == "failed" and "ConnectionError" in status["error"]
+
+
+def test_launch_refuses_a_running_sweep_without_touching_its_folder(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    spec = sweeps.load_spec("<t>", tiny(name="busy"))
+    folder = sweeps.prepare(spec, runs)
+    (folder / sweeps.CANCEL_FILE).touch()  # a cancel in progress
+    driver = subprocess.Popen(["sleep", "60"])  # stands in for the live driver process
+    try:
+        for state in ("starting", "running"):
+            (folder / "driver.json").write_text(
+                json.dumps({"state": state, "pid": driver.pid, "host": socket.gethostname()})
+            )
+            before = (folder / "sweep.json").read_text()
+            other = sweeps.load_spec("<t>", tiny(name="busy", grid="seed = [5, 6, 7]"))
+            with pytest.raises(RuntimeError, match="already running"):
+                sweeps.launch_sweep(other, runs)
+            assert (folder / "sweep.json").read_text() == before
+            assert (folder / sweeps.CANCEL_FILE).exists()
+            with pytest.raises(RuntimeError, match="already being run"):
+                sweeps.run_sweep(other, runs_dir=runs, executor="inline")  # nor a second driver
+    finally:
+        driver.kill()
+        driver.wait()
+
+
+def test_a_member_cancelled_before_it_starts_is_recorded(tmp_path: Path) -> None:
+    spec = sweeps.load_spec("<t>", tiny(name="late"))
+    folder = sweeps.prepare(spec, tmp_path / "runs")
+    (folder / sweeps.CANCEL_FILE).touch()
+    m = spec.members()[0]
+    task = {
+        "key": m.key,
+        "index": m.index,
+        "values": m.values,
+        "config": m.config.to_dict(),
+        "runs_dir": str((tmp_path / "runs").resolve()),
+        "sweep_dir": str(folder),
+    }
+    record = sweeps.execute_member(task)
+    assert record["state"] == "cancelled" and record["run"] is None
+    assert sweeps.read_record(folder, m.key)["state"] == "cancelled"
+    row = next(r for r in sweeps.summary_rows(folder) if r["key"] == m.key)
+    assert row["state"] == "cancelled" and "before it started" in row["error"]
