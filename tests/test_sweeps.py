@@ -4,6 +4,7 @@ benchmark's quick mode. Tiny configs (K=3, n=5, width 6, depth 2) keep the file 
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import socket
@@ -265,6 +266,9 @@ def test_rerun_skips_ended_members(local_sweep: dict) -> None:
 # --------------------------------------------------------------------------- ray
 def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
+    # once (in a full local run) ray.init waited for ever for a raylet that never started: a
+    # stuck Ray must end the test run with a traceback, not hold CI until its limit
+    faulthandler.dump_traceback_later(600, exit=True)
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -287,6 +291,7 @@ def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
         assert len(errors) == 1 and "GPU" in errors.pop()
     finally:
         ray.shutdown()
+        faulthandler.cancel_dump_traceback_later()
     assert result.counts == {"finished": 2, "diverged": 2}
     rows = sweeps.read_summary(result.folder)
     assert {r["host"] for r in rows} and all(r["run"] for r in rows)
@@ -406,7 +411,17 @@ def _outcomes(ex: executors.Executor, probes: list[str]) -> dict[int, tuple]:
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_local_executor_isolates_failing_members(start: str, capfd: pytest.CaptureFixture) -> None:
     if start == "fork" and (why := executors.fork_blocker(1)):
-        pytest.skip(f"cannot fork in this test process: {why}")
+        # e.g. the browser tests left threads in this process: check forking in a fresh one
+        if os.environ.get("DUFM_FORK_SUBPROCESS"):
+            pytest.fail(f"cannot fork even in a fresh test process: {why}")
+        node = f"{__file__}::test_local_executor_isolates_failing_members[fork]"
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
+            env={**subprocess_env(), "DUFM_FORK_SUBPROCESS": "1"}, cwd=ROOT,
+            capture_output=True, text=True, timeout=300,
+        )
+        assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-3000:]
+        return
     # as many slots as cores: one torch thread per worker, so forking is allowed on any machine
     jobs = max(2, executors.cpu_count()) if start == "fork" else 2
     ex = executors.LocalExecutor(jobs=min(jobs, 4), start=start)
