@@ -591,6 +591,21 @@ def _sweep_vline(fig: go.Figure, x: float, label: str, log_x: bool) -> None:
         )
 
 
+def _phase_curves(fig: go.Figure, curves: Sequence[Mapping[str, Any]], key: str,
+                  name: Any) -> None:
+    """The closed-form curves of the phase diagrams (dashed, one colour per (K, n, L))."""
+    for i, c in enumerate(curves):
+        fig.add_trace(
+            go.Scatter(
+                x=list(c["x"]),
+                y=list(c[key]),
+                mode="lines",
+                name=name(c),
+                line={**PRED_STYLE, "color": COLORS[(i + 3) % len(COLORS)]},
+            )
+        )
+
+
 def sweep_phase_gamma(
     rows: Sequence[Mapping[str, Any]], curves: Sequence[Mapping[str, Any]]
 ) -> go.Figure:
@@ -598,16 +613,7 @@ def sweep_phase_gamma(
     filled; each class's own value, hollow) against λ/λ_crit, with the closed form γ(λ) that
     jumps from (L−1)/L to 0 at λ_crit (theory.md §3.1)."""
     fig = go.Figure()
-    for i, c in enumerate(curves):
-        fig.add_trace(
-            go.Scatter(
-                x=list(c["x"]),
-                y=list(c["gamma"]),
-                mode="lines",
-                name=f"closed form K={c['K']} n={c['n']} L={c['L']}",
-                line={**PRED_STYLE, "color": COLORS[(i + 3) % len(COLORS)]},
-            )
-        )
+    _phase_curves(fig, curves, "gamma", lambda c: f"closed form K={c['K']} n={c['n']} L={c['L']}")
     pts = [r for r in rows if r.get("lam_over_crit") and r.get("gamma_measured") is not None]
     for i, (label, group) in enumerate(_sweep_groups(pts, ("K", "n", "depth"))):
         color = COLORS[i % len(COLORS)]
@@ -650,16 +656,7 @@ def sweep_phase_outliers(
     """Phase diagram, outliers: the number of layer-wise fit-Hessian outliers (fewest and most
     over the layers) against λ/λ_crit, with the prediction K² below λ_crit and 0 above."""
     fig = go.Figure()
-    for i, c in enumerate(curves):
-        fig.add_trace(
-            go.Scatter(
-                x=list(c["x"]),
-                y=list(c["count"]),
-                mode="lines",
-                name=f"predicted K²={c['K'] ** 2}",
-                line={**PRED_STYLE, "color": COLORS[(i + 3) % len(COLORS)]},
-            )
-        )
+    _phase_curves(fig, curves, "count", lambda c: f"predicted K²={c['K'] ** 2}")
     pts = [r for r in rows if r.get("lam_over_crit") and r.get("outlier_count_max") is not None]
     for i, (label, group) in enumerate(_sweep_groups(pts, ("K", "n", "depth"))):
         color = COLORS[i % len(COLORS)]
