@@ -69,13 +69,15 @@ def start_worker(run: Run) -> int:
     return pid
 
 
-def _spawn_process(run: Run) -> int:
+def spawn_detached(args: list[str], log_path: Path) -> subprocess.Popen:
+    """``python -m dufm_core *args`` as a detached process (its own session, so it outlives the
+    caller and a signal to the caller's group), output appended to ``log_path``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    with run.log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dufm_core", "train", "--run-dir", str(run.path)],
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dufm_core", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -83,7 +85,10 @@ def _spawn_process(run: Run) -> int:
             env=env,
             start_new_session=True,
         )
-    return proc.pid
+
+
+def _spawn_process(run: Run) -> int:
+    return spawn_detached(["train", "--run-dir", str(run.path)], run.log_path).pid
 
 
 def pump(runs_dir: str | Path | None = None, limit: int | None = None) -> list[Run]:

@@ -55,7 +55,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -1039,34 +1038,14 @@ def launch_sweep(
     if status.get("state") in ("running", "starting"):  # sweep's spec and cancel file stay
         raise RuntimeError(f"sweep {spec.name} is already running (pid {status.get('pid')})")
     folder = prepare(spec, root)
-    cmd = [
-        sys.executable,
-        "-m",
-        "dufm_core",
-        "sweep",
-        str(folder / "spec.toml"),
-        "--runs-dir",
-        str(root),
-        "--executor",
-        executor,
-    ]
+    args = ["sweep", str(folder / "spec.toml"), "--runs-dir", str(root), "--executor", executor]
     if jobs:
-        cmd += ["--jobs", str(jobs)]
+        args += ["--jobs", str(jobs)]
     if address:
-        cmd += ["--address", address]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    with (folder / "log.txt").open("ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        )
+        args += ["--address", address]
+    from dufm_core.jobs import spawn_detached
+
+    proc = spawn_detached(args, folder / "log.txt")
     # reap the driver when it ends (the dashboard's server lives long: no zombies)
     threading.Thread(target=proc.wait, daemon=True).start()
     atomic_write_json(
