@@ -196,6 +196,20 @@ def _find(folders: list[Path], name: str, gz: bool) -> Path | None:
     return None
 
 
+def _require(folders: list[Path], name: str, gz: bool, dataset: str) -> Path:
+    """:func:`_find`, or a DataError naming the file, where it was looked for and what the
+    data set's folder must hold."""
+    p = _find(folders, name, gz)
+    if p is None:
+        root = folders[-1]
+        raise DataError(
+            "data_dir",
+            f"{dataset}: {name}{'[.gz]' if gz else ''} not found in {folders[0]} or {root}; "
+            f"expected {_expected(dataset, root)}",
+        )
+    return p
+
+
 def _data_root(dataset: str, data_dir: str) -> Path:
     if not data_dir:
         raise DataError(
@@ -264,14 +278,7 @@ def _load_idx_set(
     folders = [root / _IDX_SUBDIR[dataset] / "raw", root]
     paths: dict[str, Path] = {}
     for key, name in _IDX_FILES.items():
-        p = _find(folders, name, gz=True)
-        if p is None:
-            raise DataError(
-                "data_dir",
-                f"{dataset}: {name}[.gz] not found in {folders[0]} or {root}; expected "
-                f"{_expected(dataset, root)}",
-            )
-        paths[key] = p
+        paths[key] = _require(folders, name, True, dataset)
     arrays = {}
     for split in ("train", "test"):
         images = read_idx(paths[f"{split}_images"], 3)
@@ -421,14 +428,7 @@ def _load_cifar_set(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     folders = [root / _CIFAR_SUBDIR, root]
     paths = []
     for name in (*_CIFAR_TRAIN, _CIFAR_TEST):
-        p = _find(folders, name, gz=False)
-        if p is None:
-            raise DataError(
-                "data_dir",
-                f"cifar10: {name} not found in {folders[0]} or {root}; expected "
-                f"{_expected('cifar10', root)}",
-            )
-        paths.append(p)
+        paths.append(_require(folders, name, False, "cifar10"))
     parts = [load_cifar_batch(p) for p in paths[:-1]]
     x_test, y_test = load_cifar_batch(paths[-1])
     x_train = np.concatenate([x for x, _ in parts])
