@@ -29,14 +29,13 @@ import torch
 from dufm_core import collapse
 from dufm_core.config import RunConfig
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
-from dufm_core.curvature.network import NetworkHessianOperator
+from dufm_core.curvature.network import NETWORK_PARAMS, NetworkHessianOperator
 from dufm_core.data import RealData, load_data
 from dufm_core.networks import HeadView, RealNetwork
 
-__all__ = ["NETWORK_FULL_PARAMS", "network_block", "network_full", "network_view",
+__all__ = ["network_block", "network_full", "network_view",
            "normalise_full_params", "ufm_config"]
 
-NETWORK_FULL_PARAMS = ("head", "all")
 ALL_TOL = 1e-6  # relative residual of the K² outliers of the whole-network Hessian
 ALL_BATCH = 512  # samples per pass of the whole-network products (memory only)
 
@@ -49,7 +48,7 @@ def normalise_full_params(cfg: RunConfig, params: str) -> str:
     if cfg.model == "ufm":
         allowed = ("weights", "weights+features")
     else:
-        allowed = NETWORK_FULL_PARAMS
+        allowed = NETWORK_PARAMS
         params = "head" if params == "weights" else params
     if params not in allowed:
         raise ValueError(f"full_params: must be one of {' | '.join(allowed)} for {cfg.model} "

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch.func import functional_call, grad, jvp, vmap
 
+from dufm_core.curvature.params import unflatten
 from dufm_core.models import fit_term
 from dufm_core.networks import eval_mode
 
@@ -84,8 +85,7 @@ class NetworkHessianOperator:
         self.buffers = {n: b.detach().to(dtype) if b.is_floating_point() else b.detach()
                         for n, b in model.named_buffers()}
         self.shapes = tuple(tuple(self.theta[n].shape) for n in self.names)
-        self.sizes = tuple(math.prod(s) for s in self.shapes)
-        self.dim = int(sum(self.sizes))
+        self.dim = int(sum(math.prod(s) for s in self.shapes))
         self.x = x.to(device=device, dtype=dtype)
         self.y = y.to(device=device, dtype=torch.long)
         self.N = int(x.shape[0])
@@ -95,27 +95,12 @@ class NetworkHessianOperator:
         self.progress = progress
 
     # ------------------------------------------------------------------ helpers
-    def _split(self, V: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(m, dim) rows → {name: (m, *shape)}."""
-        out, start = {}, 0
-        for name, shape, size in zip(self.names, self.shapes, self.sizes, strict=True):
-            out[name] = V[:, start : start + size].reshape(V.shape[0], *shape)
-            start += size
-        return out
-
     def _batch_fit(self, theta: dict[str, torch.Tensor], xb: torch.Tensor,
                    yb: torch.Tensor) -> torch.Tensor:
         """|B|/N · fit over the batch = the batch's share of the full-set fit."""
         state = {**self.frozen, **theta, **self.buffers}
         z = functional_call(self.model, state, (xb,))
         return fit_term(z, yb, self.loss) * (xb.shape[0] / self.N)
-
-    def loss_value(self) -> float:
-        """fit(θ) over the whole set (eval mode): a check of what the operator differentiates."""
-        with self._eval(), torch.no_grad():
-            return float(sum(self._batch_fit(self.theta, self.x[a : a + self.batch_size],
-                                             self.y[a : a + self.batch_size])
-                             for a in range(0, self.N, self.batch_size)))
 
     def _eval(self) -> contextlib.AbstractContextManager:
         return eval_mode(self.model)
@@ -130,7 +115,8 @@ class NetworkHessianOperator:
         out = torch.zeros_like(V)
         with self._eval():
             for c in range(0, V.shape[1], self.chunk):
-                tang = self._split(V[:, c : c + self.chunk].T.contiguous())
+                block = unflatten(V[:, c : c + self.chunk], self.shapes)  # (m, *shape) each
+                tang = {n: t.contiguous() for n, t in zip(self.names, block, strict=True)}
                 acc = None
                 for a in range(0, self.N, self.batch_size):
                     xb, yb = self.x[a : a + self.batch_size], self.y[a : a + self.batch_size]
