@@ -2,9 +2,9 @@
 
 Two loops are timed side by side on the same network, data and device:
 
-* ``ours``: one step of ``dufm_core.real_training`` — ``objective`` (fit + λ_H mean feature
-  norm + λ_W on the head), ``torch.autograd.grad``, the one-sync finiteness check and the
-  engine's foreach momentum ``Optimizer``;
+* ``ours``: one step of ``dufm_core.real_training`` — ``batch_gradient`` (the objective: fit
+  + λ_H mean feature norm + λ_W on the head; ``torch.autograd.grad``; loss and gradient norm
+  in one host sync) and the engine's foreach momentum ``Optimizer``;
 * ``plain``: the loop people would otherwise write — MSE on one-hot targets, the same penalty
   terms, ``loss.backward()`` and ``torch.optim.SGD(momentum=0.9, foreach=True)``.
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dufm_core.config import RunConfig
 from dufm_core.data import load_data
 from dufm_core.networks import build_network
-from dufm_core.real_training import objective
+from dufm_core.real_training import batch_gradient
 from dufm_core.training import Optimizer
 
 
@@ -62,11 +62,8 @@ def make_steps(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, device: torch.d
     params = list(model.parameters())
     opt = Optimizer([p.data for p in params], cfg)
 
-    def ours() -> None:
-        total, _, _, _ = objective(model, x, y, cfg)
-        grads = torch.autograd.grad(total, params)
-        grad_sq = torch.stack(torch._foreach_norm(grads)).double().square().sum()
-        torch.stack([total.detach().double(), grad_sq]).tolist()
+    def ours() -> None:  # the body of RealTrainer's loop, without logging
+        grads, _, _ = batch_gradient(model, params, x, y, cfg)
         opt.step(list(grads))
 
     plain_model = build_network(cfg, device=device)

@@ -71,6 +71,7 @@ from dufm_core.training import (
 __all__ = [
     "RealTrainer",
     "accuracy",
+    "batch_gradient",
     "batch_indices",
     "check_device",
     "evaluate",
@@ -147,6 +148,22 @@ def objective(
     fit = fit_term(logits, y, cfg.loss)
     reg = 0.5 * cfg.lam_h * h.square().sum(dim=1).mean() + head_reg(model, cfg)
     return fit + reg, fit, reg, logits
+
+
+def batch_gradient(
+    model: RealNetwork, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+    cfg: RunConfig,
+) -> tuple[tuple[torch.Tensor, ...], float, float]:
+    """(∇L_B over ``params``, L_B, ‖∇L_B‖²) of the batch (x, y): one training step's gradient.
+
+    The loss and the squared norm come back to the host in one transfer — one sync per step,
+    not one per parameter (on a GPU each sync is a stall) — for the divergence checks.
+    """
+    total, _, _, _ = objective(model, x, y, cfg)
+    grads = torch.autograd.grad(total, params)
+    grad_sq = torch.stack(torch._foreach_norm(grads)).double().square().sum()
+    batch_loss, grad_sq = torch.stack([total.detach().double(), grad_sq]).tolist()
+    return grads, batch_loss, grad_sq
 
 
 @torch.no_grad()
@@ -272,11 +289,7 @@ class RealTrainer(Trainer):
                     idx = batch_indices(N, cfg.batch_size, cfg.seed, step)
                     x = data.x_train if idx is None else data.x_train[idx.to(device)]
                     y = data.y_train if idx is None else data.y_train[idx.to(device)]
-                    total, _, _, _ = objective(model, x, y, cfg)
-                    grads = torch.autograd.grad(total, params)
-                    # one host sync per step (not one per parameter: on a GPU each is a stall)
-                    grad_sq = torch.stack(torch._foreach_norm(grads)).double().square().sum()
-                    batch_loss, grad_sq = torch.stack([total.detach().double(), grad_sq]).tolist()
+                    grads, batch_loss, grad_sq = batch_gradient(model, params, x, y, cfg)
                     bad = None
                     if not math.isfinite(batch_loss):
                         bad = "the loss became non-finite"
