@@ -29,7 +29,8 @@ pages = {
         st.Page("pages/inspect.py", title="Inspect checkpoint", icon=":material/upload_file:"),
     ],
     "Theory": [
-        st.Page("pages/theory_explorer.py", title="Theory explorer", icon=":material/functions:")
+        st.Page("pages/theory_explorer.py", title="Theory explorer", icon=":material/functions:"),
+        st.Page("pages/docs.py", title="Docs", icon=":material/menu_book:"),
     ],
 }
 

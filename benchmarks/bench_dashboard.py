@@ -7,7 +7,7 @@
 
 Goals (issue #4, this 2-core machine): under 2 s, 1.5 s and 3 s.
 
-    python benchmarks/bench_dashboard.py [--repeats 3] [--quick] [--out FILE.json]
+    python -m benchmarks.bench_dashboard [--repeats 3] [--quick] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 from scripts.devserver import CHART, CHROMIUM, CHROMIUM_ARGS, IDLE  # noqa: E402
 from scripts.devserver import start as start_server  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Benchmark: top K² eigenpairs of the full weight fit-Hessian, ours vs PyHessian vs curvlinops.
 
-Model: theory.md case A at its closed-form optimum (K=3, n=40, L=5, λ_W = λ_H = 0.01, float64)
+Model: docs/theory.md case A at its closed-form optimum (K=3, n=40, L=5, λ_W = λ_H = 0.01, float64)
 at width d (default 256: 4·256² + 3·256 = 262 912 weights). Target: the K² = 9 outliers
 (0.8562128489 ×3, 0.7762128489 ×6; theory.predict(...).full_outliers), exactly degenerate.
 
@@ -23,7 +23,7 @@ once untimed (warm-up: functorch / autograd first-call costs), then ``--repeats`
 round-robin so that background load hits all methods alike; the median time is reported, with
 the largest relative error of the 9 values (sorted) against the closed form.
 
-    python benchmarks/bench_hessian.py [--width 256] [--repeats 3] [--threads 2] [--tol 1e-8]
+    python -m benchmarks.bench_hessian [--width 256] [--repeats 3] [--threads 2] [--tol 1e-8]
                                        [--only ours] [--quick] [--out FILE.json]
 """
 
@@ -35,14 +35,11 @@ import importlib.util
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -1,6 +1,6 @@
 """Benchmark: the exact full spectrum of one linear-MSE layer Hessian from its Kronecker factors.
 
-theory.md case A (K=3, n=40, L=5, λ=0.01, float64) at width d (default 512): the layer-l fit
+docs/theory.md case A (K=3, n=40, L=5, λ=0.01, float64) at width d (default 512): the layer-l fit
 Hessian is P ⊗ Q, a d²×d² matrix (262 144 × 262 144 at d = 512, 550 GB dense). The full spectrum
 is every product p_i q_j of the factors' eigenvalues: two d×d ``eigh`` calls and a sort, O(d³).
 Goal: < 2 s at d = 512. Timed: building P and Q from the model (``layer_factors``),
@@ -10,7 +10,7 @@ Checks reported alongside: at the optimum the top K² values equal λ_W γ/(1−
 (theory.predict(...).layer_outlier) and everything else is 0; at a random point the top 9 agree
 with our block-Krylov solver on the autograd HessianOperator of the same layer.
 
-    python benchmarks/bench_kronecker.py [--width 512] [--layer 3] [--repeats 3] [--quick]
+    python -m benchmarks.bench_kronecker [--width 512] [--layer 3] [--repeats 3] [--quick]
                                          [--out FILE.json]
 """
 
@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 

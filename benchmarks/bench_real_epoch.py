@@ -13,8 +13,8 @@ epoch) and ``cifar`` (synthetic 3×32×32 batches of the given sizes; a CIFAR-10
 50 000 images is extrapolated from the time per image). ``--amp`` adds bf16-autocast rows on
 CUDA. Prints one JSON line per case and a summary table.
 
-    python benchmarks/bench_real_epoch.py --device cpu --cases digits,cifar --cifar-batches 128
-    python benchmarks/bench_real_epoch.py --device cuda --amp --cifar-batches 128,512,2048,10000
+    python -m benchmarks.bench_real_epoch --device cpu --cases digits,cifar --cifar-batches 128
+    python -m benchmarks.bench_real_epoch --device cuda --amp --cifar-batches 128,512,2048,10000
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dufm_core.config import RunConfig
 from dufm_core.data import load_data

@@ -1,9 +1,9 @@
 """Benchmark: a 16-member sweep with the local executor and with Ray, against running the members
 one after another.
 
-Each member is theory.md case A (K=3, n=40, d=60, L=5, lr 0.2, float64; λ over 8 values × 2 seeds)
-trained for ``--steps`` GD steps and then analysed, exactly as a sweep does. Three ways, each in a
-fresh runs folder, through the same :func:`dufm_core.sweeps.run_sweep`:
+Each member is docs/theory.md case A (K=3, n=40, d=60, L=5, lr 0.2, float64; λ over 8 values ×
+2 seeds) trained for ``--steps`` GD steps and then analysed, exactly as a sweep does. Three
+ways, each in a fresh runs folder, through the same :func:`dufm_core.sweeps.run_sweep`:
 
 * sequential: the ``inline`` executor, members one after another in this (already warm) process:
   the total work, and the best case for one core;
@@ -20,10 +20,10 @@ processes can be told even when the machine is saturated (``others_cores_approx`
 whose workers are not our children, nor for fresh local workers, reaped after the phase), and
 the median of ``--repeats`` is reported.
 
-    python benchmarks/bench_sweep.py [--steps 30000] [--repeats 2] [--jobs 2] [--no-ray]
+    python -m benchmarks.bench_sweep [--steps 30000] [--repeats 2] [--jobs 2] [--no-ray]
                                      [--wait-idle S] [--quick] [--out FILE.json]
-    python benchmarks/bench_sweep.py --contention [--steps N] [--jobs 2] [--wait-idle S]
-    python benchmarks/bench_sweep.py --compare-start [--repeats 3] [--wait-idle S]
+    python -m benchmarks.bench_sweep --contention [--steps N] [--jobs 2] [--wait-idle S]
+    python -m benchmarks.bench_sweep --compare-start [--repeats 3] [--wait-idle S]
 
 ``$DUFM_SWEEP_START=spawn`` makes the local executor start fresh worker processes (the way it
 worked before its workers were forked from the driver), for comparison.
@@ -43,8 +43,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CASE_A = """
 name = "bench"
@@ -200,7 +198,6 @@ def run(
                 num_cpus=jobs,
                 include_dashboard=False,
                 log_to_driver=False,
-                runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
             )
             ray_init.append(time.perf_counter() - t0)
             try:

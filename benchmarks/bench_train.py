@@ -1,17 +1,16 @@
 """Benchmark: `python -m dufm_core train` against the hand-written autograd + SGD loop.
 
 Both run as whole processes (interpreter start, imports, training; ours also writes its default
-metrics and checkpoints) on theory.md case A: K=3, n=40, d=60, L=5, λ=1e-2, lr 0.2, float64.
+metrics and checkpoints) on docs/theory.md case A: K=3, n=40, d=60, L=5, λ=1e-2, lr 0.2, float64.
 Reports wall time, steps per second, the ratio, and when our run reached the closed-form loss.
 
-    python benchmarks/bench_train.py [--steps 10000] [--repeats 3] [--quick] [--out FILE.json]
+    python -m benchmarks.bench_train [--steps 10000] [--repeats 3] [--quick] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,20 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CASE_A = ["--K", "3", "--n", "40", "--width", "60", "--depth", "5", "--lr", "0.2"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _timed(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=True, cwd=ROOT)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return time.perf_counter() - t0, out.stdout
 
 
 def run(steps: int, repeats: int) -> dict:
-    sys.path.insert(0, str(ROOT))
     from dufm_core import theory
     from dufm_core.store import open_run
 

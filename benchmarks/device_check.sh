@@ -17,7 +17,7 @@ timeout 60 python3 -m dufm_core analyze /tmp/ufm/*caseA* | tail -5
 log "ReLU UFM on cuda"
 timeout 90 python3 -m dufm_core train --device cuda --runs-dir /tmp/ufm --activation relu --width 65 --steps 3000 --name relu | tail -2
 log "epoch timings"
-timeout 200 python3 benchmarks/bench_real_epoch.py --device cuda --amp --cifar-batches 128,512,2048,10000 --repeats 10 --out "$OUT/bench_real_epoch_cuda.json" 2>&1 | tail -14
+timeout 200 python3 -m benchmarks.bench_real_epoch --device cuda --amp --cifar-batches 128,512,2048,10000 --repeats 10 --out "$OUT/bench_real_epoch_cuda.json" 2>&1 | tail -14
 log "amp run via the CLI"
 timeout 60 python3 -m dufm_core train --model resnet20 --device cuda --amp true --steps 30 --runs-dir /tmp/amp --name amp | tail -2
 log "result run: $RESULT_STEPS steps, limit $RESULT_LIMIT s"

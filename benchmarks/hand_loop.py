@@ -1,6 +1,6 @@
 """The training loop a researcher writes by hand for the deep linear UFM (the baseline of
 bench_train.py): autograd + torch.optim.SGD, float64, full batch, N(0, 1/d) init, the loss of
-theory.md §1.3. Prints the final loss."""
+docs/theory.md §1.3. Prints the final loss."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Eigenvector alignment and Papyan's Gauss–Newton split for one layer (theory.md §4.1, §4.2, §6.2).
+"""Eigenvector alignment and Papyan's Gauss–Newton split for one layer (docs/theory.md §4.1,
+§4.2, §6.2).
 
-Conventions (theory.md "How to use this document")
+Conventions (docs/theory.md "How to use this document")
 ---------------------------------------------------
 * Layers are numbered 1..L. W_l has shape (d_{l+1}, d_l) and maps the *input features* H̃_l
   (H_1 for l = 1, the post-activation σ(H_l) for a ReLU model, H_l for a linear one) to the
@@ -15,7 +16,7 @@ Conventions (theory.md "How to use this document")
   over (c, c') wherever a list of K² vectors is needed.
 * Everything is computed in float64, whatever the model's dtype.
 
-Measures (theory.md §6.2), with v = vec(b_{cc'}):
+Measures (docs/theory.md §6.2), with v = vec(b_{cc'}):
 
     f_{cc'} = (vᵀHv)² / (‖v‖² ‖Hv‖²)                (squared cosine between v and Hv)
     π_{cc'} = ‖U_topᵀ v‖² / ‖v‖²                     (subspace capture; basis-invariant)
@@ -23,9 +24,9 @@ Measures (theory.md §6.2), with v = vec(b_{cc'}):
 
 plus the principal angles between span{v_{cc'}} and span(U_top).
 
-Papyan's split (theory.md §4.2) of the layer Gauss–Newton matrix G = (1/N) Σ_{i,c,c'} v v ᵀ with
-v_{icc'} = ∂z_{ic,c'}/∂vec W_l, computed in factored form v_{icc'} = g_{ic,c'} ⊗ h̃_{ic}
-(:func:`gn_split`, :class:`GNSplitParts`).
+Papyan's split (docs/theory.md §4.2) of the layer Gauss–Newton matrix
+G = (1/N) Σ_{i,c,c'} v v ᵀ with v_{icc'} = ∂z_{ic,c'}/∂vec W_l, computed in factored form
+v_{icc'} = g_{ic,c'} ⊗ h̃_{ic} (:func:`gn_split`, :class:`GNSplitParts`).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def backprop(model: DeepUFM, l: int, E: Tensor, tau: float = 0.0, kink_rtol: flo
         δ_{l+1} = D_{l+1} ⊙ W_{l+1}ᵀ (D_{l+2} ⊙ W_{l+2}ᵀ ( ⋯ D_L ⊙ W_Lᵀ E)),
 
     D_j = σ'(H_j) entrywise (ReLU: 1 where H_j > 0, ``tau`` where H_j = 0, 0 below; linear: 1).
-    ``tau`` is the convention σ'(0) = τ of theory.md §1.4: 0 is PyTorch/JAX autograd, ½ the
+    ``tau`` is the convention σ'(0) = τ of docs/theory.md §1.4: 0 is PyTorch/JAX autograd, ½ the
     smoothed-ReLU limit, 1 the linear extension. ``kink_rtol`` > 0 treats every |H_j| ≤
     kink_rtol · max|H_j| as exactly on the kink: a constructed DNC point has ±1e-17 rounding
     noise where the pre-activations should be 0, and autograd (``kink_rtol`` = 0) then opens or
@@ -207,7 +208,7 @@ def dense_hvp(H: Tensor) -> HVP:
 
 
 def alignment_f(hvp: HVP, basis: Tensor) -> Tensor:
-    """f_{cc'} = (vᵀHv)² / (‖v‖² ‖Hv‖²), v = vec b_{cc'}, shape (K, K) (theory.md §6.2).
+    """f_{cc'} = (vᵀHv)² / (‖v‖² ‖Hv‖²), v = vec b_{cc'}, shape (K, K) (docs/theory.md §6.2).
 
     ``hvp`` maps a stack (m, d_out, d_in) to H applied to each matrix (row-major vec), e.g.
     ``KroneckerSpectrum.apply``
@@ -258,7 +259,7 @@ def _flat_basis(basis: Tensor) -> Tensor:
 
 
 def subspace_capture(U_top: Tensor, basis: Tensor) -> Tensor:
-    """π_{cc'} = ‖U_topᵀ v‖² / ‖v‖², v = vec_r b_{cc'}; shape (K, K) (theory.md §6.2).
+    """π_{cc'} = ‖U_topᵀ v‖² / ‖v‖², v = vec_r b_{cc'}; shape (K, K) (docs/theory.md §6.2).
 
     U_top (dim × m) must have orthonormal columns (row-major vec of the layer's matrices). π is
     invariant under any rotation of U_top within its span, so it is the right measure inside a
@@ -281,7 +282,7 @@ def principal_angles(U_top: Tensor, basis: Tensor, rtol: float = 1e-10) -> Tenso
 
 
 def cosine_heatmap(U_top: Tensor, basis: Tensor) -> Tensor:
-    """|cos(v̂_{cc'}, u_j)|, shape (K², m), rows in (c, c') row-major order (theory.md §6.2).
+    """|cos(v̂_{cc'}, u_j)|, shape (K², m), rows in (c, c') row-major order (docs/theory.md §6.2).
 
     Basis-dependent inside a degenerate eigenspace: look for block structure, not for a
     permutation matrix. Row (c, c')'s squared norm equals π_{cc'} when U_top is orthonormal.
@@ -314,7 +315,7 @@ def alignment_report(
 # --------------------------------------------------------------------------- Gauss–Newton split
 @dataclass
 class GNSplitParts:
-    """Factored Papyan split of the layer-l Gauss–Newton matrix (theory.md §4.2).
+    """Factored Papyan split of the layer-l Gauss–Newton matrix (docs/theory.md §4.2).
 
     Per-sample vectors v_{i,k} = g_{i,k} ⊗ h̃_i (row-major vec of g_{i,k} h̃_iᵀ), i = 1..N (class
     ordered; sample i has class c(i)), k = 1..K the logit (or, with softmax weighting, the
@@ -530,7 +531,7 @@ def gn_split(
 ) -> dict[str, Any]:
     """Papyan's split G = G_class + G_cross + G_within of the layer-l Gauss–Newton matrix.
 
-    Definitions (theory.md §4.2): v_{icc'} = ∂z_{ic,c'}/∂vec W_l = g_{ic,c'} ⊗ h̃_{ic}, with
+    Definitions (docs/theory.md §4.2): v_{icc'} = ∂z_{ic,c'}/∂vec W_l = g_{ic,c'} ⊗ h̃_{ic}, with
     g = ∂z/∂(pre-activation output h^{(l+1)}) and h̃ the (post-activation) input of W_l;
     v_{cc'} = Av_i v_{icc'}, v_c = Av_{c'} v_{cc'};
 

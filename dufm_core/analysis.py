@@ -1,4 +1,4 @@
-"""The analysis report (design.md §5): measurement beside prediction, for any checkpoint.
+"""The analysis report (docs/design.md §5): measurement beside prediction, for any checkpoint.
 
 For each layer l = 1..L of a checkpoint the report holds the fit-Hessian's top eigenvalues (and a
 log-binned histogram of its whole spectrum), the outlier count and max/min ratio of the top K²,
@@ -11,7 +11,7 @@ Hessian unless a key says ``total``.
 How each layer's Hessian is computed:
 
 * linear MSE: exactly, from the Kronecker factors P = A^{(l+1)ᵀ}A^{(l+1)}, Q = H_lH_lᵀ/N
-  (theory.md §4.1) — the whole spectrum in O(d³);
+  (docs/theory.md §4.1) — the whole spectrum in O(d³);
 * otherwise: the dense autograd Hessian when the layer has ≤ ``DENSE_MAX`` weights, else a block
   eigensolver (block ≥ K², the outliers are degenerate) on Hessian–matrix products.
 
@@ -109,12 +109,12 @@ def predictions(cfg: RunConfig, model: DeepUFM | None = None) -> dict[str, Any]:
             out["relu_layer_eigenvalues"] = {
                 str(tau): _list(theory.relu_layer_eigenvalues(K, n, cfg.lam_ws, cfg.lam_h, tau))
                 for tau in TAUS}
-            out["note"] = ("ReLU: values of the best DNC point (non-negative features, theory.md "
-                           "§4.6); autograd's Hessian uses σ'(0) = 0, i.e. τ = 0")
+            out["note"] = ("ReLU: values of the best DNC point (non-negative features, "
+                           "docs/theory.md §4.6); autograd's Hessian uses σ'(0) = 0, i.e. τ = 0")
         return out
     if cfg.loss == "ce":
-        out["note"] = ("cross-entropy: no global closed form; DNC-point values (theory.md §4.7) "
-                       "at the stationary scale α* and at the measured α")
+        out["note"] = ("cross-entropy: no global closed form; DNC-point values "
+                       "(docs/theory.md §4.7) at the stationary scale α* and at the measured α")
         if positive and len(set(cfg.lam_ws)) == 1 and cfg.lam_ws[0] == cfg.lam_h:
             a_star = theory.ce_optimal_alpha(K, n, L, cfg.lam_h)
             out["ce_alpha_star"] = _f(a_star)
@@ -161,7 +161,7 @@ def _layer_hessian(model: DeepUFM, cfg: RunConfig, l: int, m: int,
         vals, vecs = spec.top(m)
         U = vecs.reshape(vecs.shape[0], -1).T
         hvp = spec.apply
-        method = "kronecker (exact, theory.md §4.1)"
+        method = "kronecker (exact, docs/theory.md §4.1)"
         extra: dict[str, Any] = {"residual_max": 0.0, "converged": True}
     else:
         op = hessian_operator(model, f"layer:{l}", loss=cfg.loss, part="fit")
@@ -305,7 +305,7 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
 def analyze_model(model: DeepUFM, cfg: RunConfig, step: int, run_id: str = "",
                   full: bool = False, full_params: str = "weights", tol: float = 1e-10,
                   progress: Progress = None) -> dict[str, Any]:
-    """The report of design.md §5 for a model (no caching)."""
+    """The report of docs/design.md §5 for a model (no caching)."""
     with cpu_threads(threads_for(max(cfg.dims), next(model.parameters()).device)):
         return _analyze_model(model, cfg, step, run_id, full, full_params, tol, progress)
 

@@ -1,4 +1,4 @@
-"""Command-line interface (design.md §4).
+"""Command-line interface (docs/design.md §4).
 
 ::
 
@@ -285,9 +285,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- main
+def _prog_name() -> str:
+    """How the user called us: ``dufm`` (the installed console script) or ``python -m
+    dufm_core`` (the two are the same program)."""
+    return "python -m dufm_core" if Path(sys.argv[0]).name == "__main__.py" else "dufm"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m dufm_core", description="DUFM Lab: deep unconstrained feature models."
+        prog=_prog_name(), description="DUFM Lab: deep unconstrained feature models."
     )
     sub = p.add_subparsers(dest="command", required=True)
 

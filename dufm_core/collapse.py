@@ -1,4 +1,5 @@
-"""Neural-collapse metrics (theory.md §2.2, §6.4, §6.5): class means, DNC1–DNC3, effective ranks.
+"""Neural-collapse metrics (docs/theory.md §2.2, §6.4, §6.5): class means, DNC1–DNC3, effective
+ranks.
 
 All metrics work in the K-dimensional span of the class means, so no d×d matrix is formed:
 with centred means M_c = M − μ_G 1ᵀ = U S Vᵀ (thin SVD, rank r ≤ K−1),

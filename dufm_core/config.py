@@ -1,8 +1,8 @@
 """Run configuration: one dataclass, validation with one clear line per error, JSON/TOML IO.
 
-A run of the deep unconstrained feature model (UFM) of theory.md §1, or of a real network
+A run of the deep unconstrained feature model (UFM) of docs/theory.md §1, or of a real network
 (``model = "resnet20"``: a ResNet-20 feature map and a head W_1..W_L trained on real data,
-theory.md §5.3; see docs/real_networks.md), is fully described by a :class:`RunConfig`.
+docs/theory.md §5.3; see docs/real_networks.md), is fully described by a :class:`RunConfig`.
 Validation happens *before* anything is written to disk, and every error names the field and
 the range it must lie in, e.g.::
 
@@ -37,7 +37,7 @@ FEATURE_DIM = 64  # output dimension of the ResNet-20 feature map (global-averag
 
 # Defaults that differ for a model (applied by RunConfig.from_dict to keys not given, so that
 # ``--model resnet20`` alone is a sensible run; the dataclass defaults stay the UFM ones).
-# resnet20 follows theory.md §5.3: K = 10 classes, a linear head of L = 3 layers of width 64,
+# resnet20 follows docs/theory.md §5.3: K = 10 classes, a linear head of L = 3 layers of width 64,
 # λ_W = 5e-3, λ_H = 1e-6, SGD with momentum, float32. The lr is 0.005, not the paper's 0.05:
 # from this init, full-batch momentum SGD on digits diverged at 0.05 and 0.01
 # (docs/real_networks.md).
@@ -83,7 +83,7 @@ class ConfigError(ValueError):
 class RunConfig:
     """Everything that defines one training run of a deep UFM.
 
-    Shapes follow theory.md §1: K classes with n samples each (N = K n), L = ``depth`` weight
+    Shapes follow docs/theory.md §1: K classes with n samples each (N = K n), L = ``depth`` weight
     matrices W_l of shape (d_{l+1}, d_l) with d_{L+1} = K, and free features H_1 of shape (d_1, N).
     ``width`` gives d_1..d_L (one value for all, or a list of L values).
     """
@@ -287,7 +287,7 @@ class RunConfig:
             raise ConfigError("amp", f"needs dtype float32 (got {self.dtype})")
 
     def warnings(self) -> list[str]:
-        """Theory warnings: the run is valid but special (see theory.md §3.1, §9)."""
+        """Theory warnings: the run is valid but special (see docs/theory.md §3.1, §9)."""
         from dufm_core import theory
 
         out: list[str] = []

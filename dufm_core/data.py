@@ -1,4 +1,4 @@
-"""Real data sets for the real-network runs (theory.md §5.3), read from local files only.
+"""Real data sets for the real-network runs (docs/theory.md §5.3), read from local files only.
 
 Four data sets, all with K = 10 classes:
 
@@ -28,7 +28,7 @@ every other global, so a doctored file cannot run code; a plain ``pickle.load`` 
 
 What :func:`load_data` returns (:class:`RealData`): a class-balanced training set of ``n``
 samples per class (a seeded subsample), ordered by class (n of class 0, then n of class 1, …,
-as the UFM's columns, theory.md §1.1), standardised with the per-channel mean and standard
+as the UFM's columns, docs/theory.md §1.1), standardised with the per-channel mean and standard
 deviation of that training set; and a held-out test set standardised the same way (digits: a
 seeded ``test_fraction`` of every class, split off *before* subsampling so that it does not
 depend on ``n``; the others: their official test set, all of it).
@@ -454,7 +454,14 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
             if table.shape == (1797, 65):
                 images = table[:, :64].reshape(-1, 8, 8)
                 return images, table[:, 64].astype(np.int64)
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError(
+            "dataset",
+            "digits is the copy scikit-learn ships, and scikit-learn is not installed: "
+            "pip install 'scikit-learn>=1.3' (it is in requirements.txt)",
+        ) from None
 
     bunch = load_digits()
     return np.asarray(bunch.images, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import selectors
@@ -58,7 +59,7 @@ PRELOAD = ("dufm_core.training", "dufm_core.analysis", "dufm_core.collapse", "du
 POLL_S = 0.25
 CANCELLED_BEFORE_START = "cancelled before it started"
 WORKER_START_FAILURES = 2  # workers that die before they are ready: then the rest fail, no loop
-ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent  # shipped to a Ray cluster's workers
 
 Task = Mapping[str, Any]
 TaskFn = Callable[[Task], dict[str, Any]]
@@ -73,11 +74,6 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def engine_pythonpath() -> str:
-    """``PYTHONPATH`` that lets a new interpreter import ``dufm_core`` from this checkout."""
-    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def make_executor(
@@ -446,13 +442,10 @@ class LocalExecutor(_Pool):
     # starting workers -----------------------------------------------------------------------
     def _spawn(self) -> _Worker:
         """A fresh ``python -m dufm_core.executors FN THREADS`` process."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = engine_pythonpath()
         proc = subprocess.Popen(
             [sys.executable, "-m", "dufm_core.executors", self._fn_name, str(self.threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
             start_new_session=True,  # Ctrl-C reaches the driver, which cancels members itself
         )
         assert proc.stdin is not None and proc.stdout is not None
@@ -560,6 +553,17 @@ def worker_main(fn_name: str, threads: int) -> int:
 
 
 # --------------------------------------------------------------------------- ray
+RAY_INSTALL = "pip install 'ray>=2.9,<3'"  # the same range as pyproject.toml's `ray` extra
+
+
+def ray_missing() -> str | None:
+    """One line saying how to install Ray when it is not importable, else None (Ray is optional:
+    only ``--executor ray`` needs it)."""
+    if importlib.util.find_spec("ray") is None:
+        return f"executor: ray needs Ray, which is not installed: {RAY_INSTALL}"
+    return None
+
+
 class RayExecutor(_Pool):
     """One Ray task per member (see the module docstring)."""
 
@@ -571,10 +575,9 @@ class RayExecutor(_Pool):
         gpus: float = 0.0,
     ) -> None:
         super().__init__()
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise RuntimeError("the ray executor needs Ray: pip install 'ray>=2.9'")
+        missing = ray_missing()
+        if missing:
+            raise RuntimeError(missing)
         self.jobs = jobs
         self.address = address
         self.cpus = cpus
@@ -594,7 +597,7 @@ class RayExecutor(_Pool):
         if self.address:
             # ship the engine to the cluster's workers; they need torch, numpy and scipy
             runtime_env = {
-                "py_modules": [str(ROOT / "dufm_core")],
+                "py_modules": [str(PACKAGE_DIR)],
                 "excludes": ["__pycache__", "*.pyc"],
             }
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
@@ -602,7 +605,6 @@ class RayExecutor(_Pool):
             ray.init(
                 num_cpus=self.slots,
                 include_dashboard=False,
-                runtime_env={"env_vars": {"PYTHONPATH": engine_pythonpath()}},
                 log_to_driver=False,
             )
         return True

@@ -1,4 +1,4 @@
-"""Layer gradients and their structure (theory.md §4.3, §4.6, §6.3).
+"""Layer gradients and their structure (docs/theory.md §4.3, §4.6, §6.3).
 
 Notation as in :mod:`dufm_core.alignment`: layer l = 1..L, W_l (d_{l+1} × d_l) maps the input
 features H̃_l (post-activation for ReLU) to the pre-activation H_{l+1}; row-major vec.
@@ -11,7 +11,7 @@ with R = (Z − Y)/N for MSE and (softmax(Z) − Y)/N for the mean cross-entropy
 (σ'(0) = τ, default 0 as in autograd). Since R and δ are per-sample columns, class c's samples
 contribute δ_{l+1}[:, c] H̃_l[:, c]ᵀ, and these K terms sum to the full gradient.
 
-Closed form at the linear MSE optimum (theory.md §4.3), also at the ReLU DNC optimum (§4.6):
+Closed form at the linear MSE optimum (docs/theory.md §4.3), also at the ReLU DNC optimum (§4.6):
 
     g̃^{(l)} = (β^{(l+1)}/K) Σ_c μ_c^{(l+1)} μ_c^{(l)ᵀ},   β^{(l+1)} = −γ(1−γ)/‖μ^{(l+1)}‖²,
 
@@ -133,7 +133,7 @@ def per_class_coefficients(grads: Tensor, basis: Tensor) -> Tensor:
 
 
 def eigenbasis_coefficients(g_vec: Tensor, U_top: Tensor) -> tuple[Tensor, float]:
-    """Hessian-eigenbasis coefficients (theory.md §6.3, Table-2 style):
+    """Hessian-eigenbasis coefficients (docs/theory.md §6.3, Table-2 style):
 
         c_j = ⟨u_j, g⟩² / ‖g‖²  (j = 1..m),   fraction_inside = Σ_j c_j = ‖U_topᵀ g‖²/‖g‖²,
 

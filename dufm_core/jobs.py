@@ -1,4 +1,4 @@
-"""Launching, queueing and cancelling training workers (design.md §1).
+"""Launching, queueing and cancelling training workers (docs/design.md §1).
 
 The dashboard never trains in its own process: :func:`launch` writes a `queued` run folder and
 :func:`pump` starts queued runs as detached ``python -m dufm_core train --run-dir RUN`` processes,
@@ -26,7 +26,6 @@ from dufm_core.store import Run, create_run, default_runs_dir, iter_runs
 
 MAX_JOBS_ENV = "DUFM_MAX_JOBS"
 DEFAULT_MAX_JOBS = 2
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def max_jobs() -> int:
@@ -73,7 +72,6 @@ def spawn_detached(args: list[str], log_path: Path) -> subprocess.Popen:
     """``python -m dufm_core *args`` as a detached process (its own session, so it outlives the
     caller and a signal to the caller's group), output appended to ``log_path``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -81,7 +79,6 @@ def spawn_detached(args: list[str], log_path: Path) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=ROOT,
             env=env,
             start_new_session=True,
         )

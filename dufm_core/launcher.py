@@ -30,7 +30,6 @@ from pathlib import Path
 IDLE_ENV = "DUFM_LAUNCHER_IDLE"
 ENABLE_ENV = "DUFM_LAUNCHER"
 DEFAULT_IDLE_S = 1800.0
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def socket_path(runs_dir: str | Path) -> Path:
@@ -78,15 +77,11 @@ def ensure_launcher(runs_dir: str | Path) -> None:
     if os.environ.get(ENABLE_ENV, "on").lower() in ("0", "off", "no", "false") or ping(runs_dir):
         return
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     subprocess.Popen(
         [sys.executable, "-m", "dufm_core", "launcher", "--runs-dir", str(runs_dir)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-        env=env,
         start_new_session=True,
     )
 

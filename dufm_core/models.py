@@ -1,4 +1,4 @@
-"""The deep unconstrained feature model (theory.md §1) and its initialisations.
+"""The deep unconstrained feature model (docs/theory.md §1) and its initialisations.
 
 ``DeepUFM`` holds free features H_1 (d_1 × N) and weights W_1..W_L (W_l of shape d_{l+1} × d_l,
 d_{L+1} = K), no bias. The linear model computes Z = W_L ⋯ W_1 H_1; the ReLU model applies
@@ -7,7 +7,7 @@ d_{L+1} = K), no bias. The linear model computes Z = W_L ⋯ W_1 H_1; the ReLU m
     H_2 = W_1 H_1,  H̃_l = σ(H_l) (l = 2..L),  H_{l+1} = W_l H̃_l,  Z = H_{L+1}.
 
 Columns are ordered by class (n samples of class 1, then class 2, ...), so the labels are
-``arange(K).repeat_interleave(n)``. The contract of design.md §3: ``forward(idx)`` returns the
+``arange(K).repeat_interleave(n)``. The contract of docs/design.md §3: ``forward(idx)`` returns the
 logits of the samples ``idx`` as an (len(idx), K) tensor; ``.features`` is H_1; ``.weights`` are
 W_1..W_L in order.
 """
@@ -113,7 +113,7 @@ class DeepUFM(nn.Module):
 
 
 def fit_term(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
-    """Fit term of theory.md §1.3/§1.5 for logits (N, K): MSE is ‖Z − Y‖²/(2N), CE is the mean
+    """Fit term of docs/theory.md §1.3/§1.5 for logits (N, K): MSE is ‖Z − Y‖²/(2N), CE is the mean
     cross-entropy."""
     if loss == "mse":
         onehot = torch.nn.functional.one_hot(labels, logits.shape[1]).to(logits.dtype)
@@ -151,11 +151,11 @@ def optimum_factors(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Closed-form collapsed point (float64, CPU) for ``cfg``: (H_1, [W_1..W_L]).
 
-    * MSE (linear or ReLU): the global minimiser of theory.md §3.3 — orthonormal K-frames U_l,
+    * MSE (linear or ReLU): the global minimiser of docs/theory.md §3.3 — orthonormal K-frames U_l,
       H_1 = s·U_1 ⊗ 1_nᵀ, W_l = σ_l U_{l+1}U_lᵀ, U_{L+1} = I_K. For ReLU all U_l are coordinate
       frames (non-negative, disjoint supports) so every ReLU acts as the identity (§4.6) and the
       zero pre-activations are exact zeros.
-    * CE: the DNC point with simplex-ETF means at the stationary scale α* of theory.md §4.7:
+    * CE: the DNC point with simplex-ETF means at the stationary scale α* of docs/theory.md §4.7:
       every factor has K−1 singular values x = (α√n)^{1/(L+1)}; W_l = x·U_{l+1} S U_lᵀ,
       M_1 = (x/√n)·U_1 S with S = I − 11ᵀ/K (so Z = α(e_c − 1/K) per class).
     Above λ_crit (MSE) the optimum is zero, and so is what this returns.

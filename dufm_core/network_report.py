@@ -1,7 +1,7 @@
-"""The analysis report (design.md §5) for a real-network checkpoint (``model = "resnet20"``).
+"""The analysis report (docs/design.md §5) for a real-network checkpoint (``model = "resnet20"``).
 
 The head W_1..W_L of a trained network sees fixed features h(x_i), so for head parameters the
-network *is* a deep UFM with H_1 = [h(x_1) … h(x_N)] (theory.md §5.3). The report is therefore
+network *is* a deep UFM with H_1 = [h(x_1) … h(x_N)] (docs/theory.md §5.3). The report is therefore
 made by the UFM analyses on a :class:`~dufm_core.networks.HeadView`:
 
 * features over the whole training set with **BatchNorm in eval mode** (running statistics),

@@ -1,4 +1,4 @@
-"""Real networks for theory.md §5.3: a CIFAR-style ResNet-20 feature map h(x) and a head
+"""Real networks for docs/theory.md §5.3: a CIFAR-style ResNet-20 feature map h(x) and a head
 W_1..W_L, plus a "head view" that the UFM analyses can run on.
 
 **Backbone** (:class:`ResNet20`; He et al. 2016, §4.2, the CIFAR-10 ResNet with n = 3): a 3×3
@@ -13,7 +13,7 @@ MNIST and 32×32 CIFAR-10 all work; the input channels follow the data set.
 
 **Head**: L bias-free matrices W_l of shape (d_{l+1}, d_l) with d_1 = 64 (the feature
 dimension: no projection layer is inserted; a config's ``width`` must start with 64, and the
-hidden widths d_2..d_L may differ) and d_{L+1} = K. As in the ReLU UFM (theory.md §1.2) σ is
+hidden widths d_2..d_L may differ) and d_{L+1} = K. As in the ReLU UFM (docs/theory.md §1.2) σ is
 applied after W_1..W_{L−1}, never to h(x) and never after W_L:
 
     z = W_L σ(W_{L−1} ⋯ σ(W_1 h(x)))      (σ = identity for a linear head)

@@ -611,7 +611,7 @@ def sweep_phase_gamma(
 ) -> go.Figure:
     """Phase diagram, γ: the measured output scale (mean diagonal of the output class means,
     filled; each class's own value, hollow) against λ/λ_crit, with the closed form γ(λ) that
-    jumps from (L−1)/L to 0 at λ_crit (theory.md §3.1)."""
+    jumps from (L−1)/L to 0 at λ_crit (docs/theory.md §3.1)."""
     fig = go.Figure()
     _phase_curves(fig, curves, "gamma", lambda c: f"closed form K={c['K']} n={c['n']} L={c['L']}")
     pts = [r for r in rows if r.get("lam_over_crit") and r.get("gamma_measured") is not None]
@@ -690,7 +690,7 @@ def sweep_phase_outliers(
 
 
 def sweep_depth_outliers(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Depth study (theory.md §4.5): the full weight fit-Hessian's K² outliers — the top
+    """Depth study (docs/theory.md §4.5): the full weight fit-Hessian's K² outliers — the top
     K(K−1)/2 (at GN + ρ) and the next K(K+1)/2 (at GN − ρ), means of each group — and the sum
     of the layer-wise outliers (= the full Gauss–Newton value GN) against the depth L; markers
     measured, dashed lines predicted. One colour per λ."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper-linear": {  # theory.md §5.1 / case A: the paper's linear UFM
+    "paper-linear": {  # docs/theory.md §5.1 / case A: the paper's linear UFM
         "K": 3,
         "n": 40,
         "width": 60,
@@ -21,7 +21,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 0.2,
         "steps": 10_000,
     },
-    "paper-relu": {  # theory.md §5.2: ReLU UFM, d = 65 (the paper trains 10^6 epochs)
+    "paper-relu": {  # docs/theory.md §5.2: ReLU UFM, d = 65 (the paper trains 10^6 epochs)
         "K": 3,
         "n": 40,
         "width": 65,
@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 0.2,
         "steps": 30_000,
     },
-    "ce-linear": {  # cross-entropy deep linear UFM (theory.md §4.7), DNC reached by GD
+    "ce-linear": {  # cross-entropy deep linear UFM (docs/theory.md §4.7), DNC reached by GD
         "K": 4,
         "n": 10,
         "width": 16,
@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 0.2,
         "steps": 3_000,
     },
-    "resnet20-digits": {  # issue #5 / theory.md §5.3: ResNet-20 + 3 linear layers on digits
+    "resnet20-digits": {  # issue #5 / docs/theory.md §5.3: ResNet-20 + 3 linear layers on digits
         # config.MODEL_DEFAULTS["resnet20"] spelled out; n = 50 (N = 500) and 400 full-batch
         # momentum steps reach 100 % training accuracy in about 1.5 min on one CPU thread
         # (0.2 s per step with logging; docs/real_networks.md §3, §6)
@@ -79,7 +79,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 DESCRIPTIONS = {
-    "paper-linear": "The paper's linear UFM (theory.md case A): K=3, n=40, d=60, L=5, λ=1e-2",
+    "paper-linear": "The paper's linear UFM (docs/theory.md case A): K=3, n=40, d=60, L=5, λ=1e-2",
     "paper-relu": "ReLU UFM of the paper's §5.2: d=65, L=5, λ=1e-2 (outliers separate, unequal)",
     "ce-linear": "Cross-entropy linear UFM: K=4, n=10, d=16, L=3, λ=1e-3",
     "quick-demo": "A small linear UFM that converges in a few seconds",

@@ -1,4 +1,4 @@
-"""Training of a real network (theory.md §5.3): ResNet-20 feature map + head on real data.
+"""Training of a real network (docs/theory.md §5.3): ResNet-20 feature map + head on real data.
 
 **Loss** for a batch B of inputs x_i with one-hot targets y_i (``cfg.loss``):
 
@@ -6,7 +6,7 @@
 
 with fit_B = mean_{i∈B} ‖z_i − y_i‖²/2 (MSE; the UFM's ‖Z − Y‖²/(2N) on the batch) or the mean
 cross-entropy, λ_H = ``lam_h`` on the backbone's output features (the UFM's λ_H‖H_1‖² term, per
-sample), λ_{W_l} = ``lam_w`` on the head and λ_b = ``lam_backbone`` (default 0: theory.md §5.3
+sample), λ_{W_l} = ``lam_w`` on the head and λ_b = ``lam_backbone`` (default 0: docs/theory.md §5.3
 does not decay the backbone) on every backbone parameter, BatchNorm scales and shifts included.
 On the full training set (``batch_size`` 0) this is exactly the UFM loss with H_1 = [h(x_i)] and
 λ_H,UFM = λ_H/N.
@@ -39,7 +39,7 @@ of step s before its update:
 * ``lr``, ``epoch`` (steps / steps-per-epoch), ``time``.
 
 Checkpoints, cancellation by SIGTERM/SIGINT, divergence detection, status.json and resume are
-those of UFM runs (design.md §3), shared through :class:`dufm_core.training.Trainer`.
+those of UFM runs (docs/design.md §3), shared through :class:`dufm_core.training.Trainer`.
 """
 
 from __future__ import annotations

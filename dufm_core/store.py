@@ -1,4 +1,4 @@
-"""The run store (design.md §3): one folder per run, written so that nothing is lost.
+"""The run store (docs/design.md §3): one folder per run, written so that nothing is lost.
 
 ::
 

@@ -18,7 +18,7 @@ Optional tables: ``[analysis]`` (``full_hessian = true`` adds the full fit-Hessi
 weights to each member's analysis, for the depth study; ``full_params``) and ``[resources]``
 (``cpus``, ``gpus`` per member: what a Ray task asks for). Besides the config fields a grid may
 have the axis ``lam_over_crit``: every λ set to that multiple of the equal-λ critical value
-λ_crit(K, n, L) of theory.md §3.1, the natural axis of a phase diagram.
+λ_crit(K, n, L) of docs/theory.md §3.1, the natural axis of a phase diagram.
 
 Every member is validated (:meth:`RunConfig.validate`) before anything starts; an error names the
 member and the field (``member 3 [lam=0.5, seed=1]: lr: must be ...``).
@@ -1034,6 +1034,10 @@ def launch_sweep(
     The members are validated here first, so a bad spec fails before anything starts."""
     root = (Path(runs_dir) if runs_dir is not None else default_runs_dir()).resolve()
     spec.members()  # validate every member first
+    from dufm_core import executors
+
+    if executor == "ray" and (missing := executors.ray_missing()):
+        raise RuntimeError(missing)  # before any folder is written
     status = driver_status(sweep_dir(spec.name, root))  # before touching the folder: a running
     if status.get("state") in ("running", "starting"):  # sweep's spec and cancel file stay
         raise RuntimeError(f"sweep {spec.name} is already running (pid {status.get('pid')})")

@@ -1,9 +1,9 @@
-"""Closed-form predictions for deep unconstrained feature models (theory.md §3–§4).
+"""Closed-form predictions for deep unconstrained feature models (docs/theory.md §3–§4).
 
 Everything here is pure numpy/scipy arithmetic: no torch, no Streamlit. It is the reference that
-the engine's measurements (and the golden tests of theory.md §8) are compared with.
+the engine's measurements (and the golden tests of docs/theory.md §8) are compared with.
 
-Model (theory.md §1.3). K classes, n samples each (N = Kn), weights W_1..W_L (no bias), free
+Model (docs/theory.md §1.3). K classes, n samples each (N = Kn), weights W_1..W_L (no bias), free
 features H_1, per-layer weight decay λ_{W_l} and feature decay λ_H::
 
     L = (1/(2N)) ‖W_L ⋯ W_1 H_1 − Y‖²_F + Σ_l (λ_{W_l}/2) ‖W_l‖²_F + (λ_H/2) ‖H_1‖²_F
@@ -20,7 +20,7 @@ Conventions
 * The parameter set of a full Hessian is stated in each name: *weights* (W_1..W_L) or
   *with_features* (W_1..W_L and H_1).
 
-Full Hessian over several layers (theory.md §4.5), exact reduction
+Full Hessian over several layers (docs/theory.md §4.5), exact reduction
 --------------------------------------------------------------------
 At the optimum put W_l = σ_l U_{l+1} U_lᵀ (orthonormal K-frames U_l, U_{L+1} = I_K) and
 H_1 = s U_1 ⊗ 1_nᵀ. Decompose a weight perturbation Δ_l into its *frame block*
@@ -37,7 +37,7 @@ antisymmetric ones (K(K−1)/2). Each sees an L×L matrix, with v_l = √λ_l:
 
 Their largest eigenvalues are the K² full-Hessian outliers, **exactly**, for any λ's: K(K−1)/2
 at λ_max(A_anti) and K(K+1)/2 at λ_max(A_sym). The Rayleigh quotients on v are the first-order
-values of theory.md §4.5, GN + ρ and GN − ρ with GN = (γ/(1−γ))Σλ and ρ = Σ_{l≠m} λ_lλ_m / Σ_l λ_l;
+values of docs/theory.md §4.5, GN + ρ and GN − ρ with GN = (γ/(1−γ))Σλ and ρ = Σ_{l≠m}λ_lλ_m/Σ_lλ_l;
 for equal λ, v is an exact eigenvector and they are exact (ρ = (L−1)λ); otherwise the exact values
 lie above them by a second-order amount. The other L−1 eigenvalues of A_sym lie in
 [min λ, max λ] and those of A_anti in [−max λ, −min λ] (interlacing), so they stay below the
@@ -177,7 +177,7 @@ def _log_threshold_rhs(L: int) -> float:
 def threshold_lhs(
     K: int, n: int, lam_w: float | Sequence[float], lam_h: float, L: int | None = None
 ) -> float:
-    """Left side of the threshold (theory.md §3.1): K^{L+1} · n · λ_H · Π_l λ_{W_l}.
+    """Left side of the threshold (docs/theory.md §3.1): K^{L+1} · n · λ_H · Π_l λ_{W_l}.
 
     The optimum is non-zero iff this is below :func:`threshold_rhs`. It is also the right side
     γ^{L−1}(1−γ)^{L+1} of the γ equation (§3.2).
@@ -195,7 +195,7 @@ def _threshold_lhs(K: int, n: int, lams: Sequence[float], lam_h: float) -> float
 
 
 def threshold_rhs(L: int) -> float:
-    """Right side of the threshold (theory.md §3.1): (L−1)^{L−1} / L^{2L}.
+    """Right side of the threshold (docs/theory.md §3.1): (L−1)^{L−1} / L^{2L}.
 
     It is the value of γ^{L−1}(1−γ)^{L+1} at γ = (L−1)/L, the shrinkage at which the non-zero
     stationary point and the zero point have equal loss. For L = 1 it is 1 (0⁰ = 1), i.e. the
@@ -210,7 +210,7 @@ def threshold_rhs(L: int) -> float:
 def threshold_paper_form(
     K: int, n: int, lam_w: float | Sequence[float], lam_h: float, L: int | None = None
 ) -> tuple[float, float]:
-    """The threshold in the paper's form (v1 Eq. (2) as transcribed in theory.md §3.1).
+    """The threshold in the paper's form (v1 Eq. (2) as transcribed in docs/theory.md §3.1).
 
     Returns (lhs, rhs) = ((K n λ_H Πλ_{W_l})^{1/L}, (L−1)^{(L−1)/L} / (K L²)); lhs < rhs is the same
     condition as :func:`threshold_lhs` < :func:`threshold_rhs` (raise both sides to the power L).
@@ -224,7 +224,7 @@ def threshold_paper_form(
 
 
 def lambda_crit(K: int, n: int, L: int) -> float:
-    """Critical common λ (λ_{W_l} = λ_H = λ) above which the optimum is zero (theory.md §3.1),
+    """Critical common λ (λ_{W_l} = λ_H = λ) above which the optimum is zero (docs/theory.md §3.1),
     λ_crit = [(L−1)^{L−1} / (L^{2L} K^{L+1} n)]^{1/(L+1)}."""
     K, n, L = _check_int("K", K, 1), _check_int("n", n, 1), _check_int("L", L, 1)
     log_val = (_log_threshold_rhs(L) - (L + 1) * math.log(K) - math.log(n)) / (L + 1)
@@ -284,7 +284,7 @@ def one_minus_gamma(
 def gamma(
     K: int, n: int, lam_w: float | Sequence[float], lam_h: float, L: int | None = None
 ) -> float:
-    """Optimal shrinkage γ (Z* = γY) of theory.md §3.2; 0.0 when the optimum is zero.
+    """Optimal shrinkage γ (Z* = γY) of docs/theory.md §3.2; 0.0 when the optimum is zero.
 
     γ is the largest root in ((L−1)/(2L), 1) of γ^{L−1}(1−γ)^{L+1} = K^{L+1} n λ_H Π λ_{W_l}; it
     is the global optimum iff lhs < rhs, and then γ > (L−1)/L. L = 1: γ = 1 − K√(n λ_W λ_H).
@@ -296,7 +296,7 @@ def gamma(
 def stationary_gammas(
     K: int, n: int, lam_w: float | Sequence[float], lam_h: float, L: int | None = None
 ) -> tuple[float, ...]:
-    """All non-zero stationary shrinkages, ascending (theory.md §3.2), whether or not optimal.
+    """All non-zero stationary shrinkages, ascending (docs/theory.md §3.2), whether or not optimal.
 
     For L ≥ 2 the equation γ^{L−1}(1−γ)^{L+1} = lhs has two roots in (0, 1) while lhs is below
     its maximum at γ = (L−1)/(2L): the smaller is a local maximum of φ, the larger a local minimum
@@ -329,7 +329,8 @@ def phi(
     lam_h: float,
     L: int | None = None,
 ) -> float:
-    """Per-direction objective of theory.md §3.2, minimised over everything but the shrinkage γ:
+    """Per-direction objective of docs/theory.md §3.2, minimised over everything but the
+    shrinkage γ:
 
         φ(γ) = (1/(2K))(1−γ)² + ((L+1)/2) (n λ_H Π λ_{W_l})^{1/(L+1)} γ^{2/(L+1)}.
 
@@ -441,7 +442,8 @@ def full_hessian_outliers(
     total: bool = False,
 ) -> tuple[float, ...]:
     """The K² outliers of the full Hessian over all weights (and H_1 if ``include_features``),
-    descending, **exact** for any per-layer λ (theory.md §4.5, derivation in the module docstring).
+    descending, **exact** for any per-layer λ (docs/theory.md §4.5, derivation in the module
+    docstring).
 
     K(K−1)/2 copies of λ_max(A_anti) and K(K+1)/2 copies of λ_max(A_sym). For equal λ these are
     (γ/(1−γ))Σλ ± ρ exactly; otherwise they differ from :func:`full_hessian_outliers_first_order`
@@ -463,7 +465,7 @@ def full_hessian_outliers_first_order(
     *,
     include_features: bool = False,
 ) -> tuple[float, ...]:
-    """First-order (fit) full-Hessian outliers of theory.md §4.5, descending:
+    """First-order (fit) full-Hessian outliers of docs/theory.md §4.5, descending:
     K(K−1)/2 at (γ/(1−γ))Σλ + ρ and K(K+1)/2 at (γ/(1−γ))Σλ − ρ, ρ = Σ_{l≠m}λ_lλ_m / Σ_l λ_l
     (sums over the weights, plus λ_H if ``include_features``). Exact only for equal λ."""
     K, n = _check_int("K", K, 1), _check_int("n", n, 1)
@@ -616,7 +618,7 @@ def layer_hessian_spectrum(
 
 
 def small_lambda_limits(K: int, n: int, L: int) -> dict[str, float]:
-    """Equal-λ limits as λ → 0 (theory.md §4.1, §4.5): layer outlier → 1/(K n^{1/(L+1)}),
+    """Equal-λ limits as λ → 0 (docs/theory.md §4.1, §4.5): layer outlier → 1/(K n^{1/(L+1)}),
     full weight-Hessian outliers → L/(K n^{1/(L+1)}), and (1−γ)/λ → K n^{1/(L+1)}."""
     K, n, L = _check_int("K", K, 1), _check_int("n", n, 1), _check_int("L", L, 1)
     base = 1.0 / (K * n ** (1.0 / (L + 1)))
@@ -780,7 +782,7 @@ def relu_layer_eigenvalues(
     L: int | None = None,
 ) -> list[list[float]]:
     """Predicted K² layer fit-Hessian outliers at the ReLU DNC point, per layer, descending
-    (theory.md §4.6). Convention σ'(0) = ``tau`` (0: autograd, 1/2: smoothed limit, 1: linear).
+    (docs/theory.md §4.6). Convention σ'(0) = ``tau`` (0: autograd, 1/2: smoothed limit, 1: linear).
 
     The ReLU global optimum among DNC points is the linear optimum with non-negative
     (disjoint-support) hidden means. Layer l has K "diagonal" eigenvalues λ*_l = λ_{W_l}γ/(1−γ)
@@ -841,7 +843,7 @@ def ce_fit(K: int, alpha: float) -> float:
 
 
 def ce_loss(K: int, n: int, L: int, lam: float, alpha: float) -> float:
-    """CE deep linear UFM loss at the DNC-ETF point of scale α, common λ (theory.md §4.7):
+    """CE deep linear UFM loss at the DNC-ETF point of scale α, common λ (docs/theory.md §4.7):
 
         log(1 + (K−1)e^{−α}) + (λ/2)(L+1)(K−1) x²,   x = (α√n)^{1/(L+1)},
 
@@ -852,7 +854,7 @@ def ce_loss(K: int, n: int, L: int, lam: float, alpha: float) -> float:
 
 
 def ce_optimal_alpha(K: int, n: int, L: int, lam: float) -> float:
-    """Stationary scale α* of the CE loss along the DNC-ETF family (theory.md §4.7):
+    """Stationary scale α* of the CE loss along the DNC-ETF family (docs/theory.md §4.7):
 
         α/(e^α + K − 1) = λ (α√n)^{2/(L+1)}.
 
@@ -862,7 +864,7 @@ def ce_optimal_alpha(K: int, n: int, L: int, lam: float) -> float:
     For L = 1, h is decreasing and has one root. Returns 0.0 when no root exists (λ too large:
     the only minimiser along the family is α = 0). The returned α* is a local minimum along the
     family and a critical point of the full loss; it is not claimed to be the global minimum
-    (DNC is not globally optimal for CE in general, theory.md §1.5).
+    (DNC is not globally optimal for CE in general, docs/theory.md §1.5).
     """
     K, n, L = _check_int("K", K, 2), _check_int("n", n, 1), _check_int("L", L, 1)
     lam = float(lam)
@@ -897,7 +899,7 @@ def ce_optimal_alpha(K: int, n: int, L: int, lam: float) -> float:
 
 def ce_layer_eigenvalues(K: int, n: int, L: int, x: float) -> list[tuple[float, int]]:
     """Non-zero eigenvalues (value, multiplicity), descending, of every layer's CE fit Hessian at
-    the DNC-ETF point with common singular value x (theory.md §4.7; the same for all layers).
+    the DNC-ETF point with common singular value x (docs/theory.md §4.7; the same for all layers).
 
     In frame coordinates X ∈ R^{(K−1)×(K−1)} the Hessian is c_0 [q I + r(1−r) Σ_c b_c b_cᵀ], with
     c_0 = α²/(K x²), b_c = vec(v_c v_cᵀ) (v_c the ETF vectors, ‖v_c‖² = 1 − 1/K), and
@@ -935,11 +937,12 @@ def ce_optimal_layer_eigenvalues(K: int, n: int, L: int, lam: float) -> list[tup
 
 
 def ce_orthogonal_layer_eigenvalues(K: int, n: int, L: int, x: float) -> list[tuple[float, int]]:
-    """CE layer fit-Hessian eigenvalues at a *non-centred* orthogonal-frame point (theory.md §4.7,
-    "why the counts differ"): all L+1 factors have K singular values x, logits α e_c, α as in
-    :func:`ce_alpha`. The Hessian is block diagonal over classes, c·P_c with c = α²/(K x²) and
-    P_c = diag(p_c) − p_c p_cᵀ, whose eigenvalues are K p q (once), q (K−2 times) and 0. Hence
-    K at c K p q and K(K−2) at c q (rank K(K−1)); returned descending, zeros omitted."""
+    """CE layer fit-Hessian eigenvalues at a *non-centred* orthogonal-frame point
+    (docs/theory.md §4.7, "why the counts differ"): all L+1 factors have K singular values x,
+    logits α e_c, α as in :func:`ce_alpha`. The Hessian is block diagonal over classes, c·P_c
+    with c = α²/(K x²) and P_c = diag(p_c) − p_c p_cᵀ, whose eigenvalues are K p q (once),
+    q (K−2 times) and 0. Hence K at c K p q and K(K−2) at c q (rank K(K−1)); returned
+    descending, zeros omitted."""
     K, n, L = _check_int("K", K, 2), _check_int("n", n, 1), _check_int("L", L, 1)
     x = float(x)
     if not x > 0:

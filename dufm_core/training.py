@@ -1,6 +1,6 @@
 """Full-batch training of the deep UFM, with logging, checkpoints, cancellation and resume.
 
-The loss is exactly theory.md §1.3 (MSE) or §1.5 (CE):
+The loss is exactly docs/theory.md §1.3 (MSE) or §1.5 (CE):
 
     L = fit(W_L ⋯ W_1 H_1, Y) + Σ_l (λ_{W_l}/2)‖W_l‖_F² + (λ_H/2)‖H_1‖_F².
 

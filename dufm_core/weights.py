@@ -1,4 +1,4 @@
-"""Weight structure of one layer (theory.md §2.1 DNC3, §4.4, §6.4).
+"""Weight structure of one layer (docs/theory.md §2.1 DNC3, §4.4, §6.4).
 
 At the linear MSE optimum (and the ReLU DNC optimum)
 

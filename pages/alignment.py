@@ -4,7 +4,7 @@ import streamlit as st
 
 from dufm_core import plots
 from ui import analysis_view as av
-from ui import shell, state
+from ui import docs, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Eigenvector alignment")
@@ -13,8 +13,8 @@ report = av.get_report(run, step)
 av.show_alignment(report, layer)
 
 st.subheader("Over training")
-st.caption(
-    "In the paper's linear UFM the mean f_cc' rises from ≈0.2 to 1 (theory.md §5.1, Fig. 4)."
+docs.caption(
+    "In the paper's linear UFM the mean f_cc' rises from ≈0.2 to 1 (docs/theory.md §5.1, Fig. 4)."
 )
 series = av.get_series(run)
 if series:

@@ -4,16 +4,16 @@ import streamlit as st
 
 from dufm_core import plots, theory
 from ui import analysis_view as av
-from ui import live, shell, state
+from ui import docs, live, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
-st.caption(
+docs.caption(
     "DNC1 (1/K)tr(Σ_W Σ_B^†) → 0 when features collapse to their class means; DNC2 measures the "
     "distance of the class-mean Gram from an orthogonal frame (MSE) or simplex ETF (CE); DNC3 the "
     "fraction of ‖W_l‖² outside the span of the input class means. At the linear MSE optimum "
     "every W_l has K equal singular values σ_l² = γ(1−γ)/(Kλ_{W_l}) and the rest 0 "
-    "(theory.md §3.3)."
+    "(docs/theory.md §3.3)."
 )
 run = state.select_run()
 if run is None:

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dufm_core import theory
-from ui import shell
+from ui import docs, shell
 
 shell.ensure_shell(__file__)
 st.title("DUFM Lab")
@@ -16,10 +16,10 @@ st.markdown(
 )
 
 st.subheader("Closed-form optimum of the deep linear MSE UFM")
-st.caption(
+docs.caption(
     "At the global optimum the output is Z* = γY, where γ is the largest root of "
     "γ^(L−1)(1−γ)^(L+1) = K^(L+1) n λ_H Π λ_W; every layer-wise fit Hessian has K² equal "
-    "outliers λ_W γ/(1−γ). Defaults are the paper's linear UFM (theory.md case A)."
+    "outliers λ_W γ/(1−γ). Defaults are the paper's linear UFM (docs/theory.md case A)."
 )
 c1, c2, c3, c4 = st.columns(4)
 K = c1.number_input("K (classes)", min_value=2, max_value=100, value=3)
@@ -46,10 +46,10 @@ table = pd.DataFrame(
     }
 )
 st.dataframe(table, hide_index=True, width="stretch")
-st.caption(
+docs.caption(
     f"Full weight fit-Hessian: K² = {int(K) ** 2} outliers, "
     + ", ".join(
         f"{v:.8f}" for v in sorted(set(round(x, 12) for x in pred.full_outliers), reverse=True)
     )
-    + " (the ρ split of theory.md §4.5)."
+    + " (the ρ split of docs/theory.md §4.5)."
 )

@@ -1,5 +1,5 @@
 """Real network vs UFM: a ResNet-20 run's head measured beside what a deep UFM with the same
-K, L and λ predicts (theory.md §5.3; λ_H,UFM = λ_H/N)."""
+K, L and λ predicts (docs/theory.md §5.3; λ_H,UFM = λ_H/N)."""
 
 import pandas as pd
 import streamlit as st

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dufm_core import jobs, plots, theory
 from dufm_core.store import open_run
-from ui import shell, state
+from ui import docs, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Runs")
@@ -20,7 +20,10 @@ st.caption(
 rows = state.all_runs()
 if not rows:
     st.info(
-        "No runs yet. One click trains the paper's linear UFM (theory.md case A, a few seconds):"
+        docs.linkify(
+            "No runs yet. One click trains the paper's linear UFM (docs/theory.md case A, a few "
+            "seconds):"
+        )
     )
     if st.button("Run the paper's linear UFM", type="primary"):
         from dufm_core import RunConfig

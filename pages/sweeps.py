@@ -4,7 +4,7 @@ regularisation studies drawn from its summary table."""
 import pandas as pd
 import streamlit as st
 
-from dufm_core import plots, sweeps
+from dufm_core import executors, plots, sweeps
 from ui import shell, state
 
 shell.ensure_shell(__file__)
@@ -25,13 +25,16 @@ with st.expander("New sweep", expanded=not sweeps.list_sweeps(root)):
     executor = c1.radio("Executor", ["local", "ray"], horizontal=True, key="sweep_executor")
     jobs = c2.number_input("Members at once", 1, 64, value=None, placeholder="all cores")
     spec = None
+    ray_missing = executors.ray_missing() if executor == "ray" else None
+    if ray_missing:
+        st.warning(ray_missing)
     try:
         spec = sweeps.load_spec("<pasted>", text)
         where = sweeps.sweep_dir(spec.name, root)
         st.success(f"{len(spec.members())} members over {', '.join(spec.axes)}; folder `{where}`")
     except sweeps.SpecError as exc:
         st.error(str(exc))
-    if st.button("Launch sweep", type="primary", disabled=spec is None):
+    if st.button("Launch sweep", type="primary", disabled=spec is None or bool(ray_missing)):
         try:
             st.query_params["sweep"] = sweeps.launch_sweep(spec, root, executor, jobs).name
             st.toast(f"started sweep {spec.name}")
@@ -116,7 +119,7 @@ if "phase" in kinds:
 if "depth" in kinds:
     has_full = any(r.get("full_plus_measured") is not None for r in rows)
     show(
-        "Depth study: full Hessian against layer-wise (theory.md §4.5)",
+        "Depth study: full Hessian against layer-wise (docs/theory.md §4.5)",
         [plots.sweep_depth_outliers(rows), plots.sweep_depth_split(rows)],
         None if has_full else "Set `[analysis] full_hessian = true` for the full-Hessian part.",
     )

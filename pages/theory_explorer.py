@@ -1,16 +1,16 @@
-"""Theory explorer: the closed forms of theory.md §3–§4, live; no training needed."""
+"""Theory explorer: the closed forms of docs/theory.md §3–§4, live; no training needed."""
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dufm_core import plots, theory
-from ui import shell
+from ui import docs, shell
 
 shell.ensure_shell(__file__)
 st.title("Theory explorer")
-st.caption(
-    "Deep linear MSE UFM at its global optimum (theory.md §3–§4). γ is the largest root of "
+docs.caption(
+    "Deep linear MSE UFM at its global optimum (docs/theory.md §3–§4). γ is the largest root of "
     "γ^(L−1)(1−γ)^(L+1) = K^(L+1) n λ_H Π_l λ_W; above λ_crit the optimum is 0 and γ jumps "
     "from (L−1)/L to 0. Each layer's fit Hessian has K² equal outliers λ_W γ/(1−γ); the full "
     "weight Hessian's K² outliers split by ±ρ (§4.5)."

@@ -17,7 +17,7 @@ from dufm_core.config import (
     SCHEDULES,
 )
 from dufm_core.presets import DESCRIPTIONS, PRESETS
-from ui import data_check, live, shell, state
+from ui import data_check, docs, live, shell, state
 
 shell.ensure_shell(__file__)
 title = st.empty()
@@ -43,18 +43,19 @@ p = RunConfig.from_dict(PRESETS[preset] if model == preset_model else {"model": 
 k = f"{preset}_" if not real else f"{preset}_{model}_"  # per preset and model: switching resets
 if real:
     title.title("Train a real network")
-    st.caption(
-        "ResNet-20 feature map h(x) ∈ R^64 followed by a head W_1..W_L (theory.md §5.3), trained "
+    docs.caption(
+        "ResNet-20 feature map h(x) ∈ R^64 followed by a head W_1..W_L (docs/theory.md §5.3), "
+        "trained "
         "on the loss fit + (λ_H/2)·mean_i‖h(x_i)‖² + Σ_l (λ_W/2)‖W_l‖² + (λ_b/2)‖θ_backbone‖² "
         "(docs/real_networks.md §3). The run is a separate process: reloading this page loses "
         "nothing."
     )
 else:
     title.title("Train a deep UFM")
-    st.caption(
+    docs.caption(
         "Full-batch training of Z = W_L⋯W_1 H_1 (ReLU between layers if chosen) on the loss "
         "fit(Z, Y) + Σ_l (λ_W/2)‖W_l‖² + (λ_H/2)‖H_1‖² "
-        "(theory.md §1.3). The run is a separate process: reloading this page loses nothing."
+        "(docs/theory.md §1.3). The run is a separate process: reloading this page loses nothing."
     )
 
 real_fields: dict = {}
@@ -68,7 +69,7 @@ if real:
         "" if digits else p["data_dir"],
         key=k + "dir",
         disabled=digits,
-        placeholder="not needed for digits (bundled)" if digits else "/path/to/data",
+        placeholder="not needed for digits" if digits else "/path/to/data",
         help="The folder with the data set's standard files (MNIST/raw/…, "
         "cifar-10-batches-py/…, or the files themselves). Nothing is ever downloaded.",
     )
@@ -84,7 +85,8 @@ if real:
         "official test set.",
     )
     st.caption(
-        "digits (8×8, 1 797 images) is bundled with scikit-learn and needs no folder. "
+        "digits (8×8, 1 797 images) is the copy that scikit-learn ships (installed with "
+        "requirements.txt) and needs no folder. "
         "Nothing is downloaded: for mnist, fashion-mnist and cifar10 give the folder that holds "
         "their standard files (docs/real_networks.md §1)."
     )
@@ -229,14 +231,14 @@ else:
         )
         m[3].metric("loss at optimum", f"{pred.loss:.8f}")
         if activation == "relu":
-            st.caption(
-                "ReLU: the linear optimum is also the best DNC point (theory.md §4.6); "
+            docs.caption(
+                "ReLU: the linear optimum is also the best DNC point (docs/theory.md §4.6); "
                 "GD need not reach it, and the K² outliers need not equalise."
             )
     else:
-        st.caption(
+        docs.caption(
             "Cross-entropy has no global closed form; DNC points and their spectra are in "
-            "theory.md §4.7 (shown on the analysis pages)."
+            "docs/theory.md §4.7 (shown on the analysis pages)."
         )
 
 if st.button("Launch", type="primary", disabled=error is not None):

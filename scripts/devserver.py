@@ -64,7 +64,6 @@ def start(runs: Path, env: Mapping[str, str] | None = None, timeout: float = 90.
     connections. RuntimeError with the server's output if it does not start in ``timeout``."""
     port = free_port()
     full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update({"DUFM_RUNS_DIR": str(runs), "DUFM_LAUNCHER_IDLE": "120",
                      "DUFM_MAX_JOBS": "2"})
     full_env.update(env or {})

@@ -1,6 +1,6 @@
 """Full-page PNG screenshots of dashboard pages for a runs folder (documentation figures).
 
-    python scripts/screenshots.py --runs /path/to/runs --out docs/figures \
+    python -m scripts.screenshots --runs /path/to/runs --out docs/figures \
         "real_vs_ufm?run=RUN_ID" "spectrum?run=RUN_ID&layer=1"
 
 Each page is loaded in a headless Chromium; the script waits until the app is idle and the
@@ -10,10 +10,7 @@ page's charts are drawn, then saves ``<page>.png`` (or the ``--names`` given).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts import devserver
 

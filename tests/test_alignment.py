@@ -1,4 +1,4 @@
-"""Eigenvector alignment and the Gauss–Newton split (theory.md §4.1, §4.2, §6.2, §8).
+"""Eigenvector alignment and the Gauss–Newton split (docs/theory.md §4.1, §4.2, §6.2, §8).
 
 References are dense float64 autograd Hessians / Jacobians of one layer, built here.
 """
@@ -32,7 +32,7 @@ from dufm_core.curvature.kronecker import KroneckerSpectrum, layer_factors
 from dufm_core.models import DeepUFM, build_model, fit_term
 
 # ----------------------------------------------------------------------------- shared helpers
-# theory.md §8 cases with a small width (the closed forms do not depend on d).
+# docs/theory.md §8 cases with a small width (the closed forms do not depend on d).
 CASES = {
     "A": {"K": 3, "n": 40, "width": 6, "depth": 5, "lam_w": 0.01, "lam_h": 0.01},
     "B": {"K": 4, "n": 10, "width": 6, "depth": 4, "lam_w": 1e-3, "lam_h": 1e-3},
@@ -306,7 +306,7 @@ def test_subspace_angles_small_and_large() -> None:
 
 def test_degenerate_eigenspace_capture_is_basis_invariant() -> None:
     """At the optimum the K² outliers are equal: rotating U_top inside their eigenspace leaves
-    the capture unchanged but changes the per-vector cosine heatmap (theory.md §9)."""
+    the capture unchanged but changes the per-vector cosine heatmap (docs/theory.md §9)."""
     model, cfg = make_model(CASES["A"], init="optimum")
     K2, l = cfg.K**2, 3
     _, U = top_eigvecs(dense_layer_hessian(model, l), K2)
@@ -326,7 +326,7 @@ def test_degenerate_eigenspace_capture_is_basis_invariant() -> None:
 # ----------------------------------------------------------------------------- ReLU DNC point
 @pytest.mark.parametrize("tau", [0.0, 0.5, 1.0])
 def test_relu_dnc_gn_matches_theory(tau: float) -> None:
-    """Case G: K diagonal pairs at λ*, K(K−1) off-diagonal at λ* τ^{2(L−l)} (theory.md §4.6).
+    """Case G: K diagonal pairs at λ*, K(K−1) off-diagonal at λ* τ^{2(L−l)} (docs/theory.md §4.6).
 
     The constructed point (coordinate frames) has exact zeros at the kinks, so no ``kink_rtol``
     is needed: autograd's convention is τ = 0 and the other τ are applied at exact zeros."""
@@ -337,7 +337,7 @@ def test_relu_dnc_gn_matches_theory(tau: float) -> None:
         expected = np.array([x for x in pred[l - 1] if x > 0])
         np.testing.assert_allclose(rep["total"]["eigenvalues"], expected, rtol=1e-8)
         if tau == 0.0 and l < cfg.depth:
-            # Derived here (not in theory.md): with τ = 0 only the diagonal pairs carry signal,
+            # Derived here (not in docs/theory.md): with τ = 0 only the diagonal pairs carry signal,
             # v_{icc'} = δ_{cc'} v_{cc}, so G_class = Σ_c v_cc v_ccᵀ/K² (K at λ*/K) and
             # G_cross = (K−1)/K² Σ_c v_cc v_ccᵀ (K at (K−1)λ*/K): same image, not orthogonal.
             star, K = pred[l - 1][0], cfg.K
@@ -364,8 +364,9 @@ def test_relu_dnc_autograd_convention() -> None:
 
 
 def test_ce_softmax_gn_at_dnc_etf_point() -> None:
-    """CE DNC-ETF point at the stationary scale α* (theory.md §4.7, Case H type): the softmax GN
-    (= the linear model's CE layer Hessian) has 1 + (K−1) + (K²−3K+1) non-zero eigenvalues."""
+    """CE DNC-ETF point at the stationary scale α* (docs/theory.md §4.7, Case H type): the
+    softmax GN (= the linear model's CE layer Hessian) has 1 + (K−1) + (K²−3K+1) non-zero
+    eigenvalues."""
     K, n, L, lam = 4, 3, 3, 1e-3
     params = {"K": K, "n": n, "width": 6, "depth": L, "lam_w": lam, "lam_h": lam}
     model, _ = make_model(params, init="optimum", loss="ce")

@@ -17,7 +17,6 @@ from dufm_core.config import RunConfig
 from dufm_core.models import build_model
 from dufm_core.store import create_run, open_run, save_checkpoint
 from dufm_core.training import train
-from tests.helpers import subprocess_env
 
 LAYER_KEYS = {
     "layer", "hessian_top", "hessian_predicted", "outlier_count", "outlier_ratio", "alignment_f",
@@ -170,7 +169,7 @@ def test_series_and_cli(runs_dir: Path) -> None:
     run = train(cfg, runs_dir=runs_dir, progress=None).run
     out = subprocess.run(
         [sys.executable, "-m", "dufm_core", "analyze", str(run.path), "--all-steps"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300, check=True,
+        capture_output=True, text=True, timeout=300, check=True,
     )
     path = Path(out.stdout.strip().splitlines()[-1])
     assert path == run.analysis_dir / "series.json"
@@ -180,14 +179,14 @@ def test_series_and_cli(runs_dir: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "dufm_core", "analyze", str(run.path), "--step", "300", "--full",
          "--out", str(runs_dir / "r.json")],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300, check=True,
+        capture_output=True, text=True, timeout=300, check=True,
     )
     assert Path(out.stdout.strip().splitlines()[-1]) == runs_dir / "r.json"
     rep = json.loads((runs_dir / "r.json").read_text())
     assert rep["full_hessian"]["params"] == "weights"
     bad = subprocess.run(
         [sys.executable, "-m", "dufm_core", "analyze", str(run.path), "--full-params", "head"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300,
+        capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode == 2 and "full_params: must be one of" in bad.stderr
 

@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT, subprocess_env
+from tests.helpers import ROOT
 
 
 def test_bench_train_quick(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     subprocess.run(
-        [sys.executable, "benchmarks/bench_train.py", "--quick", "--out", str(out)],
-        cwd=ROOT, env=subprocess_env(), check=True, capture_output=True, timeout=300,
+        [sys.executable, "-m", "benchmarks.bench_train", "--quick", "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
     )
     res = json.loads(out.read_text())
     assert res["steps"] == 200 and res["ratio"] > 0

@@ -1,4 +1,4 @@
-"""The CLI (design.md §4): train, theory, runs, and every validation rule."""
+"""The CLI (docs/design.md §4): train, theory, runs, and every validation rule."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from dufm_core.cli import main
-from tests.helpers import subprocess_env
 
 SMALL = ["--K", "3", "--n", "4", "--width", "5", "--depth", "2", "--steps", "20"]
 
@@ -21,7 +20,6 @@ def test_train_prints_run_folder_last(tmp_path: Path) -> None:
         [sys.executable, "-m", "dufm_core", "train", *SMALL, "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
-        env=subprocess_env(),
         timeout=120,
         check=True,
     )
@@ -32,7 +30,6 @@ def test_train_prints_run_folder_last(tmp_path: Path) -> None:
         [sys.executable, "-m", "dufm_core", "runs", "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
-        env=subprocess_env(),
         timeout=60,
         check=True,
     ).stdout

@@ -1,4 +1,4 @@
-"""Gradient structure (theory.md §4.3, §4.6, §6.3): closed forms at the optimum, autograd at
+"""Gradient structure (docs/theory.md §4.3, §4.6, §6.3): closed forms at the optimum, autograd at
 random points."""
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def test_output_residual() -> None:
 
 
 def test_relu_dnc_gradient_coefficients_diagonal() -> None:
-    """Case G (ReLU DNC point, τ = 0 autograd): C = I/K in every layer (theory.md §4.6), β equal
-    to the linear closed form, and gradients equal autograd's."""
+    """Case G (ReLU DNC point, τ = 0 autograd): C = I/K in every layer (docs/theory.md §4.6), β
+    equal to the linear closed form, and gradients equal autograd's."""
     model, cfg = make_model(RELU_G, init="optimum", activation="relu")
     pred = prediction(cfg)
     K = cfg.K
@@ -169,7 +169,7 @@ def test_gradient_report_is_json() -> None:
 
 
 def test_ce_gradient_along_top_eigenvector() -> None:
-    """CE DNC-ETF point (theory.md §4.7): the gradient is the top Hessian eigenvector."""
+    """CE DNC-ETF point (docs/theory.md §4.7): the gradient is the top Hessian eigenvector."""
     params = {"K": 4, "n": 3, "width": 6, "depth": 3, "lam_w": 1e-3, "lam_h": 1e-3}
     model, cfg = make_model(params, init="optimum", loss="ce")
     for l in range(1, cfg.depth + 1):

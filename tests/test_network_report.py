@@ -1,5 +1,5 @@
 """The analysis report of a real-network run (dufm_core.network_report via analysis.analyze):
-digits end to end, the schema of design.md §5 with head layers, the λ_H/N mapping, the
+digits end to end, the schema of docs/design.md §5 with head layers, the λ_H/N mapping, the
 consistency of the report with the run's own eval-mode metrics, the full Hessian over the head,
 and clear refusals of parameter sets that do not apply."""
 

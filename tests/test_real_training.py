@@ -5,6 +5,7 @@ new validation rule."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +22,6 @@ from dufm_core.real_training import batch_indices, lr_at, steps_per_epoch
 from dufm_core.runtime import cpu_threads
 from dufm_core.store import create_run, load_checkpoint, open_run
 from dufm_core.training import resume, train
-from tests.helpers import subprocess_env
 
 UFM_KEYS = {"step", "loss", "fit", "reg", "grad_norm", "nc1", "nc2", "nc3", "sv"}
 
@@ -35,7 +35,7 @@ def _one_cpu_thread():
 
 
 def _env() -> dict[str, str]:
-    return {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _cfg(**kw) -> RunConfig:

@@ -18,7 +18,7 @@ import torch
 
 from dufm_core import cli, executors, sweeps, theory
 from dufm_core.store import open_run
-from tests.helpers import ROOT, subprocess_env
+from tests.helpers import ROOT
 
 TINY = """
 name = "{name}"
@@ -134,7 +134,6 @@ def test_cli_refuses_a_bad_spec_before_anything_starts(tmp_path: Path) -> None:
             str(tmp_path / "runs"),
         ],
         cwd=ROOT,
-        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -170,7 +169,6 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
             str(tmp / "runs"),
         ],
         cwd=ROOT,
-        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -273,7 +271,6 @@ def test_ray_executor_on_a_local_instance(tmp_path: Path) -> None:
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
     )
     try:
         spec = sweeps.load_spec("<t>", tiny(name="ray", grid="lr = [0.5, 1e4]\nseed = [0, 1]"))
@@ -372,9 +369,8 @@ def test_rerun_resumes_a_cancelled_member_in_its_own_folder(tmp_path: Path) -> N
 def test_bench_sweep_quick(tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     subprocess.run(
-        [sys.executable, "benchmarks/bench_sweep.py", "--quick", "--no-ray", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.bench_sweep", "--quick", "--no-ray", "--out", str(out)],
         cwd=ROOT,
-        env=subprocess_env(),
         check=True,
         capture_output=True,
         timeout=300,
@@ -417,7 +413,7 @@ def test_local_executor_isolates_failing_members(start: str, capfd: pytest.Captu
         node = f"{__file__}::test_local_executor_isolates_failing_members[fork]"
         out = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", node],
-            env={**subprocess_env(), "DUFM_FORK_SUBPROCESS": "1"}, cwd=ROOT,
+            env={**os.environ, "DUFM_FORK_SUBPROCESS": "1"}, cwd=ROOT,
             capture_output=True, text=True, timeout=300,
         )
         assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-3000:]
@@ -558,3 +554,30 @@ def test_a_member_cancelled_before_it_starts_is_recorded(tmp_path: Path) -> None
     assert sweeps.read_record(folder, m.key)["state"] == "cancelled"
     row = next(r for r in sweeps.summary_rows(folder) if r["key"] == m.key)
     assert row["state"] == "cancelled" and "before it started" in row["error"]
+
+
+# --------------------------------------------------------------------------- Ray is optional
+def _hide_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Ray look uninstalled (``find_spec('ray')`` is None), as on a runtime-only install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "ray" else real(n, *a)
+    )
+
+
+def test_without_ray_the_cli_says_how_to_install_it_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hide_ray(monkeypatch)
+    spec = write_spec(tmp_path, tiny(name="noray"))
+    code = cli.main(["sweep", str(spec), "--runs-dir", str(tmp_path / "runs"), "--executor", "ray"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "ray needs Ray, which is not installed: pip install 'ray>=2.9,<3'" in err
+    assert not (tmp_path / "runs" / "sweeps").exists()  # refused before anything was written
+    with pytest.raises(RuntimeError, match=r"pip install 'ray>=2\.9,<3'"):
+        sweeps.launch_sweep(sweeps.load_spec("<t>", tiny()), tmp_path / "runs", "ray")
+    assert not (tmp_path / "runs" / "sweeps").exists()

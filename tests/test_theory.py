@@ -1,4 +1,4 @@
-"""Tests for dufm_core.theory: the golden numbers of theory.md §8 and independent dense checks.
+"""Tests for dufm_core.theory: the golden numbers of docs/theory.md §8 and independent dense checks.
 
 Golden numbers are compared at rtol 1e-9, or at the precision the document prints when it prints
 fewer digits (half a unit of the last printed digit): see ``assert_printed``.
@@ -92,7 +92,7 @@ def unflat(theta: torch.Tensor, shapes) -> list[torch.Tensor]:
     out, i = [], 0
     for shp in shapes:
         size = math.prod(shp)
-        out.append(theta[i : i + size].reshape(shp))  # row-major, as theory.md requires
+        out.append(theta[i : i + size].reshape(shp))  # row-major, as docs/theory.md requires
         i += size
     return out
 
@@ -546,7 +546,7 @@ def test_dense_full_hessian_with_features(name):
 
 
 def test_gn_split_ranks_case_a():
-    """G_class = Aᵀ(11ᵀ/K)A ⊗ Σ̂ and G_cross = AᵀSA ⊗ Σ̂ (theory.md §4.2) at layer 3."""
+    """G_class = Aᵀ(11ᵀ/K)A ⊗ Σ̂ and G_cross = AᵀSA ⊗ Σ̂ (docs/theory.md §4.2) at layer 3."""
     p = th.predict(**CASE_A)
     K, n = 3, 40
     H1, Ws, _ = build_linear_optimum(p, (6, 6, 6, 6, 6), seed=3)

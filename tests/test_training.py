@@ -17,7 +17,6 @@ from dufm_core.config import RunConfig
 from dufm_core.models import build_model, fit_term
 from dufm_core.store import load_checkpoint, open_run
 from dufm_core.training import GradientFn, resume, schedule, train
-from tests.helpers import subprocess_env
 
 
 def _cfg(**kw) -> RunConfig:
@@ -176,7 +175,6 @@ def _start_worker(runs_dir: Path, steps: int) -> tuple[subprocess.Popen, Path]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=subprocess_env(),
     )
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -1,4 +1,4 @@
-"""Weight structure (theory.md §4.4, §6.4)."""
+"""Weight structure (docs/theory.md §4.4, §6.4)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Analysis sections shared by the Spectrum, Alignment, Gradients and Inspect pages.
 
-Each ``show_*`` function renders one part of an analysis report (design.md §5) with its caption;
-the report itself always comes from ``dufm_core.analysis``.
+Each ``show_*`` function renders one part of an analysis report (docs/design.md §5) with its
+caption; the report itself always comes from ``dufm_core.analysis``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import streamlit as st
 
 from dufm_core import analysis, plots
 from dufm_core.store import Run
+from ui import docs
 
 
 def get_report(run: Run, step: int, full: bool = False) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def get_series(run: Run) -> dict[str, Any] | None:
         series = analysis.read_json(path)
         if series.get("steps") == steps:
             return series
-    st.caption(f"{len(steps)} checkpoints; the series analyses each once (cached afterwards).")
+    docs.caption(f"{len(steps)} checkpoints; the series analyses each once (cached afterwards).")
     if st.button("Analyse every checkpoint", key=f"series_{run.id}"):
         bar = st.progress(0.0, text="Analysing checkpoints…")
         series = analysis.analyze_series(
@@ -68,7 +69,7 @@ def show_spectrum(report: dict[str, Any], layer: int, total: bool = False) -> No
     pred_top = [v + shift if total else v for v in lay["hessian_predicted_top"] if v is not None]
     which = "total" if total else "fit"
     ratio = lay["outlier_ratio"]
-    st.caption(
+    docs.caption(
         f"Layer-{layer} {which} Hessian, {lay['hessian_method']}. Theory (linear MSE "
         f"optimum): K² = {K2} equal outliers λ_W γ/(1−γ), every other eigenvalue 0 (fit) or λ_W "
         f"(total). Outliers counted by the largest log-gap: **{lay['outlier_count']}**; max/min "
@@ -100,12 +101,12 @@ def show_full(report: dict[str, Any]) -> None:
     if not full:
         return
     K2 = report["config"]["K"] ** 2
-    st.caption(
+    docs.caption(
         f"Full fit-Hessian over {full['params']} ({full['dim']} parameters): {full['method']}, "
         f"{full['seconds']:.2f} s, converged: {full['converged']}. "
         + (full["note"] + "." if full.get("note") else
-           "Theory (§4.5): the K² outliers are the sums of the layer outliers, split by ±ρ "
-           "into K(K+1)/2 and K(K−1)/2.")
+           "Theory (docs/theory.md §4.5): the K² outliers are the sums of the layer outliers, "
+           "split by ±ρ into K(K+1)/2 and K(K−1)/2.")
     )
     c1, c2 = st.columns(2)
     c1.plotly_chart(
@@ -130,7 +131,7 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
     K = report["config"]["K"]
     lay = _layer(report, layer)
     labels = [f"c={c + 1}" for c in range(K)]
-    st.caption(
+    docs.caption(
         "f_cc' = (vᵀHv)²/(‖v‖²‖Hv‖²) for v = vec(μ_c^(l+1) μ_c'^(l)ᵀ): 1 when v is an eigenvector. "
         "Subspace capture ‖U_topᵀv‖²/‖v‖² against the top-K² eigenvectors. **At collapse the K² "
         "outliers are equal, so their eigenspace has no preferred basis: judge the cosine heatmap "
@@ -183,7 +184,7 @@ def show_gradients(report: dict[str, Any], layer: int) -> None:
     K = report["config"]["K"]
     lay = _layer(report, layer)
     labels = [f"c'={c + 1}" for c in range(K)]
-    st.caption(
+    docs.caption(
         "Gradient coefficient matrix C_cc' = ⟨b_cc', g⟩²/‖g‖² of the full-batch fit gradient g of "
         "W_l in the predicted basis b_cc' = μ̂_c^(l+1) μ̂_c'^(l)ᵀ. Theory (§4.3): at collapse the "
         f"gradient is (β/K) Σ_c μ_c^(l+1) μ_c^(l)ᵀ, so C = I/K (diagonal {1 / K:.4f})."
@@ -215,7 +216,7 @@ def show_gradients(report: dict[str, Any], layer: int) -> None:
         config=plots.CONFIG,
         key=f"eigc_{layer}",
     )
-    st.caption(
+    docs.caption(
         f"‖g‖ = {lay['gradient_norm']:.3e}; measured β = {lay['gradient_beta']}, "
         f"predicted β = {lay['gradient_beta_predicted']}."
     )

@@ -1,6 +1,6 @@
 """Curvature engine: Hessian operators, exact Kronecker layer blocks, block eigensolvers, SLQ.
 
-Every quantity here is explicit about *which* Hessian it is (theory.md §0): the part
+Every quantity here is explicit about *which* Hessian it is (docs/theory.md §0): the part
 ("fit" — the default and the object of the theorems —, "gn", "residual", "total") and the
 parameter set (``"layer:l"``, ``"layers:1,3"``, ``"weights"``, ``"weights+features"``,
 ``"features"``). Vectors are flattened row-major (``W.reshape(-1)``).

@@ -1,7 +1,7 @@
 """Top eigenpairs of symmetric operators by a block Krylov method, dense spectra, outlier counts.
 
 Why a block method: at neural collapse the K² Hessian outliers are *exactly* degenerate
-(theory.md §4.1, §9). A single-vector Krylov or power method sees one vector of a degenerate
+(docs/theory.md §4.1, §9). A single-vector Krylov or power method sees one vector of a degenerate
 eigenspace per start vector; deflation and restarts then miss or blur the other members. A
 block of b ≥ max(m, K²) vectors spans the whole cluster from the first step.
 
@@ -466,7 +466,7 @@ def count_outliers(
     kappa: float = 10.0,
     floor_rel: float = 1e-12,
 ) -> int:
-    """Number of outliers at the top of a spectrum (theory.md §6.1).
+    """Number of outliers at the top of a spectrum (docs/theory.md §6.1).
 
     Args:
         values: eigenvalues in any order (sorted descending here).

@@ -1,4 +1,4 @@
-"""Exact layer Hessians of the linear MSE deep UFM as Kronecker products (theory.md §4.1, §9).
+"""Exact layer Hessians of the linear MSE deep UFM as Kronecker products (docs/theory.md §4.1, §9).
 
 For the linear model the logits are Z = A^{(l+1)} W_l H_l with A^{(l+1)} = W_L ⋯ W_{l+1}
 (K × d_{l+1}; the identity I_K for l = L), so the fit term (1/(2N))‖Z − Y‖² is quadratic in W_l and
@@ -13,7 +13,7 @@ spectrum of a d_{l+1}d_l × d_{l+1}d_l matrix costs two d×d eigendecompositions
 d²×d² matrix is never formed. The total Hessian adds λ_{W_l} I, a shift of every eigenvalue.
 
 At the closed-form optimum P and Q have rank K with equal non-zero eigenvalues, so the layer
-Hessian has exactly K² equal outliers λ_{W_l}γ/(1−γ) and zeros elsewhere (theory.md §4.1).
+Hessian has exactly K² equal outliers λ_{W_l}γ/(1−γ) and zeros elsewhere (docs/theory.md §4.1).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class KroneckerSpectrum:
         Returns (values (m,), matrices (m, d_out, d_in)).
 
         vec_r of each matrix is an eigenvector of the operator. For a degenerate eigenvalue the
-        choice within its eigenspace is arbitrary (compare subspaces, theory.md §9).
+        choice within its eigenspace is arbitrary (compare subspaces, docs/theory.md §9).
         """
         if not 1 <= m <= self.dim:
             raise ValueError(f"m must be in 1..{self.dim} (got {m})")

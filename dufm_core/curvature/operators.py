@@ -1,7 +1,7 @@
 """Full-batch Hessian operators of the deep UFM, applied to many vectors per pass (torch.func).
 
 For a selection θ of the parameters (a :class:`~dufm_core.curvature.params.ParamSet`, flattened
-row-major) and the fit term F(θ) = ℓ(Z(θ)) of theory.md §1.3/§1.5 over all N samples,
+row-major) and the fit term F(θ) = ℓ(Z(θ)) of docs/theory.md §1.3/§1.5 over all N samples,
 
     ∇²F = Jᵀ H_ℓ J  +  Σ_{i,k} (∂ℓ/∂z_{ik}) ∇² z_{ik}        ("gn" + "residual" = "fit")
 
@@ -361,7 +361,7 @@ def gradient(
 ) -> torch.Tensor:
     """Full-batch gradient over a parameter set, flattened row-major (shape (dim,)).
 
-    part="fit" (default) is ∇F, the g̃ of theory.md §4.3/§6.3; part="total" adds λ·θ.
+    part="fit" (default) is ∇F, the g̃ of docs/theory.md §4.3/§6.3; part="total" adds λ·θ.
     """
     if part not in ("fit", "total"):
         raise ValueError(f"gradient part must be fit | total (got {part!r})")

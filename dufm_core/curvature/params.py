@@ -1,17 +1,17 @@
 """Parameter-set selection and row-major flattening for curvature computations.
 
-A Hessian is always "the Hessian with respect to *some* parameters" (theory.md §0, "Which
+A Hessian is always "the Hessian with respect to *some* parameters" (docs/theory.md §0, "Which
 Hessian"): one layer W_l, several layers, all weights W_1..W_L, or weights plus the free features
 H_1. :class:`ParamSet` names that choice once, in a fixed order, and fixes how the selected
 tensors are laid out in one flat vector θ ∈ R^dim:
 
     θ = [vec_r(T_1), vec_r(T_2), ...],   vec_r(T) = T.reshape(-1)   (row-major)
 
-Row-major vec is what theory.md insists on: entry (a, b) of W_l (shape d_{l+1} × d_l) goes to
+Row-major vec is what docs/theory.md insists on: entry (a, b) of W_l (shape d_{l+1} × d_l) goes to
 index a·d_l + b. Under this convention the linear-MSE layer Hessian is P ⊗ Q with P acting on the
 output index (see :mod:`dufm_core.curvature.kronecker`); column-major vec would swap the factors.
 
-Spec strings accepted by :func:`param_set` (layers are numbered 1..L as in theory.md §1):
+Spec strings accepted by :func:`param_set` (layers are numbered 1..L as in docs/theory.md §1):
 
 * ``"layer:L"``          one weight W_L (1-based)
 * ``"layers:1,3"``       several weights, in the order given (no repeats)

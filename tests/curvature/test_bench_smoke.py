@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, subprocess_env
+from tests.helpers import ROOT
 
 
 def _run(script: str, out: Path, *extra: str) -> dict:
     subprocess.run(
         [
             sys.executable,
-            f"benchmarks/{script}",
+            "-m",
+            f"benchmarks.{script}",
             "--quick",
             "--threads",
             "1",
@@ -30,7 +31,6 @@ def _run(script: str, out: Path, *extra: str) -> dict:
             *extra,
         ],
         cwd=ROOT,
-        env=subprocess_env(),
         check=True,
         capture_output=True,
         timeout=300,
@@ -39,7 +39,7 @@ def _run(script: str, out: Path, *extra: str) -> dict:
 
 
 def test_bench_hessian_ours_quick(tmp_path: Path) -> None:
-    res = _run("bench_hessian.py", tmp_path / "ours.json", "--only", "ours,ours-structured")
+    res = _run("bench_hessian", tmp_path / "ours.json", "--only", "ours,ours-structured")
     assert res["k"] == 9 and res["n_weights"] > 0
     for name in ("ours", "ours-structured"):
         ours = res["results"][name]
@@ -51,7 +51,7 @@ def test_bench_hessian_external_quick(tmp_path: Path) -> None:
     missing = [m for m in ("pyhessian", "curvlinops") if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"benchmark-only packages not installed: {', '.join(missing)}")
-    res = _run("bench_hessian.py", tmp_path / "all.json")
+    res = _run("bench_hessian", tmp_path / "all.json")
     assert set(res["results"]) == {"ours", "ours-structured", "pyhessian", "curvlinops"}
     assert res["results"]["curvlinops"]["max_rel_err"] < 1e-6
     assert res["results"]["pyhessian"]["max_rel_err"] < 0.1  # power iteration at tol 1e-3
@@ -59,7 +59,7 @@ def test_bench_hessian_external_quick(tmp_path: Path) -> None:
 
 
 def test_bench_kronecker_quick(tmp_path: Path) -> None:
-    res = _run("bench_kronecker.py", tmp_path / "k.json")
+    res = _run("bench_kronecker", tmp_path / "k.json")
     assert res["dim"] == 32 * 32
     assert res["top_rel_err"] < 1e-9 and res["bulk_max_abs"] < 1e-12
     assert res["krylov_vs_kronecker_top9_rel"] < 1e-9

@@ -1,7 +1,7 @@
 """Block eigensolver on matrices with known degenerate clusters; outlier-counting rules.
 
 Eigenvectors of a degenerate eigenvalue are compared as subspaces (principal angles /
-projector distance to the true eigenspace), never vector by vector (theory.md §9).
+projector distance to the true eigenspace), never vector by vector (docs/theory.md §9).
 """
 
 from __future__ import annotations

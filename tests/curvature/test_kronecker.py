@@ -75,7 +75,7 @@ def test_relu_is_refused() -> None:
 
 
 def test_case_a_width_64_layer_spectrum_is_the_closed_form() -> None:
-    """Case A (theory.md §8) at d = 64: every layer has 9 outliers λ_W γ/(1−γ), zeros else."""
+    """Case A (docs/theory.md §8) at d = 64: every layer has 9 outliers λ_W γ/(1−γ), zeros else."""
     cfg = RunConfig(K=3, n=40, width=64, depth=5, lam_w=0.01, lam_h=0.01, init="optimum")
     cfg.validate()
     model = build_model(cfg)

@@ -1,4 +1,4 @@
-"""Golden spectra at the closed-form optimum (theory.md §4, §8: cases A, B, E).
+"""Golden spectra at the closed-form optimum (docs/theory.md §4, §8: cases A, B, E).
 
 Measured with the curvature engine (HessianOperator + block Krylov, dense eigvalsh and the
 Kronecker factors) and compared with ``theory.predict``: layer-wise K² outliers and rank,
@@ -73,7 +73,7 @@ def test_full_weight_hessian_outliers_with_rho_split(name: str, kind: type) -> N
     res = top_eigenpairs(op, K2 + 1, block=K2 + 4, tol=1e-10)
     assert res.all_converged
     _close(res.values[:K2], pred.full_outliers)
-    # the split: K(K+1)/2 at the lower value and K(K−1)/2 at the upper (theory.md §4.5)
+    # the split: K(K+1)/2 at the lower value and K(K−1)/2 at the upper (docs/theory.md §4.5)
     upper = sorted(pred.full_outliers, reverse=True)[0]
     n_upper = int(((res.values[:K2] - upper).abs() < 1e-8 * upper).sum())
     assert n_upper == cfg.K * (cfg.K - 1) // 2
@@ -99,7 +99,7 @@ def test_weights_plus_features(name: str, kind: type) -> None:
     op = kind(model, "weights+features", "mse")
     dense = full_spectrum(op, max_dim=4000)
     _close(dense[:K2], pred.full_outliers_with_features)
-    # the K(N−K) within-class H_1 directions sit at λ_H γ/(1−γ) (theory.md §4.5)
+    # the K(N−K) within-class H_1 directions sit at λ_H γ/(1−γ) (docs/theory.md §4.5)
     h1 = pred.lam_h * pred.gamma / pred.one_minus_gamma
     n_h1 = int(((dense - h1).abs() < 1e-8 * h1).sum())
     assert n_h1 >= cfg.K * (cfg.N - cfg.K)

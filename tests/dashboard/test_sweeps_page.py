@@ -75,3 +75,19 @@ def test_every_preset_is_a_valid_spec(env: Path) -> None:
         at.selectbox(key="sweep_preset").set_value(name).run()
         assert not at.exception and not at.error, name
         assert any("members over" in s.value for s in at.success)
+
+
+def test_without_ray_the_page_says_how_to_install_it(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "ray" else real(n, *a)
+    )
+    at = _page()
+    at.radio(key="sweep_executor").set_value("ray").run()
+    assert not at.exception
+    assert any("pip install 'ray>=2.9,<3'" in w.value for w in at.warning)
+    assert next(b for b in at.button if b.label == "Launch sweep").disabled

@@ -1,4 +1,4 @@
-"""A real Streamlit server and a headless Chromium driven by Playwright (design.md §7.4)."""
+"""A real Streamlit server and a headless Chromium driven by Playwright (docs/design.md §7.4)."""
 
 from __future__ import annotations
 
