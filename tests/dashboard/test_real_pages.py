@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dufm_core import RunConfig, plots, theory
+from dufm_core import RunConfig, theory
 from dufm_core.config import MODEL_DEFAULTS
 from dufm_core.presets import PRESETS
 from tests.dashboard.conftest import run_page
@@ -190,33 +190,6 @@ def test_runs_table_columns(real_env: Path) -> None:
 def test_runs_table_of_a_ufm_store_has_no_real_columns(dash_env: Path) -> None:
     at = _run("runs")
     assert not {"dataset", "train_acc", "test_acc"} & set(at.dataframe[0].value.columns)
-
-
-def test_plot_builders_for_real_rows() -> None:
-    rows = [
-        {
-            "step": s,
-            "epoch": s / 2,
-            "loss": 1.0 / (s + 1),
-            "batch_loss": 1.2 / (s + 1),
-            "train_acc": min(1.0, 0.1 + 0.2 * s),
-            "test_acc": 0.1 + 0.1 * s,
-        }
-        for s in range(5)
-    ]
-    assert plots.has_accuracy(rows)
-    assert not plots.has_accuracy([{"step": 0, "loss": 1.0}])
-    acc = plots.accuracy_curves(rows)
-    assert [t.name for t in acc.data] == ["train", "test"]
-    assert [c[1] for c in acc.data[0].customdata] == [0.0, 0.5, 1.0, 1.5, 2.0]
-    no_test = plots.accuracy_curves([{**r, "test_acc": None} for r in rows])
-    assert [t.name for t in no_test.data] == ["train"]
-    loss = plots.batch_loss_curves(rows, reference=0.1)
-    assert [list(t.y) for t in loss.data] == [
-        [r["loss"] for r in rows],
-        [r["batch_loss"] for r in rows],
-    ]
-    assert loss.layout.yaxis.type == "log"
 
 
 @pytest.mark.parametrize("page", ["spectrum", "alignment", "gradients", "collapse", "inspect"])
