@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dufm_core.config import ConfigError, RunConfig, load_config_file
+from dufm_core.config import (
+    ConfigError,
+    FieldSpec,
+    RunConfig,
+    field_specs,
+    load_config_file,
+)
 
 
 def _die(msg: str) -> int:
@@ -30,17 +36,32 @@ def _die(msg: str) -> int:
 
 
 # --------------------------------------------------------------------------- train
+def _config_help(f: dataclasses.Field, spec: FieldSpec) -> str:
+    """``--<field>``'s help: the field's metadata (config.FIELDS), its allowed range, default."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    parts = [spec.help]
+    if spec.allowed() and not spec.choices:  # choices are in the metavar already
+        parts.append(f"allowed {spec.allowed()}")
+    parts.append(f"default {shown!r}" if shown == "" else f"default {shown}")
+    if spec.models != "all":
+        parts.append("real networks only" if spec.models == "real" else "UFM only")
+    return "; ".join(parts)
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     """One ``--<field>`` option per RunConfig field (dashes or underscores), values as text;
-    RunConfig.validate converts and range-checks them."""
+    RunConfig.validate converts and range-checks them. The help comes from config.FIELDS, as
+    do the dashboard's Train form widgets (ui/config_form.py)."""
     g = p.add_argument_group("run configuration (RunConfig fields)")
-    for f in dataclasses.fields(RunConfig):
+    for f, spec in field_specs():
         flags = [f"--{f.name}"]
         if "_" in f.name:
             flags.append(f"--{f.name.replace('_', '-')}")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else "V"
         g.add_argument(
-            *flags, dest=f"cfg_{f.name}", metavar="V", default=None, help=f"(default {default})"
+            *flags, dest=f"cfg_{f.name}", metavar=metavar, default=None,
+            help=_config_help(f, spec).replace("%", "%%"),
         )
     g.add_argument(
         "--lam",
