@@ -39,18 +39,18 @@ def test_switching_to_resnet20_applies_its_defaults(dash_env: Path) -> None:
     d = MODEL_DEFAULTS["resnet20"]
     assert at.title[0].value == "Train a real network"
     assert at.number_input(key=PRE + "K").value == d["K"] == 10
-    assert at.text_input(key=PRE + "w").value == str(d["width"]) == "64"
-    assert at.number_input(key=PRE + "L").value == d["depth"] == 3
-    assert float(at.text_input(key=PRE + "lw").value) == d["lam_w"]
-    assert float(at.text_input(key=PRE + "lh").value) == d["lam_h"]
-    assert at.selectbox(key=PRE + "opt").value == "momentum"
+    assert at.text_input(key=PRE + "width").value == str(d["width"]) == "64"
+    assert at.number_input(key=PRE + "depth").value == d["depth"] == 3
+    assert float(at.text_input(key=PRE + "lam_w").value) == d["lam_w"]
+    assert float(at.text_input(key=PRE + "lam_h").value) == d["lam_h"]
+    assert at.selectbox(key=PRE + "optimizer").value == "momentum"
     assert float(at.text_input(key=PRE + "lr").value) == d["lr"]
-    assert at.selectbox(key=PRE + "dt").value == "float32"
+    assert at.selectbox(key=PRE + "dtype").value == "float32"
     # the real-network fields, at the RunConfig defaults
-    assert at.selectbox(key=PRE + "ds").value == "digits"
-    assert at.text_input(key=PRE + "dir").disabled  # not needed for digits
-    assert at.number_input(key=PRE + "bs").value == 0
-    assert at.selectbox(key=PRE + "lrs").value == "constant"
+    assert at.selectbox(key=PRE + "dataset").value == "digits"
+    assert at.text_input(key=PRE + "data_dir").disabled  # not needed for digits
+    assert at.number_input(key=PRE + "batch_size").value == 0
+    assert at.selectbox(key=PRE + "lr_schedule").value == "constant"
     assert not at.checkbox(key=PRE + "amp").value
     # valid: no error, Launch enabled, and the UFM prediction at λ_H/N
     assert not at.error
@@ -81,21 +81,21 @@ def test_resnet20_checks_n_and_width_in_the_page(dash_env: Path) -> None:
     assert at.error[0].value.startswith("n: must be at most 139 for dataset digits")
     assert at.button[0].disabled
     at.number_input(key=PRE + "n").set_value(5).run()
-    at.text_input(key=PRE + "w").set_value("32").run()
+    at.text_input(key=PRE + "width").set_value("32").run()
     assert at.error[0].value.startswith("width: must start with d_1 = 64")
-    at.text_input(key=PRE + "w").set_value("64,128,128").run()
+    at.text_input(key=PRE + "width").set_value("64,128,128").run()
     assert not at.error and not at.button[0].disabled
 
 
 def test_resnet20_data_folder_errors_disable_launch(dash_env: Path, tmp_path: Path) -> None:
     at = _resnet20(_run("train"))
-    at.selectbox(key=PRE + "ds").set_value("mnist").run()
+    at.selectbox(key=PRE + "dataset").set_value("mnist").run()
     assert at.error[0].value.startswith("data_dir: must name the folder")
     assert "nothing is downloaded" in at.error[0].value
-    at.text_input(key=PRE + "dir").set_value(str(tmp_path)).run()
+    at.text_input(key=PRE + "data_dir").set_value(str(tmp_path)).run()
     assert at.error[0].value.startswith("data_dir: mnist: train-images-idx3-ubyte[.gz] not found")
     assert at.button[0].disabled
-    at.selectbox(key=PRE + "ds").set_value("cifar10").run()
+    at.selectbox(key=PRE + "dataset").set_value("cifar10").run()
     assert at.error[0].value.startswith("data_dir: cifar10: data_batch_1 not found")
 
 
