@@ -91,7 +91,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 def _train_run_dir(args: argparse.Namespace) -> int:
     """Worker mode: train the queued run folder ``--run-dir`` (made by jobs.launch), then start
     the next queued run if any."""
-    from dufm_core import jobs, training
+    from dufm_core import jobs, kinds
     from dufm_core.store import open_run
 
     try:
@@ -101,7 +101,7 @@ def _train_run_dir(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         return _die(str(exc))
     try:
-        result = training.train(cfg, run=run)
+        result = kinds.train(cfg, run=run)
     except ConfigError as exc:  # e.g. a real network's data folder (status.json says failed)
         return _die(str(exc))
     finally:
@@ -111,7 +111,7 @@ def _train_run_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dufm_core import training
+    from dufm_core import kinds, training
 
     if args.run_dir:
         return _train_run_dir(args)
@@ -130,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             except ValueError:
                 return _die(f"steps: must be an integer (got {args.cfg_steps!r})")
         try:
-            result = training.resume(args.resume, steps=steps, device=args.cfg_device)
+            result = kinds.resume(args.resume, steps=steps, device=args.cfg_device)
         except (ConfigError, FileNotFoundError, RuntimeError) as exc:
             return _die(str(exc))
         print(result.run.path)
@@ -150,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         return _die(str(exc))
     try:
-        result = training.train(cfg, runs_dir=args.runs_dir)
+        result = kinds.train(cfg, runs_dir=args.runs_dir)
     except ConfigError as exc:  # real networks: data folder, n, K or amp, before any run folder
         return _die(str(exc))
     print(result.run.path)
@@ -196,28 +196,26 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- analyze
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from dufm_core import analysis
+    from dufm_core import kinds, reports
     from dufm_core.store import CheckpointError, atomic_write_json, open_run
 
     def progress(msg: str, frac: float) -> None:
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
 
-    from dufm_core.network_report import normalise_full_params
-
     try:
         run = open_run(args.run_dir)
         try:
-            normalise_full_params(run.config(), args.full_params)
+            kinds.get(run.config().model).normalise_full_params(args.full_params)
         except ValueError as exc:
             return _die(str(exc))
         if args.all_steps:
-            analysis.analyze_series(run, full=args.full, full_params=args.full_params,
+            reports.analyze_series(run, full=args.full, full_params=args.full_params,
                                     progress=progress)
             path = run.analysis_dir / "series.json"
         else:
-            report = analysis.analyze(run, args.step, full=args.full,
+            report = reports.analyze(run, args.step, full=args.full,
                                       full_params=args.full_params, progress=progress)
-            path = analysis.report_path(run, report["step"])
+            path = reports.report_path(run, report["step"])
             if args.out:
                 atomic_write_json(args.out, report)
                 path = Path(args.out)

@@ -420,9 +420,8 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
     ``sweep_dir`` (absolute paths every worker can reach), ``full_hessian``, ``full_params``.
     Never raises for a failing member: the failure is the record's ``state`` and ``error``.
     """
-    from dufm_core import analysis
+    from dufm_core import kinds, reports
     from dufm_core.store import open_run
-    from dufm_core.training import Trainer
 
     folder = Path(task["sweep_dir"])
     runs_root = Path(task["runs_dir"])
@@ -470,7 +469,7 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
             record["state"] = "finished"
         else:
             try:
-                result = Trainer(run, cfg, progress=None).train(resume=mode == "resume")
+                result = kinds.trainer_for(run, cfg).train(resume=mode == "resume")
                 record["state"] = result.state
                 record["error"] = run.status().get("error")
             except Exception as exc:  # the run's status.json already says failed
@@ -481,7 +480,7 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
         if record["state"] == "finished":
             t1 = time.perf_counter()
             try:
-                report = analysis.analyze(
+                report = reports.analyze(
                     run,
                     full=bool(task.get("full_hessian")),
                     full_params=task.get("full_params", "weights"),
@@ -509,7 +508,7 @@ def _output_diagonal(run: Any) -> list[float] | None:
     import torch
 
     from dufm_core import collapse
-    from dufm_core.store import load_checkpoint
+    from dufm_core.kinds import load_checkpoint
 
     step = run.latest_checkpoint()
     if step is None:

@@ -3,9 +3,10 @@ and watch it live."""
 
 import streamlit as st
 
-from dufm_core import ConfigError, RunConfig, jobs, real_training, theory
+from dufm_core import ConfigError, RunConfig, jobs, theory
 from dufm_core.config import FIELDS, MODELS
 from dufm_core.presets import DESCRIPTIONS, PRESETS
+from dufm_core.training.real import check_device
 from ui import config_form, data_check, docs, live, shell, state
 
 shell.ensure_shell(__file__)
@@ -66,7 +67,7 @@ try:
     cfg = RunConfig.from_dict(values)
     warnings = cfg.validate()
     if real:  # what the worker would refuse before making a folder: amp off a GPU, the data
-        real_training.check_device(cfg)
+        check_device(cfg)
         counts = data_check.check(cfg)
     error = None
 except ConfigError as exc:

@@ -1,27 +1,45 @@
 """Analysis sections shared by the Spectrum, Alignment, Gradients and Inspect pages.
 
 Each ``show_*`` function renders one part of an analysis report (docs/design.md §5) with its
-caption; the report itself always comes from ``dufm_core.analysis``.
+caption; the report itself always comes from ``dufm_core.reports``.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from dufm_core import analysis
-from dufm_core.store import Run
+from dufm_core import reports
+from dufm_core.kinds import load_checkpoint
+from dufm_core.store import CheckpointError, Run, read_json
 from ui import docs, figures
+
+
+def report_of_file(name: str, data: bytes, progress: reports.Progress = None) -> dict[str, Any]:
+    """The report of an uploaded checkpoint file ``name`` (its bytes ``data``), made by its model
+    kind: a real network's on its head layers, from the data set its config names. Raises
+    CheckpointError (a refused or broken file; the message names ``name``, not the temporary
+    path) or ConfigError (e.g. a real network's data set is not on this machine)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise CheckpointError(str(exc).replace(str(path), name)) from None
+    return reports.analyze_checkpoint(checkpoint, run_id=name, full=True, progress=progress)
 
 
 def get_report(run: Run, step: int, full: bool = False) -> dict[str, Any]:
     """The cached report, or compute it with a progress bar. With ``full``, a cached full
     Hessian over any parameter set is kept (e.g. a real network's ``all`` from the CLI, which
     is far too costly to replace by the default ``head`` one)."""
-    path = analysis.report_path(run, step)
+    path = reports.report_path(run, step)
     cached = path.is_file() and (not full or '"full_hessian"' in path.read_text())
     if cached:
         full = False  # the cached report already holds what the page can show
@@ -31,7 +49,7 @@ def get_report(run: Run, step: int, full: bool = False) -> dict[str, Any]:
         if bar is not None:
             bar.progress(min(max(frac, 0.0), 1.0), text=f"Analysing step {step}: {msg}")
 
-    report = analysis.analyze(run, step, full=full, progress=progress)
+    report = reports.analyze(run, step, full=full, progress=progress)
     if bar is not None:
         bar.empty()
     return report
@@ -42,13 +60,13 @@ def get_series(run: Run) -> dict[str, Any] | None:
     path = run.analysis_dir / "series.json"
     steps = run.checkpoints()
     if path.is_file():
-        series = analysis.read_json(path)
+        series = read_json(path)
         if series.get("steps") == steps:
             return series
     docs.caption(f"{len(steps)} checkpoints; the series analyses each once (cached afterwards).")
     if st.button("Analyse every checkpoint", key=f"series_{run.id}"):
         bar = st.progress(0.0, text="Analysing checkpoints…")
-        series = analysis.analyze_series(
+        series = reports.analyze_series(
             run, progress=lambda msg, f: bar.progress(min(f, 1.0), text=msg)
         )
         bar.empty()

@@ -225,21 +225,52 @@ def test_real_vs_ufm_page_explains_itself_on_a_ufm_run(dash_env: Path) -> None:
 def test_spectrum_page_keeps_a_cached_whole_network_hessian(real_env: Path) -> None:
     """A full Hessian over every parameter (``analyze --full-params all``, costly) in a cached
     report is shown, never replaced by the page's default head Hessian."""
-    from dufm_core import analysis
-    from dufm_core.store import open_run
+    from dufm_core import reports
+    from dufm_core.store import atomic_write_json, open_run, read_json
 
     run = open_run(real_env / _real_id(real_env))
     step = run.checkpoints()[-1]
-    report = analysis.analyze(run, step)
+    report = reports.analyze(run, step)
     report["full_hessian"] = {
         "params": "all", "dim": 277616, "top": [5.0, 4.0, 3.0], "predicted": [],
         "method": "test", "seconds": 1.0, "converged": True, "note": "marker-all-parameters",
         "density": None,
     }
-    analysis.atomic_write_json(analysis.report_path(run, step), report)
+    atomic_write_json(reports.report_path(run, step), report)
     at = _run("spectrum", run=run.id, step=str(step))
     at.radio[0].set_value("full (all head weights)").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("marker-all-parameters" in c.value for c in at.caption)
-    after = analysis.read_json(analysis.report_path(run, step))
+    after = read_json(reports.report_path(run, step))
     assert after["full_hessian"]["params"] == "all"
+
+
+def test_an_uploaded_resnet20_checkpoint_gets_the_real_network_report(real_env: Path) -> None:
+    """Inspect's upload path goes through the checkpoint's model kind: a resnet20 file gets the
+    report on its head layers with the network block (it used to get the UFM analysis, which
+    cannot run a RealNetwork)."""
+    from ui import analysis_view as av
+
+    run_dir = real_env / _real_id(real_env)
+    ckpt = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
+    report = av.report_of_file("mine.pt", ckpt.read_bytes())
+    assert report["config"]["model"] == "resnet20" and report["run"] == "mine.pt"
+    assert report["network"]["N"] == 30 and report["network"]["bn_mode"]
+    assert len(report["layers"]) == report["config"]["depth"]
+    assert report["full_hessian"]["params"] == "head"  # the page asks for the full Hessian
+    from dufm_core import reports
+    from dufm_core.store import open_run
+
+    own = reports.analyze(open_run(run_dir), int(ckpt.stem.split("_")[1]))
+    assert report["layers"][0]["hessian_top"] == pytest.approx(
+        own["layers"][0]["hessian_top"], rel=1e-9
+    )  # the same report as the run's own analysis of that checkpoint
+
+
+def test_a_broken_upload_is_named_by_its_file_name(real_env: Path) -> None:
+    from dufm_core.store import CheckpointError
+    from ui import analysis_view as av
+
+    ckpt = sorted((real_env / _real_id(real_env) / "checkpoints").glob("step_*.pt"))[-1]
+    with pytest.raises(CheckpointError, match=r"^mine\.pt: not a readable PyTorch checkpoint"):
+        av.report_of_file("mine.pt", ckpt.read_bytes()[:100])  # truncated
