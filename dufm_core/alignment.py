@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from dufm_core.collapse import class_means
+from dufm_core.curvature.base import CurvatureOperator
 from dufm_core.curvature.eigensolvers import top_eigenpairs
 from dufm_core.models import DeepUFM
 
@@ -490,12 +491,12 @@ def gn_split_parts(
     )  # fmt: skip
 
 
-class _PartOperator:
+class _PartOperator(CurvatureOperator):
     """A GN part as a symmetric operator on row-major vec W_l (for the block Krylov solver)."""
 
     def __init__(self, parts: GNSplitParts, part: str) -> None:
+        super().__init__(parts.dim, _F64, parts.h.device)
         self.parts, self.part = parts, part
-        self.dim, self.dtype, self.device = parts.dim, _F64, parts.h.device
 
     def matmat(self, V: Tensor) -> Tensor:
         M = V.T.reshape(V.shape[1], *self.parts.shape)

@@ -35,7 +35,7 @@ from dufm_core.config import RunConfig
 from dufm_core.curvature.density import slq_log_density
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.kronecker import KroneckerSpectrum
-from dufm_core.curvature.operators import hessian_operator
+from dufm_core.curvature.spectrum import hessian_operator
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.runtime import cpu_threads, threads_for
 from dufm_core.store import Run, atomic_write_json, load_checkpoint, read_json

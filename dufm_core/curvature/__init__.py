@@ -1,9 +1,21 @@
-"""Curvature engine: Hessian operators, exact Kronecker layer blocks, block eigensolvers, SLQ.
+"""Curvature engine: one operator base, Hessian operators, exact Kronecker layer blocks, block
+eigensolvers, SLQ.
 
 Every quantity here is explicit about *which* Hessian it is (docs/theory.md §0): the part
 ("fit" — the default and the object of the theorems —, "gn", "residual", "total") and the
 parameter set (``"layer:l"``, ``"layers:1,3"``, ``"weights"``, ``"weights+features"``,
 ``"features"``). Vectors are flattened row-major (``W.reshape(-1)``).
+
+Layout (imports only go down this list, so there are no cycles):
+
+    base          CurvatureOperator (matmat, @, dense, diagonal, trace, eigenvalues,
+                  apply_matrices), DenseOperator, as_operator; params: ParamSet
+    operators     HessianOperator (autograd, torch.func), gradient, regulariser_diagonal
+    kronecker     KroneckerSpectrum (layer P ⊗ Q), LinearHessianOperator (closed forms)
+    network       NetworkHessianOperator (a real network over its training set)
+    eigensolvers  top_eigenpairs → EigResult, full_spectrum, count_outliers
+    density       slq_density / slq_log_density → SpectralDensity
+    spectrum      hessian_operator (which products)
 
     from dufm_core.curvature import HessianOperator, top_eigenpairs, KroneckerSpectrum
 
@@ -14,6 +26,7 @@ parameter set (``"layer:l"``, ``"layers:1,3"``, ``"weights"``, ``"weights+featur
     dens = slq_density(op, steps=80, probes=8)                   # spectral density
 """
 
+from dufm_core.curvature.base import CurvatureOperator, DenseOperator, Operand, as_operator
 from dufm_core.curvature.density import (
     SpectralDensity,
     lanczos_quadrature,
@@ -21,9 +34,7 @@ from dufm_core.curvature.density import (
     slq_log_density,
 )
 from dufm_core.curvature.eigensolvers import (
-    DenseOperator,
     EigResult,
-    as_operator,
     count_outliers,
     default_block,
     full_spectrum,
@@ -34,18 +45,20 @@ from dufm_core.curvature.operators import (
     PARTS,
     HessianOperator,
     gradient,
-    hessian_operator,
     regulariser_diagonal,
 )
 from dufm_core.curvature.params import ParamSet, flatten, param_set, unflatten
+from dufm_core.curvature.spectrum import hessian_operator
 
 __all__ = [
     "PARTS",
+    "CurvatureOperator",
     "DenseOperator",
     "EigResult",
     "HessianOperator",
     "KroneckerSpectrum",
     "LinearHessianOperator",
+    "Operand",
     "ParamSet",
     "SpectralDensity",
     "as_operator",
