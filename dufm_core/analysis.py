@@ -34,6 +34,7 @@ from dufm_core import alignment, collapse, gradients, theory, weights
 from dufm_core.config import RunConfig
 from dufm_core.curvature.density import slq_log_density
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
+from dufm_core.curvature.gauss_newton import gn_split
 from dufm_core.curvature.kronecker import KroneckerSpectrum
 from dufm_core.curvature.spectrum import hessian_operator
 from dufm_core.models import DeepUFM, fit_term
@@ -212,8 +213,7 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     per_class = gradients.per_class_gradients(model, l, cfg.loss)
     per_class_coeff = gradients.per_class_coefficients(per_class, basis)
     grad_norm = float(G.norm())
-    gn = alignment.gn_split(model, l, cfg.loss, max_size=GN_FULL_MAX)
-    gn.pop("parts", None)
+    gn = gn_split(model, l, cfg.loss, max_size=GN_FULL_MAX).to_dict()
     wrep = weights.layer_weight_report(model, l)
     feats = model.layer_features()
     H_in = feats.post[l - 1].double()

@@ -1,5 +1,5 @@
-"""Curvature engine: one operator base, Hessian operators, exact Kronecker layer blocks, block
-eigensolvers, SLQ.
+"""Curvature engine: one operator base, Hessian operators, exact Kronecker layer blocks, Papyan's
+Gauss–Newton split, block eigensolvers, SLQ.
 
 Every quantity here is explicit about *which* Hessian it is (docs/theory.md §0): the part
 ("fit" — the default and the object of the theorems —, "gn", "residual", "total") and the
@@ -15,6 +15,7 @@ Layout (imports only go down this list, so there are no cycles):
     network       NetworkHessianOperator (a real network over its training set)
     eigensolvers  top_eigenpairs → EigResult, full_spectrum, count_outliers
     density       slq_density / slq_log_density → SpectralDensity
+    gauss_newton  gn_split → GNSplit (Papyan's class / cross / within parts as operators)
     spectrum      hessian_operator (which products)
 
     from dufm_core.curvature import HessianOperator, top_eigenpairs, KroneckerSpectrum
@@ -40,6 +41,14 @@ from dufm_core.curvature.eigensolvers import (
     full_spectrum,
     top_eigenpairs,
 )
+from dufm_core.curvature.gauss_newton import (
+    GNPartOperator,
+    GNPartSpectrum,
+    GNSplit,
+    GNSplitParts,
+    gn_split,
+    gn_split_parts,
+)
 from dufm_core.curvature.kronecker import KroneckerSpectrum, LinearHessianOperator, layer_factors
 from dufm_core.curvature.operators import (
     PARTS,
@@ -55,6 +64,10 @@ __all__ = [
     "CurvatureOperator",
     "DenseOperator",
     "EigResult",
+    "GNPartOperator",
+    "GNPartSpectrum",
+    "GNSplit",
+    "GNSplitParts",
     "HessianOperator",
     "KroneckerSpectrum",
     "LinearHessianOperator",
@@ -66,6 +79,8 @@ __all__ = [
     "default_block",
     "flatten",
     "full_spectrum",
+    "gn_split",
+    "gn_split_parts",
     "gradient",
     "hessian_operator",
     "lanczos_quadrature",

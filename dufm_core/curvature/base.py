@@ -25,9 +25,9 @@ spectrum); the tests check every override against the generic product path
 
 Layering of ``dufm_core.curvature`` (no import cycles): this module (with :class:`DenseOperator`
 and :func:`as_operator`) and ``params`` are at the bottom; ``operators`` (autograd Hessians),
-``kronecker`` (closed forms of the linear UFM) and ``network`` (a real network's Hessian)
-derive operators from it; ``eigensolvers`` and ``density`` take any
-:class:`CurvatureOperator`; ``spectrum`` chooses the operator.
+``kronecker`` (closed forms of the linear UFM), ``network`` (a real network's Hessian) and
+``gauss_newton`` (Papyan's split) derive operators from it; ``eigensolvers`` and ``density``
+take any :class:`CurvatureOperator`; ``spectrum`` chooses the operator.
 """
 
 from __future__ import annotations

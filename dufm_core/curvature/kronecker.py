@@ -31,6 +31,7 @@ from torch import nn
 from dufm_core.curvature.base import DEFAULT_MAX_DIM, CurvatureOperator, single_thread
 from dufm_core.curvature.operators import LOSSES, PARTS, regulariser_diagonal
 from dufm_core.curvature.params import ParamSet, param_set
+from dufm_core.propagation import downstream_product
 
 __all__ = ["KroneckerSpectrum", "LinearHessianOperator", "layer_factors"]
 
@@ -50,14 +51,10 @@ def layer_factors(model: nn.Module, layer: int) -> tuple[torch.Tensor, torch.Ten
     Q = H_l H_lᵀ / N with H_l the input of W_l. Both symmetric, in the model's dtype.
     """
     _check_linear(model)
-    weights = [w.detach() for w in model.weights]
-    L = len(weights)
+    L = len(model.weights)
     if not 1 <= layer <= L:
         raise ValueError(f"layer must be in 1..{L} (layers are 1-based), got {layer}")
-    K = weights[-1].shape[0]
-    A = torch.eye(K, dtype=weights[0].dtype, device=weights[0].device)
-    for j in range(L - 1, layer - 1, -1):  # A ← A W_j for j = L..l+1 (0-based index j)
-        A = A @ weights[j]
+    A = downstream_product(model, layer)
     P = A.T @ A
     H = model.layer_features().post[layer - 1]
     Q = (H @ H.T) / H.shape[1]

@@ -17,12 +17,14 @@ from dufm_core.config import RunConfig
 from dufm_core.curvature import (
     CurvatureOperator,
     DenseOperator,
+    GNPartOperator,
     HessianOperator,
     KroneckerSpectrum,
     LinearHessianOperator,
     as_operator,
     count_outliers,
     full_spectrum,
+    gn_split_parts,
     lanczos_quadrature,
     layer_factors,
     slq_density,
@@ -56,6 +58,7 @@ def _operators() -> dict[str, CurvatureOperator]:
     lin, relu, ce = _ufm(), _ufm("relu"), _ufm("relu", "ce")
     sym = torch.randn(7, 7, dtype=F64, generator=torch.Generator().manual_seed(3))
     net, x, y = _network()
+    parts = gn_split_parts(relu, 2)
     return {
         "dense": DenseOperator(sym + sym.T),
         "hessian-fit": HessianOperator(relu, "weights+features", "mse"),
@@ -68,6 +71,8 @@ def _operators() -> dict[str, CurvatureOperator]:
                                                  lam_w=[0.01, 0.02, 0.005]),
         "kronecker": KroneckerSpectrum(*layer_factors(lin, 2), shift=0.25, layer=2),
         "network-head": NetworkHessianOperator(net, x, y, "mse", "head", chunk=4),
+        "gn-within": GNPartOperator(parts, "within"),
+        "gn-class": GNPartOperator(parts, "class"),
     }  # fmt: skip
 
 
@@ -135,6 +140,8 @@ def test_diagonal_trace_eigenvalues(op: CurvatureOperator) -> None:
 def test_apply_matrices_is_matmat_on_row_major_vec(op: CurvatureOperator) -> None:
     gen = torch.Generator().manual_seed(7)
     shape = op.P.shape[:1] + op.Q.shape[:1] if isinstance(op, KroneckerSpectrum) else (op.dim,)
+    if isinstance(op, GNPartOperator):
+        shape = op.parts.shape
     M = torch.randn(4, *shape, dtype=F64, generator=gen)
     ref = op.matmat(M.reshape(4, -1).T).T.reshape(M.shape)
     out = op.apply_matrices(M)
