@@ -1,5 +1,5 @@
 """Curvature engine: one operator base, Hessian operators, exact Kronecker layer blocks, Papyan's
-Gauss–Newton split, block eigensolvers, SLQ.
+Gauss–Newton split, block eigensolvers, SLQ, and the choice of method per layer.
 
 Every quantity here is explicit about *which* Hessian it is (docs/theory.md §0): the part
 ("fit" — the default and the object of the theorems —, "gn", "residual", "total") and the
@@ -16,7 +16,7 @@ Layout (imports only go down this list, so there are no cycles):
     eigensolvers  top_eigenpairs → EigResult, full_spectrum, count_outliers
     density       slq_density / slq_log_density → SpectralDensity
     gauss_newton  gn_split → GNSplit (Papyan's class / cross / within parts as operators)
-    spectrum      hessian_operator (which products)
+    spectrum      hessian_operator (which products), layer_spectrum → LayerSpectrum (which method)
 
     from dufm_core.curvature import HessianOperator, top_eigenpairs, KroneckerSpectrum
 
@@ -25,6 +25,7 @@ Layout (imports only go down this list, so there are no cycles):
     res = top_eigenpairs(op, m=9)                                # block Krylov, b ≥ K²
     ks = KroneckerSpectrum.from_model(model, layer=3)            # exact linear-MSE layer block
     dens = slq_density(op, steps=80, probes=8)                   # spectral density
+    spec = layer_spectrum(model, 2, loss="mse")                  # the report's layer method
 """
 
 from dufm_core.curvature.base import CurvatureOperator, DenseOperator, Operand, as_operator
@@ -57,7 +58,7 @@ from dufm_core.curvature.operators import (
     regulariser_diagonal,
 )
 from dufm_core.curvature.params import ParamSet, flatten, param_set, unflatten
-from dufm_core.curvature.spectrum import hessian_operator
+from dufm_core.curvature.spectrum import LayerSpectrum, hessian_operator, layer_spectrum
 
 __all__ = [
     "PARTS",
@@ -70,6 +71,7 @@ __all__ = [
     "GNSplitParts",
     "HessianOperator",
     "KroneckerSpectrum",
+    "LayerSpectrum",
     "LinearHessianOperator",
     "Operand",
     "ParamSet",
@@ -85,6 +87,7 @@ __all__ = [
     "hessian_operator",
     "lanczos_quadrature",
     "layer_factors",
+    "layer_spectrum",
     "param_set",
     "regulariser_diagonal",
     "slq_density",

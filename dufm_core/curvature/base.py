@@ -27,7 +27,7 @@ Layering of ``dufm_core.curvature`` (no import cycles): this module (with :class
 and :func:`as_operator`) and ``params`` are at the bottom; ``operators`` (autograd Hessians),
 ``kronecker`` (closed forms of the linear UFM), ``network`` (a real network's Hessian) and
 ``gauss_newton`` (Papyan's split) derive operators from it; ``eigensolvers`` and ``density``
-take any :class:`CurvatureOperator`; ``spectrum`` chooses the operator.
+take any :class:`CurvatureOperator`; ``spectrum`` chooses the operator and the method.
 """
 
 from __future__ import annotations
