@@ -8,7 +8,8 @@ the weight's singular structure and the DNC metrics; ``--full`` adds the top of 
 fit-Hessian over all weights (or weights + features). Every Hessian here is the **fit-term**
 Hessian unless a key says ``total``.
 
-How each layer's Hessian is computed:
+How each layer's Hessian is computed is chosen by :func:`dufm_core.curvature.spectrum.
+layer_spectrum`:
 
 * linear MSE: exactly, from the Kronecker factors P = A^{(l+1)ᵀ}A^{(l+1)}, Q = H_lH_lᵀ/N
   (docs/theory.md §4.1) — the whole spectrum in O(d³);
@@ -34,13 +35,12 @@ from dufm_core import alignment, collapse, gradients, theory, weights
 from dufm_core.config import RunConfig
 from dufm_core.curvature.density import slq_log_density
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
-from dufm_core.curvature.kronecker import KroneckerSpectrum
-from dufm_core.curvature.operators import hessian_operator
+from dufm_core.curvature.gauss_newton import gn_split
+from dufm_core.curvature.spectrum import DENSE_MAX, hessian_operator, layer_spectrum
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.runtime import cpu_threads, threads_for
 
 REPORT_VERSION = 1
-DENSE_MAX = 4096  # layers with at most this many weights get a dense autograd Hessian
 HIST_BINS = 48
 GN_FULL_MAX = 1500  # past this min(N·K, d_out·d_in) the GN within/total parts: top values only
 TAUS = (0.0, 0.5, 1.0)
@@ -147,51 +147,6 @@ def _layer_predicted(cfg: RunConfig, th: dict[str, Any], l: int) -> tuple[float 
 
 
 # --------------------------------------------------------------------------- one layer
-def _layer_hessian(model: DeepUFM, cfg: RunConfig, l: int, m: int,
-                   tol: float) -> dict[str, Any]:
-    """Top-m eigenpairs of the layer-l fit Hessian, an eigenvector matrix U (dim, m), an hvp on
-    stacks of (d_out, d_in) matrices, and the histogram of the spectrum."""
-    d_out, d_in = model.weights[l - 1].shape
-    dim = d_out * d_in
-    t0 = time.perf_counter()
-    if cfg.activation == "linear" and cfg.loss == "mse":
-        spec = KroneckerSpectrum.from_model(model, l)
-        values_all = spec.values()
-        vals, vecs = spec.top(m)
-        U = vecs.reshape(vecs.shape[0], -1).T
-        hvp = spec.apply
-        method = "kronecker (exact, docs/theory.md §4.1)"
-        extra: dict[str, Any] = {"residual_max": 0.0, "converged": True}
-    else:
-        op = hessian_operator(model, f"layer:{l}", loss=cfg.loss, part="fit")
-        if dim <= DENSE_MAX:
-            H = op.dense(max_dim=DENSE_MAX).double()
-            H = 0.5 * (H + H.T)
-            evals, evecs = torch.linalg.eigh(H)
-            values_all = evals.flip(0)
-            vals, U = values_all[:m], evecs.flip(1)[:, :m]
-            method = "dense autograd Hessian + eigh"
-            extra = {"residual_max": 0.0, "converged": True}
-
-            def hvp(V: torch.Tensor, H: torch.Tensor = H) -> torch.Tensor:
-                return (V.reshape(V.shape[0], -1).double() @ H).reshape(V.shape)
-        else:
-            res = top_eigenpairs(op, m, block=max(m, cfg.K**2 + cfg.K), tol=tol,
-                                 need=min(cfg.K**2, m))
-            vals, U = res.values.double(), res.vectors.double()
-            values_all = vals
-            method = f"{res.method} on Hessian–matrix products ({res.matvecs} products)"
-            extra = {"residual_max": _f(res.residual_norms[: cfg.K**2].max()),
-                     "converged": bool(res.converged[: cfg.K**2].all())}
-
-            def hvp(V: torch.Tensor, op: Any = op) -> torch.Tensor:
-                flat = V.reshape(V.shape[0], -1).T.to(op.dtype)
-                return op.matmat(flat).T.reshape(V.shape).double()
-    return {"values": vals.double(), "U": U.double(), "hvp": hvp, "all": values_all.double(),
-            "method": method, "seconds": time.perf_counter() - t0, "exact_spectrum":
-            values_all.numel() == dim, **extra}
-
-
 def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
                   tol: float = 1e-10) -> dict[str, Any]:
     """Everything the report says about layer l (see the module docstring)."""
@@ -199,20 +154,19 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     K2 = K * K
     d_out, d_in = model.weights[l - 1].shape
     m = min(K2 + K, d_out * d_in)
-    hess = _layer_hessian(model, cfg, l, m, tol)
-    top = hess["values"]
-    U_top = hess["U"][:, : min(K2, hess["U"].shape[1])]
+    hess = layer_spectrum(model, l, cfg.loss, m, tol, dense_max=DENSE_MAX)
+    top = hess.values
+    U_top = hess.vectors[:, : min(K2, hess.vectors.shape[1])]
     M_out, M_in = alignment.layer_means(model, l)
     basis = alignment.predicted_basis(M_out, M_in)
-    align = alignment.alignment_report(basis, hvp=hess["hvp"], U_top=U_top)
+    align = alignment.alignment_report(basis, hvp=hess.operator, U_top=U_top)
     G = gradients.layer_gradient(model, l, cfg.loss)
     coeff = gradients.gradient_coefficients(G, basis)
     eig_coeff, inside = gradients.eigenbasis_coefficients(G.reshape(-1).double(), U_top)
     per_class = gradients.per_class_gradients(model, l, cfg.loss)
     per_class_coeff = gradients.per_class_coefficients(per_class, basis)
     grad_norm = float(G.norm())
-    gn = alignment.gn_split(model, l, cfg.loss, max_size=GN_FULL_MAX)
-    gn.pop("parts", None)
+    gn = gn_split(model, l, cfg.loss, max_size=GN_FULL_MAX).to_dict()
     wrep = weights.layer_weight_report(model, l)
     feats = model.layer_features()
     H_in = feats.post[l - 1].double()
@@ -226,16 +180,16 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     return {
         "layer": l,
         "shape": [d_out, d_in],
-        "hessian_method": hess["method"],
-        "hessian_seconds": hess["seconds"],
-        "hessian_converged": hess["converged"],
-        "hessian_residual_max": hess["residual_max"],
+        "hessian_method": hess.method,
+        "hessian_seconds": hess.seconds,
+        "hessian_converged": hess.converged,
+        "hessian_residual_max": hess.residual_max,
         "hessian_top": _list(top),
         "hessian_top_total": _list(top + cfg.lam_ws[l - 1]),
         "hessian_predicted": predicted,
         "hessian_predicted_top": _list(predicted_top),
-        "hessian_histogram": spectrum_histogram(hess["all"]) if hess["exact_spectrum"] else None,
-        "hessian_effective_rank": _erank(hess["all"]) if hess["exact_spectrum"] else None,
+        "hessian_histogram": spectrum_histogram(hess.spectrum) if hess.exact_spectrum else None,
+        "hessian_effective_rank": _erank(hess.spectrum) if hess.exact_spectrum else None,
         "outlier_count": count_outliers(top, rule="gap", m=m),
         "outlier_count_relative": count_outliers(top, rule="relative"),
         "outlier_ratio": ratio,

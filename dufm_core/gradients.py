@@ -1,6 +1,6 @@
 """Layer gradients and their structure (docs/theory.md §4.3, §4.6, §6.3).
 
-Notation as in :mod:`dufm_core.alignment`: layer l = 1..L, W_l (d_{l+1} × d_l) maps the input
+Notation as in :mod:`dufm_core.propagation`: layer l = 1..L, W_l (d_{l+1} × d_l) maps the input
 features H̃_l (post-activation for ReLU) to the pre-activation H_{l+1}; row-major vec.
 
 The full-batch fit gradient of W_l is computed by the chain rule written out (no autograd):
@@ -26,15 +26,10 @@ from typing import Any
 
 import torch
 
-from dufm_core.alignment import (
-    backprop,
-    check_layer,
-    layer_inputs,
-    layer_means,
-    predicted_basis,
-    to_jsonable,
-)
+from dufm_core.alignment import layer_means, predicted_basis
 from dufm_core.models import DeepUFM
+from dufm_core.propagation import backprop, check_layer, layer_inputs
+from dufm_core.store import to_jsonable
 
 __all__ = [
     "eigenbasis_coefficients",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dufm_core.config import RunConfig
@@ -61,6 +62,31 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert tensors, numpy values, tuples and nested containers to plain Python types, for
+    the JSON files written here (reports' blocks are built with it).
+
+    Tensors and arrays become (nested) lists, 0-d ones Python scalars; dict keys become str.
+    Non-finite floats stay float (:func:`atomic_write_json` writes with ``allow_nan=True``).
+    Anything else (e.g. an operator object) raises TypeError so that it is never silently
+    dropped.
+    """
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu()
+        return obj.item() if obj.ndim == 0 else obj.tolist()
+    if isinstance(obj, np.ndarray):
+        return obj.item() if obj.ndim == 0 else obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"to_jsonable: cannot convert {type(obj).__name__}")
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

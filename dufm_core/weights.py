@@ -17,14 +17,11 @@ from typing import Any
 
 import torch
 
-from dufm_core.alignment import (
-    layer_means,
-    orthonormal_basis,
-    subspace_angles,
-    to_jsonable,
-)
+from dufm_core.alignment import layer_means
 from dufm_core.collapse import effective_rank, nc3, stable_rank, threshold_rank
 from dufm_core.models import DeepUFM
+from dufm_core.store import to_jsonable
+from dufm_core.subspaces import orthonormal_basis, subspace_angles
 
 __all__ = ["layer_weight_report", "weight_report"]
 

@@ -11,7 +11,7 @@ import torch
 from torch.func import functional_call
 
 from dufm_core.config import RunConfig
-from dufm_core.curvature.operators import HessianOperator, hessian_operator
+from dufm_core.curvature import HessianOperator, hessian_operator
 from dufm_core.data import load_data
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.networks import (

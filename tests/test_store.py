@@ -186,3 +186,16 @@ def test_safetensors_roundtrip_and_bad_files(runs_dir: Path, tmp_path: Path) -> 
         len(head).to_bytes(8, "little") + head + bytes(16))
     with pytest.raises(CheckpointError, match="lacks a DUFM Lab config"):
         load_checkpoint(tmp_path / "nometa.safetensors")
+
+
+def test_to_jsonable_plain_values_or_type_error() -> None:
+    import numpy as np
+
+    from dufm_core.store import to_jsonable
+
+    assert to_jsonable({"a": torch.ones(2), "b": (np.float64(1.5), torch.tensor(2.0))}) == {
+        "a": [1.0, 1.0], "b": [1.5, 2.0]
+    }  # fmt: skip
+    assert to_jsonable({1: np.arange(2), "n": None}) == {"1": [0, 1], "n": None}
+    with pytest.raises(TypeError):
+        to_jsonable(object())

@@ -1,9 +1,22 @@
-"""Curvature engine: Hessian operators, exact Kronecker layer blocks, block eigensolvers, SLQ.
+"""Curvature engine: one operator base, Hessian operators, exact Kronecker layer blocks, Papyan's
+Gauss–Newton split, block eigensolvers, SLQ, and the choice of method per layer.
 
 Every quantity here is explicit about *which* Hessian it is (docs/theory.md §0): the part
 ("fit" — the default and the object of the theorems —, "gn", "residual", "total") and the
 parameter set (``"layer:l"``, ``"layers:1,3"``, ``"weights"``, ``"weights+features"``,
 ``"features"``). Vectors are flattened row-major (``W.reshape(-1)``).
+
+Layout (imports only go down this list, so there are no cycles):
+
+    base          CurvatureOperator (matmat, @, dense, diagonal, trace, eigenvalues,
+                  apply_matrices), DenseOperator, as_operator; params: ParamSet
+    operators     HessianOperator (autograd, torch.func), gradient, regulariser_diagonal
+    kronecker     KroneckerSpectrum (layer P ⊗ Q), LinearHessianOperator (closed forms)
+    network       NetworkHessianOperator (a real network over its training set)
+    eigensolvers  top_eigenpairs → EigResult, full_spectrum, count_outliers
+    density       slq_density / slq_log_density → SpectralDensity
+    gauss_newton  gn_split → GNSplit (Papyan's class / cross / within parts as operators)
+    spectrum      hessian_operator (which products), layer_spectrum → LayerSpectrum (which method)
 
     from dufm_core.curvature import HessianOperator, top_eigenpairs, KroneckerSpectrum
 
@@ -12,8 +25,10 @@ parameter set (``"layer:l"``, ``"layers:1,3"``, ``"weights"``, ``"weights+featur
     res = top_eigenpairs(op, m=9)                                # block Krylov, b ≥ K²
     ks = KroneckerSpectrum.from_model(model, layer=3)            # exact linear-MSE layer block
     dens = slq_density(op, steps=80, probes=8)                   # spectral density
+    spec = layer_spectrum(model, 2, loss="mse")                  # the report's layer method
 """
 
+from dufm_core.curvature.base import CurvatureOperator, DenseOperator, Operand, as_operator
 from dufm_core.curvature.density import (
     SpectralDensity,
     lanczos_quadrature,
@@ -21,31 +36,44 @@ from dufm_core.curvature.density import (
     slq_log_density,
 )
 from dufm_core.curvature.eigensolvers import (
-    DenseOperator,
     EigResult,
-    as_operator,
     count_outliers,
     default_block,
     full_spectrum,
     top_eigenpairs,
+)
+from dufm_core.curvature.gauss_newton import (
+    GNPartOperator,
+    GNPartSpectrum,
+    GNSplit,
+    GNSplitParts,
+    gn_split,
+    gn_split_parts,
 )
 from dufm_core.curvature.kronecker import KroneckerSpectrum, LinearHessianOperator, layer_factors
 from dufm_core.curvature.operators import (
     PARTS,
     HessianOperator,
     gradient,
-    hessian_operator,
     regulariser_diagonal,
 )
 from dufm_core.curvature.params import ParamSet, flatten, param_set, unflatten
+from dufm_core.curvature.spectrum import LayerSpectrum, hessian_operator, layer_spectrum
 
 __all__ = [
     "PARTS",
+    "CurvatureOperator",
     "DenseOperator",
     "EigResult",
+    "GNPartOperator",
+    "GNPartSpectrum",
+    "GNSplit",
+    "GNSplitParts",
     "HessianOperator",
     "KroneckerSpectrum",
+    "LayerSpectrum",
     "LinearHessianOperator",
+    "Operand",
     "ParamSet",
     "SpectralDensity",
     "as_operator",
@@ -53,10 +81,13 @@ __all__ = [
     "default_block",
     "flatten",
     "full_spectrum",
+    "gn_split",
+    "gn_split_parts",
     "gradient",
     "hessian_operator",
     "lanczos_quadrature",
     "layer_factors",
+    "layer_spectrum",
     "param_set",
     "regulariser_diagonal",
     "slq_density",

@@ -17,6 +17,10 @@ that fit a memory budget for the stored bases.
 
 For log-binned histograms (the dashboard's) :func:`slq_log_density` gives the density of
 y = log10|λ| from the same nodes and weights: Σ τ_pj N(y; log10 max(|θ_pj|, floor), σ_y²)/P.
+
+Like the eigensolvers, these functions take any
+:class:`~dufm_core.curvature.base.CurvatureOperator` (or a dense matrix) and use only its
+``matmat``; the result is typed (:class:`SpectralDensity`).
 """
 
 from __future__ import annotations
@@ -24,12 +28,11 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from dufm_core.curvature.eigensolvers import as_operator, single_thread
+from dufm_core.curvature.base import CurvatureOperator, Operand, as_operator, single_thread
 
 __all__ = ["SpectralDensity", "lanczos_quadrature", "slq_density", "slq_log_density"]
 
@@ -77,7 +80,7 @@ class SpectralDensity:
 
 
 def lanczos_quadrature(
-    op: Any,
+    op: Operand,
     steps: int = 80,
     probes: int = 8,
     seed: int = 0,
@@ -103,7 +106,7 @@ def lanczos_quadrature(
 
 
 def _lanczos_groups(
-    A: Any,
+    A: CurvatureOperator,
     n: int,
     k: int,
     probes: int,
@@ -175,7 +178,7 @@ def _gauss_mix(grid: np.ndarray, x: np.ndarray, w: np.ndarray, sigma: float) -> 
 
 
 def slq_density(
-    op: Any,
+    op: Operand,
     steps: int = 80,
     probes: int = 8,
     grid_points: int = 1001,
@@ -201,7 +204,7 @@ def slq_density(
 
 
 def slq_log_density(
-    op: Any,
+    op: Operand,
     steps: int = 80,
     probes: int = 8,
     grid_points: int = 1001,

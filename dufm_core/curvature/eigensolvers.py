@@ -25,6 +25,11 @@ rounding of (AV)s versus A(Vs)) and ``converged`` is never claimed on the recurr
 Ritz values of a symmetric operator are accurate to ‖r‖²/gap, far better than the residual.
 The cost per step is b operator products plus a few passes over the basis; on a 2-core CPU at
 n ≈ 263k the passes over memory, not the flops, dominate (docs/benchmarks_hessian.md).
+
+The solvers take any :class:`~dufm_core.curvature.base.CurvatureOperator` (or a dense matrix,
+wrapped in :class:`~dufm_core.curvature.base.DenseOperator`): they use only ``matmat``,
+``dim``, ``dtype`` and ``device`` (and :func:`full_spectrum` the operator's ``eigenvalues``).
+Results are typed (:class:`EigResult`).
 """
 
 from __future__ import annotations
@@ -32,70 +37,21 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from dufm_core.curvature.base import CurvatureOperator, Operand, as_operator, single_thread
+
 __all__ = [
-    "DenseOperator",
     "EigResult",
-    "LinearOperatorLike",
-    "as_operator",
     "count_outliers",
     "default_block",
     "full_spectrum",
-    "single_thread",
     "top_eigenpairs",
 ]
-
-
-class LinearOperatorLike(Protocol):
-    """What the solvers need: a symmetric operator R^dim → R^dim applied to blocks."""
-
-    dim: int
-    dtype: torch.dtype
-    device: torch.device
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor: ...
-
-
-class DenseOperator:
-    """A dense symmetric matrix (torch tensor or numpy array) as an operator."""
-
-    def __init__(self, A: torch.Tensor | np.ndarray, dtype: torch.dtype | None = None) -> None:
-        A = torch.as_tensor(A)
-        if A.ndim != 2 or A.shape[0] != A.shape[1]:
-            raise ValueError(f"need a square matrix, got shape {tuple(A.shape)}")
-        if dtype is not None:
-            A = A.to(dtype)
-        elif not A.is_floating_point():
-            A = A.to(torch.float64)
-        self.A = A
-        self.dim = int(A.shape[0])
-        self.dtype = A.dtype
-        self.device = A.device
-        self.shape = (self.dim, self.dim)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """A V."""
-        return self.A @ V.to(dtype=self.dtype, device=self.device)
-
-    def dense(self, max_dim: int | None = None) -> torch.Tensor:
-        """The matrix itself."""
-        return self.A
-
-
-def as_operator(obj: Any) -> Any:
-    """An object with ``matmat``/``dim``/``dtype``/``device`` is returned as is; a matrix is
-    wrapped in :class:`DenseOperator`."""
-    if hasattr(obj, "matmat") and hasattr(obj, "dim"):
-        return obj
-    if isinstance(obj, (torch.Tensor, np.ndarray)):
-        return DenseOperator(obj)
-    raise TypeError(f"cannot use {type(obj).__name__} as an operator (needs matmat and dim)")
 
 
 @dataclass
@@ -144,25 +100,6 @@ def default_block(m: int) -> int:
     """Default block size for m wanted pairs: m plus a guard of max(2, ⌈m/4⌉) vectors, so the
     convergence rate is set by the gap to λ_{b+1} rather than λ_{m+1}."""
     return m + max(2, math.ceil(m / 4))
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run small dense linear algebra (k×k eigh, Cholesky, inverses) on one thread.
-
-    For matrices of a few hundred rows the thread pool's start-up and barriers cost more than
-    the work, and on a busy 2-core machine an OpenMP barrier waiting for a descheduled thread
-    makes a 1 ms ``eigh`` take 50 ms. The big n×k products stay multi-threaded.
-    """
-    prev = torch.get_num_threads()
-    if prev == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _randn_rows(k: int, n: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -257,7 +194,7 @@ def _combine(S: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
 
 
 def top_eigenpairs(
-    op: Any,
+    op: Operand,
     m: int,
     block: int | None = None,
     tol: float = 1e-10,
@@ -271,8 +208,9 @@ def top_eigenpairs(
     """The m largest eigenpairs of a symmetric operator (see the module docstring).
 
     Args:
-        op: anything with ``matmat``/``dim``/``dtype``/``device`` (HessianOperator,
-            KroneckerSpectrum, DenseOperator) or a dense matrix.
+        op: a :class:`~dufm_core.curvature.base.CurvatureOperator` (HessianOperator,
+            LinearHessianOperator, KroneckerSpectrum, NetworkHessianOperator, DenseOperator,
+            ...) or a dense matrix.
         m: number of wanted pairs.
         block: block size b ≥ m (default :func:`default_block`); use b ≥ K² when the top of the
             spectrum is a K²-fold degenerate cluster.
@@ -309,7 +247,7 @@ def top_eigenpairs(
 
 
 def _block_krylov(
-    A: Any,
+    A: CurvatureOperator,
     n: int,
     m: int,
     b: int,
@@ -434,26 +372,20 @@ def _block_krylov(
     )
 
 
-def full_spectrum(op: Any, max_dim: int = 8192) -> torch.Tensor:
-    """All eigenvalues (descending) of a symmetric operator or matrix by dense ``eigvalsh``.
+def full_spectrum(op: Operand, max_dim: int = 8192) -> torch.Tensor:
+    """All eigenvalues (descending) of a symmetric operator or matrix.
 
-    Uses the operator's own ``values()`` when it has an exact one (KroneckerSpectrum), else its
-    ``dense(max_dim)`` (or a matrix as given); the dense matrix is symmetrised first.
+    An operator gives its :meth:`~dufm_core.curvature.base.CurvatureOperator.eigenvalues`:
+    exact where it has a closed form (KroneckerSpectrum), else ``eigvalsh`` of its symmetrised
+    ``dense(max_dim)``; a matrix as given is symmetrised and ``eigvalsh``'d.
     """
-    if isinstance(op, (torch.Tensor, np.ndarray)):
-        M = torch.as_tensor(op)
-        if not M.is_floating_point():
-            M = M.to(torch.float64)
-        if M.shape[0] > max_dim:
-            raise ValueError(f"matrix of size {M.shape[0]} exceeds max_dim = {max_dim}")
-    elif callable(getattr(op, "values", None)):
-        return op.values()
-    elif hasattr(op, "dense"):
-        M = op.dense(max_dim=max_dim)
-    else:
-        from dufm_core.curvature.operators import _dense_columns
-
-        M = _dense_columns(op, int(op.dim), max_dim, None)
+    if isinstance(op, CurvatureOperator):
+        return op.eigenvalues(max_dim=max_dim)
+    M = torch.as_tensor(op)
+    if not M.is_floating_point():
+        M = M.to(torch.float64)
+    if M.shape[0] > max_dim:
+        raise ValueError(f"matrix of size {M.shape[0]} exceeds max_dim = {max_dim}")
     M = 0.5 * (M + M.T)
     return torch.linalg.eigvalsh(M).flip(0)
 

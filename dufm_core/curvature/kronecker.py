@@ -14,6 +14,11 @@ d²×d² matrix is never formed. The total Hessian adds λ_{W_l} I, a shift of e
 
 At the closed-form optimum P and Q have rank K with equal non-zero eigenvalues, so the layer
 Hessian has exactly K² equal outliers λ_{W_l}γ/(1−γ) and zeros elsewhere (docs/theory.md §4.1).
+
+Both classes here are :class:`~dufm_core.curvature.base.CurvatureOperator` s:
+:class:`KroneckerSpectrum` (one layer block P ⊗ Q, with its exact eigendecomposition, dense
+matrix, diagonal and matrix form M ↦ P M Qᵀ) and :class:`LinearHessianOperator` (closed-form
+products over any parameter subset of the linear model, any part, MSE or CE).
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dufm_core.curvature.eigensolvers import single_thread
+from dufm_core.curvature.base import DEFAULT_MAX_DIM, CurvatureOperator, single_thread
+from dufm_core.curvature.operators import LOSSES, PARTS, regulariser_diagonal
+from dufm_core.curvature.params import ParamSet, param_set
+from dufm_core.propagation import downstream_product
 
 __all__ = ["KroneckerSpectrum", "LinearHessianOperator", "layer_factors"]
 
@@ -43,25 +51,23 @@ def layer_factors(model: nn.Module, layer: int) -> tuple[torch.Tensor, torch.Ten
     Q = H_l H_lᵀ / N with H_l the input of W_l. Both symmetric, in the model's dtype.
     """
     _check_linear(model)
-    weights = [w.detach() for w in model.weights]
-    L = len(weights)
+    L = len(model.weights)
     if not 1 <= layer <= L:
         raise ValueError(f"layer must be in 1..{L} (layers are 1-based), got {layer}")
-    K = weights[-1].shape[0]
-    A = torch.eye(K, dtype=weights[0].dtype, device=weights[0].device)
-    for j in range(L - 1, layer - 1, -1):  # A ← A W_j for j = L..l+1 (0-based index j)
-        A = A @ weights[j]
+    A = downstream_product(model, layer)
     P = A.T @ A
     H = model.layer_features().post[layer - 1]
     Q = (H @ H.T) / H.shape[1]
     return 0.5 * (P + P.T), 0.5 * (Q + Q.T)
 
 
-class KroneckerSpectrum:
+class KroneckerSpectrum(CurvatureOperator):
     """The operator P ⊗ Q + shift·I (row-major vec) with its exact eigendecomposition.
 
-    Satisfies the operator protocol of the eigensolvers (``dim``, ``dtype``, ``device``,
-    ``shape``, ``matmat``), so it can be checked against, or substituted for, a
+    A :class:`~dufm_core.curvature.base.CurvatureOperator` with closed forms for everything
+    the base derives from products: ``dense`` = kron(P, Q) + shift·I, ``diagonal`` =
+    diag P ⊗ diag Q + shift, ``eigenvalues`` = all p_i q_j + shift, ``apply_matrices`` =
+    P M Qᵀ + shift·M. It can be checked against, or substituted for, a
     :class:`~dufm_core.curvature.operators.HessianOperator` over ``"layer:l"``.
     """
 
@@ -75,10 +81,7 @@ class KroneckerSpectrum:
         self.shift = float(shift)
         self.layer = layer
         self.d_out, self.d_in = int(P.shape[0]), int(Q.shape[0])
-        self.dim = self.d_out * self.d_in
-        self.dtype = P.dtype
-        self.device = P.device
-        self.shape = (self.dim, self.dim)
+        super().__init__(self.d_out * self.d_in, P.dtype, P.device)
         # LAPACK's threaded eigh is slower than its serial one up to d ~ 2000 on the 2-core
         # machine (and erratic when the other core is busy): measured, benchmarks_hessian.md
         with single_thread():
@@ -113,6 +116,10 @@ class KroneckerSpectrum:
         """The full spectrum: all d_out·d_in eigenvalues, descending."""
         return torch.sort(self._products().reshape(-1), descending=True).values
 
+    def eigenvalues(self, max_dim: int | None = None) -> torch.Tensor:
+        """The exact spectrum (:meth:`values`); no dense matrix, so no size limit."""
+        return self.values()
+
     def top(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The m largest eigenvalues (descending) and unit eigen-matrices u_i v_jᵀ.
 
@@ -138,26 +145,34 @@ class KroneckerSpectrum:
         """P M Qᵀ + shift·M for matrices M of shape (..., d_out, d_in)."""
         return self.P @ M @ self.Q.T + self.shift * M
 
+    def apply_matrices(self, M: torch.Tensor) -> torch.Tensor:
+        """The matrix form is :meth:`apply`: P M Qᵀ + shift·M on each (d_out, d_in) matrix
+        (a stack of another shape with the same row-major vec is reshaped, and back)."""
+        if M.shape[-2:] == (self.d_out, self.d_in):
+            return self.apply(M)
+        return self.apply(M.reshape(-1, self.d_out, self.d_in)).reshape(M.shape)
+
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """(P ⊗ Q + shift I) V for V of shape (dim, m), via P M Qᵀ on each column."""
-        if V.ndim != 2 or V.shape[0] != self.dim:
-            raise ValueError(f"matmat expects shape ({self.dim}, m), got {tuple(V.shape)}")
+        self._check_block(V)
         m = V.shape[1]
+        self.matvecs += m
         M = V.T.to(self.dtype).reshape(m, self.d_out, self.d_in)
         return self.apply(M).reshape(m, self.dim).T
 
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """(P ⊗ Q + shift I) v."""
-        return self.matmat(v.reshape(-1, 1))[:, 0]
-
-    def dense(self, max_dim: int = 8192) -> torch.Tensor:
+    def dense(self, max_dim: int = DEFAULT_MAX_DIM, chunk: int | None = None) -> torch.Tensor:
         """kron(P, Q) + shift I (row-major vec); refuses beyond ``max_dim``."""
-        if self.dim > max_dim:
-            raise ValueError(
-                f"refusing to build a dense {self.dim} × {self.dim} matrix (max_dim = {max_dim})"
-            )
+        self._refuse_dense(max_dim)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         return torch.kron(self.P, self.Q) + self.shift * eye
+
+    def diagonal(self, chunk: int | None = None) -> torch.Tensor:
+        """diag(P ⊗ Q) + shift = (P_aa Q_bb + shift) at index a·d_in + b."""
+        return (self.P.diagonal()[:, None] * self.Q.diagonal()[None, :]).reshape(-1) + self.shift
+
+    def trace(self) -> float:
+        """tr(P ⊗ Q + shift I) = tr P · tr Q + shift · dim."""
+        return float(self.P.trace() * self.Q.trace()) + self.shift * self.dim
 
     def __repr__(self) -> str:
         return (
@@ -166,7 +181,7 @@ class KroneckerSpectrum:
         )
 
 
-class LinearHessianOperator:
+class LinearHessianOperator(CurvatureOperator):
     """Exact Hessian products of the *linear* deep UFM in closed form (any parameter subset).
 
     Write the factors as X_0 = H_1, X_f = W_f (f = 1..L), so Z = X_L ⋯ X_1 X_0, with
@@ -189,21 +204,18 @@ class LinearHessianOperator:
     def __init__(
         self,
         model: nn.Module,
-        params: str | object = "weights",
+        params: str | ParamSet = "weights",
         loss: str = "mse",
         part: str = "fit",
         lam_w: Sequence[float] | None = None,
         lam_h: float | None = None,
     ) -> None:
-        from dufm_core.curvature.operators import PARTS, regulariser_diagonal
-        from dufm_core.curvature.params import param_set
-
         _check_linear(model)
         if part not in PARTS:
             raise ValueError(f"part must be one of {' | '.join(PARTS)} (got {part!r})")
-        if loss not in ("mse", "ce"):
-            raise ValueError(f"loss must be one of mse | ce (got {loss!r})")
-        self.pset = param_set(model, params)  # type: ignore[arg-type]
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {' | '.join(LOSSES)} (got {loss!r})")
+        self.pset = param_set(model, params)
         self.part, self.loss = part, loss
         X = [model.features.detach(), *[w.detach() for w in model.weights]]
         self.n_factors = len(X)
@@ -215,9 +227,7 @@ class LinearHessianOperator:
                 self.factor_of[name] = int(name.split(".", 1)[1]) + 1
             else:
                 raise ValueError(f"unsupported parameter {name!r} for the linear UFM operator")
-        self.dtype, self.device = X[0].dtype, X[0].device
-        self.dim = self.pset.dim
-        self.shape = (self.dim, self.dim)
+        super().__init__(self.pset.dim, X[0].dtype, X[0].device)
         sel = sorted(set(self.factor_of.values()))
         self._sel = sel
         # prefix products P_f (inputs of each factor) and U_f = (X_L ⋯ X_{f+1})ᵀ
@@ -259,7 +269,6 @@ class LinearHessianOperator:
             if part == "total"
             else None
         )
-        self.matvecs = 0
 
     def _mid(self, f: int, g: int) -> torch.Tensor | None:
         """M_{f,g} (None for the identity, f = g + 1)."""
@@ -317,8 +326,7 @@ class LinearHessianOperator:
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """H V for V of shape (dim, m) (row-major layout of the ParamSet), returns (dim, m)."""
-        if V.ndim != 2 or V.shape[0] != self.dim:
-            raise ValueError(f"matmat expects shape ({self.dim}, m), got {tuple(V.shape)}")
+        self._check_block(V)
         Vr = V.to(dtype=self.dtype, device=self.device).T
         b = Vr.shape[0]
         self.matvecs += b
@@ -348,16 +356,6 @@ class LinearHessianOperator:
         if self._reg is not None:
             rows.addcmul_(self._reg.expand(b, -1), Vr)
         return rows.T
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """H v for one vector."""
-        return self.matmat(v.reshape(-1, 1))[:, 0]
-
-    def dense(self, max_dim: int = 8192, chunk: int | None = None) -> torch.Tensor:
-        """The dim × dim matrix (refuses beyond ``max_dim``)."""
-        from dufm_core.curvature.operators import _dense_columns
-
-        return _dense_columns(self, self.dim, max_dim, chunk)
 
     def __repr__(self) -> str:
         return (

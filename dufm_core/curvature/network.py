@@ -19,6 +19,10 @@ flat in the order of :attr:`NetworkHessianOperator.names`, each tensor row-major
 The regulariser is not included: as in the rest of the engine this is the *fit* Hessian. The
 head's λ_W adds λ_W·I; the feature penalty λ_H·mean‖h‖² is a function of the backbone and has
 a non-trivial Hessian there, which is why "total" is not offered for ``params="all"``.
+
+The operator is a :class:`~dufm_core.curvature.base.CurvatureOperator` (``matmat`` here; ``@``,
+``dense`` for small networks and the rest inherited), so the block eigensolver takes it as it
+takes the UFM's operators.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable
 import torch
 from torch.func import functional_call, grad, jvp, vmap
 
+from dufm_core.curvature.base import CurvatureOperator
 from dufm_core.curvature.params import unflatten
 from dufm_core.models import fit_term
 from dufm_core.networks import eval_mode
@@ -39,7 +44,7 @@ __all__ = ["NETWORK_PARAMS", "NetworkHessianOperator"]
 NETWORK_PARAMS = ("head", "all")
 
 
-class NetworkHessianOperator:
+class NetworkHessianOperator(CurvatureOperator):
     """H·V for the fit Hessian of ``model`` over (x, y) (see the module docstring).
 
     Args:
@@ -76,7 +81,6 @@ class NetworkHessianOperator:
         self.loss, self.params = loss, params
         self.K = int(model.K)
         device = next(model.parameters()).device
-        self.device, self.dtype = device, dtype
         head = {f"head_weights.{i}" for i in range(model.depth)}
         named = dict(model.named_parameters())
         self.names = tuple(n for n in named if params == "all" or n in head)
@@ -85,13 +89,12 @@ class NetworkHessianOperator:
         self.buffers = {n: b.detach().to(dtype) if b.is_floating_point() else b.detach()
                         for n, b in model.named_buffers()}
         self.shapes = tuple(tuple(self.theta[n].shape) for n in self.names)
-        self.dim = int(sum(math.prod(s) for s in self.shapes))
+        super().__init__(int(sum(math.prod(s) for s in self.shapes)), dtype, device)
         self.x = x.to(device=device, dtype=dtype)
         self.y = y.to(device=device, dtype=torch.long)
         self.N = int(x.shape[0])
         self.batch_size = max(1, int(batch_size))
         self.chunk = max(1, int(chunk))
-        self.matvecs = 0
         self.progress = progress
 
     # ------------------------------------------------------------------ helpers
@@ -107,11 +110,9 @@ class NetworkHessianOperator:
 
     # ------------------------------------------------------------------ products
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """H V for V of shape (dim, m) (or (dim,)), in ``self.dtype``."""
-        single = V.ndim == 1
-        V = (V[:, None] if single else V).to(device=self.device, dtype=self.dtype)
-        if V.shape[0] != self.dim:
-            raise ValueError(f"V must have {self.dim} rows (got {V.shape[0]})")
+        """H V for V of shape (dim, m), in ``self.dtype``."""
+        self._check_block(V)
+        V = V.to(device=self.device, dtype=self.dtype)
         out = torch.zeros_like(V)
         with self._eval():
             for c in range(0, V.shape[1], self.chunk):
@@ -136,8 +137,4 @@ class NetworkHessianOperator:
                 self.matvecs += min(self.chunk, V.shape[1] - c)
                 if self.progress:
                     self.progress(self.matvecs)
-        return out[:, 0] if single else out
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """H v for a flat vector v (dim,)."""
-        return self.matmat(v)
+        return out

@@ -19,8 +19,11 @@ the per-vector second backward passes are batched into one matmul per layer), an
 Gauss–Newton product is vmap of J (jvp) → H_ℓ → Jᵀ (vjp). The ReLU model uses autograd's
 σ'(0) = 0.
 
-These operators implement the small protocol the eigensolvers and the density estimator need:
-``dim``, ``dtype``, ``device``, ``shape`` and ``matmat(V)`` for V of shape (dim, m).
+:class:`HessianOperator` is a :class:`~dufm_core.curvature.base.CurvatureOperator`: it implements
+``matmat(V)`` for V of shape (dim, m) and inherits ``@``, ``dense()``, ``diagonal()`` and the
+rest; the eigensolvers and the density estimator take it like any other operator. Which
+operator suits a model (these autograd products, or the closed-form products of the linear
+model) is chosen by :func:`dufm_core.curvature.spectrum.hessian_operator`.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from dufm_core.curvature.base import CurvatureOperator
 from dufm_core.curvature.params import ParamSet, flatten, param_set
 
-__all__ = ["PARTS", "HessianOperator", "gradient", "hessian_operator", "regulariser_diagonal"]
+__all__ = ["LOSSES", "PARTS", "HessianOperator", "gradient", "regulariser_diagonal"]
 
 PARTS = ("fit", "total", "gn", "residual")
 LOSSES = ("mse", "ce")
@@ -148,7 +152,7 @@ class _Functional:
         return torch.cat([t.reshape(m, -1) for t in parts], dim=1)
 
 
-class HessianOperator:
+class HessianOperator(CurvatureOperator):
     """Hessian (or one of its parts) of the full-batch loss w.r.t. a parameter set, as an operator.
 
     Args:
@@ -183,10 +187,7 @@ class HessianOperator:
         self.lam_h = None if lam_h is None else float(lam_h)
         self._f = _Functional(model, self.pset, loss)
         theta0 = self._f.theta0
-        self.dim = self.pset.dim
-        self.dtype = theta0.dtype
-        self.device = theta0.device
-        self.shape = (self.dim, self.dim)
+        super().__init__(self.pset.dim, theta0.dtype, theta0.device)
         self.chunk_size = chunk_size or _auto_chunk(self.dim, theta0.element_size(), memory_bytes)
         self._reg = (
             regulariser_diagonal(self.pset, self.lam_w, self.lam_h, self.dtype, self.device)
@@ -195,7 +196,6 @@ class HessianOperator:
         )
         self._fit_mm: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._gn_mm: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.matvecs = 0  # number of operator-vector products so far (for reports)
 
     # ------------------------------------------------------------------ building blocks
     def _fit_rows(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -254,7 +254,7 @@ class HessianOperator:
             self._gn_mm = rows
         return self._gn_mm
 
-    # ------------------------------------------------------------------ protocol
+    # ------------------------------------------------------------------ the product
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """H V for a block V of shape (dim, m); returns (dim, m) in the operator's dtype.
 
@@ -262,8 +262,7 @@ class HessianOperator:
         row-major (m, dim) tensor (as the eigensolvers do) avoids a copy, and the result is
         likewise the transpose of a row-major (m, dim) tensor.
         """
-        if V.ndim != 2 or V.shape[0] != self.dim:
-            raise ValueError(f"matmat expects shape ({self.dim}, m), got {tuple(V.shape)}")
+        self._check_block(V)
         Vr = V.to(dtype=self.dtype, device=self.device).T.contiguous()
         self.matvecs += Vr.shape[0]
         if Vr.shape[0] == 0:
@@ -278,21 +277,6 @@ class HessianOperator:
             assert self._reg is not None
             out = self._fit_rows()(Vr) + self._reg * Vr
         return out.T
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """H v for one vector of length dim."""
-        return self.matmat(v.reshape(-1, 1))[:, 0]
-
-    def __matmul__(self, V: torch.Tensor) -> torch.Tensor:
-        return self.matvec(V) if V.ndim == 1 else self.matmat(V)
-
-    def dense(self, max_dim: int = 8192, chunk: int | None = None) -> torch.Tensor:
-        """The dim × dim matrix, by products with chunks of identity columns.
-
-        Refuses (ValueError) beyond ``max_dim``: a dense Hessian has dim² entries, and for large
-        sets one should use the eigensolvers (or the Kronecker factors for linear MSE layers).
-        """
-        return _dense_columns(self, self.dim, max_dim, chunk)
 
     def block(
         self, rows: str | ParamSet, cols: str | ParamSet, max_dim: int = 8192
@@ -333,24 +317,6 @@ class HessianOperator:
         )
 
 
-def _dense_columns(op: object, dim: int, max_dim: int, chunk: int | None) -> torch.Tensor:
-    """Materialise an operator with ``matmat`` by chunks of identity columns."""
-    if dim > max_dim:
-        raise ValueError(
-            f"refusing to build a dense {dim} × {dim} matrix (max_dim = {max_dim}); use "
-            "top_eigenpairs / slq_density, or the Kronecker factors for a linear-MSE layer"
-        )
-    dtype, device = op.dtype, op.device  # type: ignore[attr-defined]
-    step = chunk or max(1, min(dim, getattr(op, "chunk_size", 256), 512))
-    out = torch.empty(dim, dim, dtype=dtype, device=device)
-    for a in range(0, dim, step):
-        b = min(dim, a + step)
-        E = torch.zeros(dim, b - a, dtype=dtype, device=device)
-        E[torch.arange(a, b, device=device), torch.arange(b - a, device=device)] = 1.0
-        out[:, a:b] = op.matmat(E)  # type: ignore[attr-defined]
-    return out
-
-
 def gradient(
     model: nn.Module,
     params: str | ParamSet = "weights",
@@ -372,25 +338,3 @@ def gradient(
         g = g + regulariser_diagonal(pset, lam_w, lam_h, g.dtype, g.device) * f.theta0
     return g.detach()
 
-
-def hessian_operator(
-    model: nn.Module,
-    params: str | ParamSet = "weights",
-    loss: str = "mse",
-    part: str = "fit",
-    lam_w: Sequence[float] | None = None,
-    lam_h: float | None = None,
-    structured: bool | None = None,
-) -> object:
-    """The best operator for ``model``: :class:`~dufm_core.curvature.kronecker.
-    LinearHessianOperator` (closed-form products, ~10–30× cheaper) for the linear model,
-    :class:`HessianOperator` (autograd) otherwise. ``structured`` forces the choice (True
-    raises for a ReLU model). Both have the same layout, parts and protocol."""
-    from dufm_core.curvature.kronecker import LinearHessianOperator
-
-    linear = getattr(model, "activation", None) == "linear" and hasattr(model, "features")
-    if structured is None:
-        structured = linear
-    if structured:
-        return LinearHessianOperator(model, params, loss, part, lam_w, lam_h)
-    return HessianOperator(model, params, loss, part, lam_w, lam_h)
