@@ -1,5 +1,15 @@
 """The engine's structure, checked: its import graph has no cycles, it never imports the
-dashboard's libraries, and its modules stay readable in size (docs/design.md §2)."""
+dashboard's libraries, and its modules stay readable in size (docs/design.md §2).
+
+The import graph has an edge a → b for every ``import``/``from … import`` of a dufm_core module
+b anywhere in a (function-level imports included: a lazy import is still a dependency; blocks
+under ``if TYPE_CHECKING:`` are not imports at run time), plus, when a is outside them, an edge
+to each package between the root and b (importing ``dufm_core.curvature.base`` from
+``dufm_core.alignment`` runs ``dufm_core/curvature/__init__.py`` first). Its strongly connected
+components with more than one module are import cycles.
+
+    python -m tests.test_architecture        # prints every cycle of dufm_core
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,8 @@ from pathlib import Path
 
 from tests.helpers import ROOT
 
-PACKAGE = ROOT / "dufm_core"
+PACKAGE_NAME = "dufm_core"
+PACKAGE = ROOT / PACKAGE_NAME
 # modules allowed past MAX_LINES, each with the reason it is one piece
 MAX_LINES = 600
 LONG_MODULES = {
@@ -16,17 +27,9 @@ LONG_MODULES = {
     "(threshold, γ, layer and full spectra, ReLU and CE points), each function a formula",
     "dufm_core/sweeps.py": "being split into a package (issue #11)",
     "dufm_core/executors.py": "being moved into the process package (issue #11)",
-    "dufm_core/alignment.py": "being split (issue #11: propagation to models, GN to curvature)",
     "dufm_core/data.py": "loaders of four data sets with their file checks",
 }
 DASHBOARD_ONLY = {"streamlit", "plotly", "ui", "pages"}
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
 
 
 def _type_checking_nodes(tree: ast.Module) -> set[int]:
@@ -38,30 +41,50 @@ def _type_checking_nodes(tree: ast.Module) -> set[int]:
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """{module: the dufm_core modules it imports}, from every import statement of the package,
-    at module level or inside a function (a lazy import is still a dependency)."""
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {m: set() for m in modules}
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+def module_files(root: Path = ROOT) -> dict[str, Path]:
+    """{dotted module name: file} for every module of the package (``__init__`` → the package)."""
+    out = {}
+    for path in sorted((root / PACKAGE_NAME).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """{module: the package modules it imports} (see the module docstring)."""
+    files = module_files(root)
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, path in files.items():
+        is_pkg = path.name == "__init__.py"
+        tree = ast.parse(path.read_text(), str(path))
         skip = _type_checking_nodes(tree)
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(tree):
             if id(node) in skip:
                 continue
-            targets: list[str] = []
+            names: list[str] = []
             if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
+                names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*anchor, base] if base else anchor)
-                # `from pkg import mod` depends on pkg.mod when that is a module, else on pkg
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
-                           for a in node.names]
-            graph[name] |= {t for t in targets if t in modules and t != name}
+                if node.level:  # relative import
+                    pkg = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    pkg = pkg[: len(pkg) - node.level + 1]
+                    base = ".".join([*pkg, base] if base else pkg)
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                         for a in node.names]  # fmt: skip
+            for name in names:
+                while name and name not in files:
+                    name = name.rpartition(".")[0]
+                if not name or name == mod:
+                    continue
+                graph[mod].add(name)
+                parts = name.split(".")
+                for i in range(2, len(parts)):  # intermediate packages (not the root) that
+                    parent = ".".join(parts[:i])  # a module from outside them must run first
+                    if parent in files and not (mod + ".").startswith(parent + "."):
+                        graph[mod].add(parent)
     return graph
 
 
@@ -136,3 +159,10 @@ def test_modules_stay_readable_in_size() -> None:
     assert not over, f"modules over {MAX_LINES} lines without a stated reason: {over}"
     stale = [p for p in LONG_MODULES if long.get(p, 0) <= MAX_LINES]
     assert not stale, f"listed as long but no longer are (remove them from LONG_MODULES): {stale}"
+
+
+if __name__ == "__main__":
+    found = cycles(import_graph())
+    print(f"{len(import_graph())} modules, {len(found)} import cycle(s)")
+    for comp in found:
+        print("  " + " ↔ ".join(comp))
