@@ -420,9 +420,8 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
     ``sweep_dir`` (absolute paths every worker can reach), ``full_hessian``, ``full_params``.
     Never raises for a failing member: the failure is the record's ``state`` and ``error``.
     """
-    from dufm_core import analysis
+    from dufm_core import analysis, training
     from dufm_core.store import open_run
-    from dufm_core.training import Trainer
 
     folder = Path(task["sweep_dir"])
     runs_root = Path(task["runs_dir"])
@@ -470,7 +469,8 @@ def execute_member(task: Mapping[str, Any]) -> dict[str, Any]:
             record["state"] = "finished"
         else:
             try:
-                result = Trainer(run, cfg, progress=None).train(resume=mode == "resume")
+                trainer = training.trainer_for(run, cfg, progress=None)  # the model's trainer
+                result = trainer.train(resume=mode == "resume")
                 record["state"] = result.state
                 record["error"] = run.status().get("error")
             except Exception as exc:  # the run's status.json already says failed
