@@ -36,8 +36,9 @@ def _charts_after(page, url: str, count: int) -> float:
 def run(repeats: int, steps: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from dufm_core import RunConfig, launcher, train
+    from dufm_core import RunConfig, train
     from dufm_core.analysis import report_path
+    from dufm_core.process import launcher
 
     res: dict[str, list[float]] = {
         "launch_to_first_metric": [],

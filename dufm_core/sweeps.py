@@ -399,8 +399,8 @@ def manifest(folder: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- one member
 def _new_member_run(cfg: RunConfig, runs_root: Path, folder: Path) -> Any:
     """Make the member's run folder so that it appears in the runs folder already claimed:
-    built in ``<sweep>/staging``, given a ``claim`` file (so :func:`dufm_core.jobs.pump` never
-    starts it as an ordinary queued run), then moved into place with one ``os.rename``."""
+    built in ``<sweep>/staging``, given a ``claim`` file (so :func:`dufm_core.process.jobs.pump`
+    never starts it as an ordinary queued run), then moved into place with one ``os.rename``."""
     from dufm_core.store import Run, create_run
 
     staging = folder / "staging"
@@ -888,7 +888,7 @@ def run_sweep(
     instance with ``jobs`` CPUs starts). The runs folder must be reachable, at the same path, by
     every worker. SIGTERM cancels: members still waiting never start, running ones checkpoint.
     """
-    from dufm_core import executors
+    from dufm_core.process import executors
 
     t0 = time.perf_counter()
     spec.members()  # validate all before anything is written
@@ -975,7 +975,7 @@ def run_sweep(
 
     def on_cancel(task: Mapping[str, Any]) -> None:
         """SIGTERM a running member's worker (this host): it checkpoints, ends `cancelled`."""
-        from dufm_core import jobs
+        from dufm_core.process import jobs
         from dufm_core.store import open_run
 
         rec = read_record(folder, task["key"])
@@ -1034,7 +1034,7 @@ def launch_sweep(
     The members are validated here first, so a bad spec fails before anything starts."""
     root = (Path(runs_dir) if runs_dir is not None else default_runs_dir()).resolve()
     spec.members()  # validate every member first
-    from dufm_core import executors
+    from dufm_core.process import executors
 
     if executor == "ray" and (missing := executors.ray_missing()):
         raise RuntimeError(missing)  # before any folder is written
@@ -1047,9 +1047,9 @@ def launch_sweep(
         args += ["--jobs", str(jobs)]
     if address:
         args += ["--address", address]
-    from dufm_core.jobs import spawn_detached
+    from dufm_core.process.env import cli_command, spawn_detached
 
-    proc = spawn_detached(args, folder / "log.txt")
+    proc = spawn_detached(cli_command(*args), folder / "log.txt")
     # reap the driver when it ends (the dashboard's server lives long: no zombies)
     threading.Thread(target=proc.wait, daemon=True).start()
     atomic_write_json(

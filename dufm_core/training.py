@@ -41,6 +41,7 @@ import torch
 from dufm_core import collapse
 from dufm_core.config import RunConfig
 from dufm_core.models import DeepUFM, build_model, fit_term
+from dufm_core.process.signals import stop_signals
 from dufm_core.runtime import cpu_threads, threads_for
 from dufm_core.store import Run, create_run, load_checkpoint, open_run, save_checkpoint
 
@@ -314,15 +315,8 @@ class Trainer:
     def _catch_stop_signals(self) -> Any:
         """SIGTERM/SIGINT set ``_stop_signal`` (the loop checkpoints and cancels) for the block;
         outside the main thread signals cannot be caught and cancellation by signal is off."""
-        old_handlers = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):
-                old_handlers[sig] = signal.signal(sig, self._on_signal)
-        try:
+        with stop_signals(self._on_signal):
             yield
-        finally:
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
 
     def _resume_metrics(self, start: int) -> set[int]:
         """On resume: drop metrics rows after ``start`` and return the steps already logged."""

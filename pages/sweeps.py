@@ -4,7 +4,8 @@ regularisation studies drawn from its summary table."""
 import pandas as pd
 import streamlit as st
 
-from dufm_core import executors, plots, sweeps
+from dufm_core import plots, sweeps
+from dufm_core.process import executors
 from ui import shell, state
 
 shell.ensure_shell(__file__)

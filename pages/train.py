@@ -3,7 +3,7 @@ and watch it live."""
 
 import streamlit as st
 
-from dufm_core import ConfigError, RunConfig, jobs, real_training, theory
+from dufm_core import ConfigError, RunConfig, real_training, theory
 from dufm_core.config import (
     ACTIVATIONS,
     DATASETS,
@@ -17,6 +17,7 @@ from dufm_core.config import (
     SCHEDULES,
 )
 from dufm_core.presets import DESCRIPTIONS, PRESETS
+from dufm_core.process import jobs
 from ui import data_check, docs, live, shell, state
 
 shell.ensure_shell(__file__)

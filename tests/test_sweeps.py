@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dufm_core import cli, executors, sweeps, theory
+from dufm_core import cli, sweeps, theory
+from dufm_core.process import executors
 from dufm_core.store import open_run
 from tests.helpers import ROOT
 
