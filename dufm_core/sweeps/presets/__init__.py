@@ -1,5 +1,7 @@
-"""The example sweep specs offered as presets (the Sweeps page's "Start from"; docs/sweeps.md §6)
-and the template of a custom spec.
+"""The example sweep specs, shipped beside this file as package data (``*.toml``, declared in
+pyproject.toml), so an installed package offers them too: the Sweeps page's presets ("Start
+from"; docs/sweeps.md §6) and ``python -m dufm_core sweep dufm_core/sweeps/presets/phase.toml`` in
+a checkout. Also the template of a custom spec.
 
 ``sweeps.presets.spec_files()`` maps each example's name (its file stem) to its path.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples" / "sweeps"
+PRESETS_DIR = Path(__file__).resolve().parent
 
 TEMPLATE = """name = "my-sweep"
 [base]
@@ -25,6 +27,4 @@ seed = [0, 1]
 
 def spec_files() -> dict[str, Path]:
     """The example specs by name (file stem), in name order."""
-    if not EXAMPLES_DIR.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(EXAMPLES_DIR.glob("*.toml"))}
+    return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.toml"))}
