@@ -1,7 +1,7 @@
 """DUFM Lab dashboard entry point: ``streamlit run app.py``.
 
 Pages live in ``pages/`` and stay thin: every number comes from ``dufm_core``, every figure from
-``dufm_core.plots``. The selected run, checkpoint and layer live in the URL (``?run=…&step=…&
+``ui.figures``. The selected run, checkpoint and layer live in the URL (``?run=…&step=…&
 layer=…``) so a view can be shared.
 """
 

@@ -37,8 +37,8 @@ def run(repeats: int, steps: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     from dufm_core import RunConfig, train
-    from dufm_core.analysis import report_path
     from dufm_core.process import launcher
+    from dufm_core.reports import report_path
 
     res: dict[str, list[float]] = {
         "launch_to_first_metric": [],

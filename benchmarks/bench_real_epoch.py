@@ -2,7 +2,7 @@
 
 Two loops are timed side by side on the same network, data and device:
 
-* ``ours``: one step of ``dufm_core.real_training`` — ``batch_gradient`` (the objective: fit
+* ``ours``: one step of ``dufm_core.training.real`` — ``batch_gradient`` (the objective: fit
   + λ_H mean feature norm + λ_W on the head; ``torch.autograd.grad``; loss and gradient norm
   in one host sync) and the engine's foreach momentum ``Optimizer``;
 * ``plain``: the loop people would otherwise write — MSE on one-hot targets, the same penalty
@@ -30,8 +30,8 @@ import torch
 from dufm_core.config import RunConfig
 from dufm_core.data import load_data
 from dufm_core.networks import build_network
-from dufm_core.real_training import batch_gradient
 from dufm_core.training import Optimizer
+from dufm_core.training.real import batch_gradient
 
 
 def _sync(device: torch.device) -> None:

@@ -6,8 +6,8 @@ The engine never imports Streamlit. Public entry points::
 """
 
 from dufm_core.config import ConfigError, RunConfig
-from dufm_core.store import CheckpointError, list_runs, load_checkpoint, open_run
-from dufm_core.training import resume, train
+from dufm_core.kinds import load_checkpoint, resume, train
+from dufm_core.store import CheckpointError, list_runs, open_run
 
 __all__ = [
     "CheckpointError",

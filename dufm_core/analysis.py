@@ -15,8 +15,9 @@ How each layer's Hessian is computed:
 * otherwise: the dense autograd Hessian when the layer has ≤ ``DENSE_MAX`` weights, else a block
   eigensolver (block ≥ K², the outliers are degenerate) on Hessian–matrix products.
 
-Reports are cached as ``analysis/step_<8 digits>.json`` in the run folder; asking again costs a
-file read. ``analyze_series`` analyses every checkpoint and writes ``analysis/series.json``.
+This module analyses a model in memory. Reports of a run's checkpoints, cached in its folder, and
+the series over training are :mod:`dufm_core.reports`' business; a real network's report wraps
+this one (:mod:`dufm_core.network_report`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,6 @@ from dufm_core.curvature.kronecker import KroneckerSpectrum
 from dufm_core.curvature.operators import hessian_operator
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.runtime import cpu_threads, threads_for
-from dufm_core.store import Run, atomic_write_json, load_checkpoint, read_json
 
 REPORT_VERSION = 1
 DENSE_MAX = 4096  # layers with at most this many weights get a dense autograd Hessian
@@ -341,135 +340,3 @@ def _analyze_model(model: DeepUFM, cfg: RunConfig, step: int, run_id: str, full:
     if progress:
         progress("done", 1.0)
     return report
-
-
-def report_path(run: Run, step: int) -> Path:
-    return run.analysis_dir / f"step_{step:08d}.json"
-
-
-def analyze(run: Run, step: int | None = None, full: bool = False,
-            full_params: str = "weights", force: bool = False,
-            progress: Progress = None) -> dict[str, Any]:
-    """The report for checkpoint ``step`` (default: the last) of ``run``, cached on disk.
-
-    A cached report is returned as it is; if ``full`` asks for a full-Hessian part the cache
-    lacks (or for other parameters), only that part is computed and the cache updated.
-    """
-    from dufm_core.network_report import normalise_full_params
-
-    full_params = normalise_full_params(run.config(), full_params)
-    steps = run.checkpoints()
-    if not steps:
-        raise FileNotFoundError(f"{run.path}: no checkpoints to analyse")
-    if step is None:
-        step = steps[-1]
-    if step not in steps:
-        raise ValueError(f"step: no checkpoint at step {step}; available: {steps}")
-    path = report_path(run, step)
-    report = None
-    if path.is_file() and not force:
-        try:
-            report = read_json(path)
-        except (OSError, ValueError):
-            report = None
-        if report is not None and report.get("report_version") != REPORT_VERSION:
-            report = None
-    need_full = full and (report is None or (report.get("full_hessian") or {}).get("params")
-                          != full_params)
-    if report is not None and not need_full:
-        return report
-    ck = load_checkpoint(run.checkpoint_path(step))
-    if ck.config.model != "ufm":
-        report = _network_report(ck.model, ck.config, run.id, step, report, full, full_params,
-                                 progress)
-        run.analysis_dir.mkdir(exist_ok=True)
-        atomic_write_json(path, report)
-        return report
-    model = ck.model.double()
-    if report is None:
-        report = analyze_model(model, ck.config, step, run.id, full=full,
-                               full_params=full_params, progress=progress)
-    else:
-        with cpu_threads(threads_for(max(ck.config.dims))):
-            report["full_hessian"] = analyze_full(model, ck.config, report["theory"], full_params)
-    run.analysis_dir.mkdir(exist_ok=True)
-    atomic_write_json(path, report)
-    return report
-
-
-def _network_report(network: Any, cfg: RunConfig, run_id: str, step: int,
-                    report: dict[str, Any] | None, full: bool, full_params: str,
-                    progress: Progress) -> dict[str, Any]:
-    """The report of a real-network checkpoint (see :mod:`dufm_core.network_report`), or the
-    cached ``report`` completed with the asked-for full-Hessian part."""
-    from dufm_core.network_report import network_block, network_full, network_view
-
-    view, ucfg, data = network_view(network, cfg)
-    if report is None:
-        report = analyze_model(view, ucfg, step, run_id, full=full and full_params == "head",
-                               full_params="weights", progress=progress)
-        report["config"] = cfg.to_dict()
-        report["ufm_config"] = ucfg.to_dict()
-        report["network"] = network_block(network, view, cfg, data)
-        report["loss"]["reg"] += report["network"]["backbone_reg"]
-        report["loss"]["total"] = report["loss"]["fit"] + report["loss"]["reg"]
-        report["hessian"] = ("fit-term Hessian of the head layers over the whole training set, "
-                             "BatchNorm in eval mode (total = fit + λ_W on the diagonal)")
-    if (report.get("full_hessian") or {}).get("params") == "weights":
-        report["full_hessian"]["params"] = "head"
-    if full and (report.get("full_hessian") or {}).get("params") != full_params:
-        if full_params == "head":
-            with cpu_threads(threads_for(max(cfg.dims))):
-                report["full_hessian"] = analyze_full(view, ucfg, report["theory"], "weights")
-            report["full_hessian"]["params"] = "head"
-        else:
-            report["full_hessian"] = network_full(network, cfg, data, progress=progress)
-    return report
-
-
-# --------------------------------------------------------------------------- over training
-def series_entry(report: dict[str, Any]) -> dict[str, Any]:
-    """The per-step summary used for the training-dynamics plots."""
-    K2 = report["config"]["K"] ** 2
-    return {
-        "step": report["step"],
-        "loss": report["loss"]["total"],
-        "layers": [{
-            "layer": lay["layer"],
-            "top": lay["hessian_top"][:K2],
-            "next": lay["hessian_top"][K2] if len(lay["hessian_top"]) > K2 else None,
-            "outlier_ratio": lay["outlier_ratio"],
-            "outlier_count": lay["outlier_count"],
-            "alignment_f_mean": lay["alignment_f_mean"],
-            "subspace_capture_mean": _f(np.mean(lay["subspace_capture"])),
-            "gradient_coefficients": lay["gradient_coefficients"],
-            "gradient_inside_fraction": lay["gradient_inside_fraction"],
-            "effective_rank": lay["effective_rank"],
-            "hessian_effective_rank": lay["hessian_effective_rank"],
-            "nc1": lay["nc1"], "nc2": lay["nc2"], "nc3": lay["nc3"],
-        } for lay in report["layers"]],
-        "full_top": (report.get("full_hessian") or {}).get("top", [])[:K2],
-    }
-
-
-def analyze_series(run: Run, full: bool = False, full_params: str = "weights",
-                   progress: Progress = None) -> dict[str, Any]:
-    """Analyse every checkpoint (cached ones cost a read) and write ``analysis/series.json``."""
-    steps = run.checkpoints()
-    entries = []
-    for i, step in enumerate(steps):
-        if progress:
-            progress(f"checkpoint {step} ({i + 1} of {len(steps)})", i / max(len(steps), 1))
-        entries.append(series_entry(analyze(run, step, full=full, full_params=full_params)))
-    cfg = run.config()
-    if cfg.model != "ufm":  # the UFM-equivalent config (λ_H/N) is in every report
-        last = analyze(run, steps[-1])
-        theory_block = last["theory"]
-    else:
-        theory_block = predictions(cfg)
-    series = {"run": run.id, "steps": steps, "K": cfg.K, "depth": cfg.depth,
-              "theory": theory_block, "entries": entries}
-    atomic_write_json(run.analysis_dir / "series.json", series)
-    if progress:
-        progress("done", 1.0)
-    return series

@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dufm_core.config import ConfigError, RunConfig, load_config_file
+from dufm_core.config import (
+    ConfigError,
+    FieldSpec,
+    RunConfig,
+    field_specs,
+    load_config_file,
+)
 
 
 def _die(msg: str) -> int:
@@ -30,17 +36,32 @@ def _die(msg: str) -> int:
 
 
 # --------------------------------------------------------------------------- train
+def _config_help(f: dataclasses.Field, spec: FieldSpec) -> str:
+    """``--<field>``'s help: the field's metadata (config.FIELDS), its allowed range, default."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    parts = [spec.help]
+    if spec.allowed() and not spec.choices:  # choices are in the metavar already
+        parts.append(f"allowed {spec.allowed()}")
+    parts.append(f"default {shown!r}" if shown == "" else f"default {shown}")
+    if spec.models != "all":
+        parts.append("real networks only" if spec.models == "real" else "UFM only")
+    return "; ".join(parts)
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     """One ``--<field>`` option per RunConfig field (dashes or underscores), values as text;
-    RunConfig.validate converts and range-checks them."""
+    RunConfig.validate converts and range-checks them. The help comes from config.FIELDS, as
+    do the dashboard's Train form widgets (ui/config_form.py)."""
     g = p.add_argument_group("run configuration (RunConfig fields)")
-    for f in dataclasses.fields(RunConfig):
+    for f, spec in field_specs():
         flags = [f"--{f.name}"]
         if "_" in f.name:
             flags.append(f"--{f.name.replace('_', '-')}")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else "V"
         g.add_argument(
-            *flags, dest=f"cfg_{f.name}", metavar="V", default=None, help=f"(default {default})"
+            *flags, dest=f"cfg_{f.name}", metavar=metavar, default=None,
+            help=_config_help(f, spec).replace("%", "%%"),
         )
     g.add_argument(
         "--lam",
@@ -76,7 +97,7 @@ def _train_run_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dufm_core import training
+    from dufm_core import kinds, training
 
     if args.run_dir:
         return _train_run_dir(args)
@@ -95,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             except ValueError:
                 return _die(f"steps: must be an integer (got {args.cfg_steps!r})")
         try:
-            result = training.resume(args.resume, steps=steps, device=args.cfg_device)
+            result = kinds.resume(args.resume, steps=steps, device=args.cfg_device)
         except (ConfigError, FileNotFoundError, RuntimeError) as exc:
             return _die(str(exc))
         print(result.run.path)
@@ -115,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         return _die(str(exc))
     try:
-        result = training.train(cfg, runs_dir=args.runs_dir)
+        result = kinds.train(cfg, runs_dir=args.runs_dir)
     except ConfigError as exc:  # real networks: data folder, n, K or amp, before any run folder
         return _die(str(exc))
     print(result.run.path)
@@ -161,28 +182,26 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- analyze
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from dufm_core import analysis
+    from dufm_core import kinds, reports
     from dufm_core.store import CheckpointError, atomic_write_json, open_run
 
     def progress(msg: str, frac: float) -> None:
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
 
-    from dufm_core.network_report import normalise_full_params
-
     try:
         run = open_run(args.run_dir)
         try:
-            normalise_full_params(run.config(), args.full_params)
+            kinds.get(run.config().model).normalise_full_params(args.full_params)
         except ValueError as exc:
             return _die(str(exc))
         if args.all_steps:
-            analysis.analyze_series(run, full=args.full, full_params=args.full_params,
+            reports.analyze_series(run, full=args.full, full_params=args.full_params,
                                     progress=progress)
             path = run.analysis_dir / "series.json"
         else:
-            report = analysis.analyze(run, args.step, full=args.full,
+            report = reports.analyze(run, args.step, full=args.full,
                                       full_params=args.full_params, progress=progress)
-            path = analysis.report_path(run, report["step"])
+            path = reports.report_path(run, report["step"])
             if args.out:
                 atomic_write_json(args.out, report)
                 path = Path(args.out)

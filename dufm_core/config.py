@@ -322,6 +322,156 @@ class RunConfig:
         return out
 
 
+# --------------------------------------------------------------------- field metadata
+@dataclass(frozen=True)
+class FieldSpec:
+    """What the CLI and the dashboard's Train form know of one :class:`RunConfig` field: the CLI
+    writes ``--<field>``'s help from it, ``ui/config_form.py`` builds the form's widget from it.
+
+    - ``lo``/``hi`` (``lo_open``/``hi_open``) and ``choices``: the values that
+      :meth:`RunConfig.validate` allows (tests/test_config_fields.py holds the two equal); for a
+      per-layer list they bound each entry.
+    - ``models``: which models use the field, ``"all"``, ``"ufm"`` or ``"real"`` (real networks).
+    - ``group``, ``row``, ``span``: where the form puts it. Group ``"main"``, ``"more"`` (an
+      expander) or ``"data"`` (real networks); the fields of one row side by side in the order
+      of :data:`FIELDS`, ``span`` of four columns each; group ``""`` keeps a field out of the form.
+    - ``widget``: ``"number"``, ``"text"``, ``"select"`` or ``"check"`` where the type does not
+      say it (an int is a number, a field with choices a select, a bool a check, the rest text:
+      a float is typed as text, so that 1e-06 stays 1e-06); ``step`` of a number.
+    - ``only_if`` = (field, values): the field is used only while that field has one of the
+      values (the form disables it otherwise).
+    """
+
+    label: str
+    help: str
+    group: str = "main"
+    row: int = 0
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+    models: str = "all"
+    widget: str = ""
+    span: int = 1
+    step: float | None = None
+    only_if: tuple[str, tuple[str, ...]] | None = None
+
+    def applies_to(self, model: str) -> bool:
+        """Whether a run of ``model`` uses this field."""
+        return self.models == "all" or (self.models == "ufm") == (model == "ufm")
+
+    def allowed(self) -> str:
+        """The allowed values as validation words them: ``[2, 10000]``, ``(0, inf)``, ``a | b``."""
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.lo is None or self.hi is None:
+            return ""
+        if isinstance(self.lo, int) and isinstance(self.hi, int):
+            return f"[{self.lo}, {self.hi}]"
+        right = ")" if self.hi_open or math.isinf(self.hi) else "]"
+        hi = "inf" if math.isinf(self.hi) else f"{self.hi:g}"
+        return f"{'(' if self.lo_open else '['}{self.lo:g}, {hi}{right}"
+
+
+_EACH_LAYER = "one value, or one per layer as a,b,c"
+# One entry per RunConfig field, in the order of the Train form. A new field gets its line here.
+FIELDS: dict[str, FieldSpec] = {
+    "model": FieldSpec(
+        "model", "ufm: free features H_1 and L weight matrices; resnet20: a ResNet-20 feature "
+        "map h(x) and a head of L layers, trained on real data (docs/real_networks.md)",
+        group="", choices=MODELS),
+    # real networks: data and training (the form's first block for them)
+    "dataset": FieldSpec(
+        "dataset", "digits (8×8, the copy scikit-learn ships) or mnist, fashion-mnist, cifar10 "
+        "from local files", group="data", row=1, choices=DATASETS, models="real"),
+    "data_dir": FieldSpec(
+        "data folder (data_dir)", "the folder with the data set's standard files (MNIST/raw/…, "
+        "cifar-10-batches-py/…, or the files themselves); nothing is ever downloaded",
+        group="data", row=1, span=2, models="real",
+        only_if=("dataset", ("mnist", "fashion-mnist", "cifar10"))),
+    "test_fraction": FieldSpec(
+        "test fraction (digits)", "digits only: the held-out fraction of every class (the "
+        "others use their official test set)", group="data", row=1, lo=0.0, hi=0.9,
+        models="real", widget="number", step=0.05, only_if=("dataset", ("digits",))),
+    "batch_size": FieldSpec(
+        "batch size (0 = full batch)", "samples per optimizer step; 0 = the whole training set",
+        group="data", row=2, lo=0, hi=100_000_000, models="real"),
+    "lr_schedule": FieldSpec(
+        "lr schedule", "constant; cosine ½(1 + cos(π·step/steps)); step ×0.1 from 50 %, ×0.01 "
+        "from 75 %", group="data", row=2, choices=LR_SCHEDULES, models="real"),
+    "lam_backbone": FieldSpec(
+        "backbone weight decay λ_b", "(λ_b/2)·‖θ_backbone‖² on every backbone parameter",
+        group="data", row=2, lo=0.0, hi=math.inf, models="real"),
+    "amp": FieldSpec(
+        "amp (bf16, CUDA only)", "runs the backbone under bf16 autocast on a CUDA GPU (refused "
+        "on the CPU); the head and the loss stay in float32, which the run's dtype must be",
+        group="data", row=2, models="real"),
+    # the model and its loss
+    "K": FieldSpec("K classes", "number of classes (10 for the real data sets)", row=1,
+                   lo=2, hi=MAX_K),
+    "n": FieldSpec(
+        "n per class (training samples)", "samples per class, N = K·n in all (a real network: "
+        "a class-balanced subsample of the training set)", row=1, lo=1, hi=10_000_000),
+    "depth": FieldSpec("depth L", "number of weight matrices W_1..W_L (a real network: of its "
+                       "head)", row=1, lo=1, hi=MAX_DEPTH),
+    "width": FieldSpec(
+        "width (d or d1,…,dL)", f"widths d_1..d_L: {_EACH_LAYER} (a real network's d_1 is the "
+        f"feature dimension {FEATURE_DIM})", row=1, lo=1, hi=MAX_WIDTH),
+    "activation": FieldSpec("activation", "between the layers", row=2, choices=ACTIVATIONS),
+    "loss": FieldSpec("loss", "fit term: squared error to one-hot targets, or cross-entropy",
+                      row=2, choices=LOSSES),
+    "lam_w": FieldSpec("λ_W (one or per layer)", f"weight decay (λ_W/2)‖W_l‖²: {_EACH_LAYER}",
+                       row=2, lo=0.0, hi=math.inf),
+    "lam_h": FieldSpec(
+        "λ_H", "feature penalty: (λ_H/2)‖H_1‖² (a real network: (λ_H/2)·mean_i ‖h(x_i)‖²)",
+        row=2, lo=0.0, hi=math.inf),
+    # optimisation
+    "optimizer": FieldSpec("optimizer", "gd: gradient descent; momentum: heavy ball; adam",
+                           row=3, choices=OPTIMIZERS),
+    "lr": FieldSpec("learning rate", "step size of the optimizer", row=3, lo=0.0, hi=math.inf,
+                    lo_open=True),
+    "steps": FieldSpec("steps", "optimizer steps in all", row=3, lo=1, hi=MAX_STEPS),
+    "seed": FieldSpec("seed", "seeds the initialisation (and a real network's batches)", row=3,
+                      lo=0, hi=2**63 - 1),
+    # more: initialisation, precision, device, logging
+    "init": FieldSpec(
+        "init", "random, or optimum: the closed-form collapsed point (UFM only; every width "
+        "≥ K)", group="more", row=1, choices=INITS),
+    "init_scale": FieldSpec("init scale", "scale of the random initialisation", group="more",
+                            row=1, lo=0.0, hi=math.inf, lo_open=True),
+    "init_noise": FieldSpec(
+        "init noise (optimum)", "standard deviation of the N(0, σ²) noise added to every entry "
+        "of the optimum", group="more", row=1, lo=0.0, hi=math.inf, models="ufm",
+        only_if=("init", ("optimum",))),
+    "dtype": FieldSpec("dtype", "floating-point precision", group="more", row=1, choices=DTYPES),
+    "device": FieldSpec("device", "auto: a CUDA GPU when there is one, else the CPU",
+                        group="more", row=2, choices=DEVICES),
+    "log_points": FieldSpec("log points", "steps logged to metrics.jsonl", group="more", row=2,
+                            lo=2, hi=100_000),
+    "checkpoint_points": FieldSpec("checkpoints", "checkpoints kept for the analyses",
+                                   group="more", row=2, lo=1, hi=10_000),
+    "name": FieldSpec("name", "a label in the run's folder name (at most 80 characters)",
+                      group="more", row=2),
+    "momentum": FieldSpec("momentum β", "the momentum optimizer's coefficient β",
+                          group="more", row=3, lo=0.0, hi=1.0, hi_open=True),
+    "betas": FieldSpec("Adam betas β1,β2", "Adam's two decay rates, as β1,β2", group="more",
+                       row=3, lo=0.0, hi=1.0, hi_open=True),
+    "schedule": FieldSpec(
+        "log/checkpoint spacing", "log: dense early, sparse late; linear: evenly spaced",
+        group="more", row=3, choices=SCHEDULES),
+}
+
+
+def field_specs() -> list[tuple[dataclasses.Field, FieldSpec]]:
+    """Every RunConfig field with its :class:`FieldSpec`, in the dataclass's order."""
+    fields = dataclasses.fields(RunConfig)
+    missing = [f.name for f in fields if f.name not in FIELDS]
+    if missing:
+        raise KeyError(f"config.FIELDS has no entry for the RunConfig field(s) {missing}")
+    return [(f, FIELDS[f.name]) for f in fields]
+
+
 # --------------------------------------------------------------------- field checks
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:

@@ -27,33 +27,21 @@ from typing import Any
 import torch
 
 from dufm_core import collapse
+from dufm_core.analysis import _list, analyze_full, analyze_model
 from dufm_core.config import RunConfig
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
-from dufm_core.curvature.network import NETWORK_PARAMS, NetworkHessianOperator
+from dufm_core.curvature.network import NetworkHessianOperator
 from dufm_core.data import RealData, load_data
 from dufm_core.networks import HeadView, RealNetwork
+from dufm_core.runtime import cpu_threads, threads_for
+from dufm_core.training.real import accuracy
 
-__all__ = ["network_block", "network_full", "network_view",
-           "normalise_full_params", "ufm_config"]
+__all__ = ["network_block", "network_full", "network_report", "network_view", "ufm_config"]
 
 ALL_TOL = 1e-6  # relative residual of the K² outliers of the whole-network Hessian
 ALL_BATCH = 512  # samples per pass of the whole-network products (memory only)
 
 Progress = Any
-
-
-def normalise_full_params(cfg: RunConfig, params: str) -> str:
-    """The full-Hessian parameter set of a run: UFMs take weights | weights+features; real
-    networks take head | all ("weights" is accepted as "head"). ValueError names the field."""
-    if cfg.model == "ufm":
-        allowed = ("weights", "weights+features")
-    else:
-        allowed = NETWORK_PARAMS
-        params = "head" if params == "weights" else params
-    if params not in allowed:
-        raise ValueError(f"full_params: must be one of {' | '.join(allowed)} for {cfg.model} "
-                         f"runs (got {params!r})")
-    return params
 
 
 def ufm_config(cfg: RunConfig, N: int, n: int) -> RunConfig:
@@ -78,8 +66,6 @@ def network_block(model: RealNetwork, view: HeadView, cfg: RunConfig,
                   data: RealData) -> dict[str, Any]:
     """The report's ``network`` block: how the features were taken, the λ_H mapping, the
     accuracies and the collapse of the backbone features h(x)."""
-    from dufm_core.real_training import accuracy
-
     logits = view()
     H = view.features.double()
     means = collapse.class_means(H, view.labels, view.K)
@@ -105,8 +91,6 @@ def network_full(model: RealNetwork, cfg: RunConfig, data: RealData, tol: float 
                  progress: Progress = None) -> dict[str, Any]:
     """Top K² + K eigenvalues of the fit Hessian over every parameter of the network (BatchNorm
     in eval mode, the whole training set), by block Krylov on exact batched products."""
-    from dufm_core.analysis import _list
-
     K2 = cfg.K ** 2
 
     def tick(matvecs: int) -> None:
@@ -131,3 +115,31 @@ def network_full(model: RealNetwork, cfg: RunConfig, data: RealData, tol: float 
         "outlier_count": count_outliers(res.values, rule="gap", m=m),
         "density": None,
     }
+
+
+def network_report(network: RealNetwork, cfg: RunConfig, run_id: str, step: int,
+                   report: dict[str, Any] | None, full: bool, full_params: str,
+                   progress: Progress = None) -> dict[str, Any]:
+    """The report of a real-network checkpoint (see the module docstring), or the cached
+    ``report`` completed with the asked-for full-Hessian part (``full_params`` head | all)."""
+    view, ucfg, data = network_view(network, cfg)
+    if report is None:
+        report = analyze_model(view, ucfg, step, run_id, full=full and full_params == "head",
+                               full_params="weights", progress=progress)
+        report["config"] = cfg.to_dict()
+        report["ufm_config"] = ucfg.to_dict()
+        report["network"] = network_block(network, view, cfg, data)
+        report["loss"]["reg"] += report["network"]["backbone_reg"]
+        report["loss"]["total"] = report["loss"]["fit"] + report["loss"]["reg"]
+        report["hessian"] = ("fit-term Hessian of the head layers over the whole training set, "
+                             "BatchNorm in eval mode (total = fit + λ_W on the diagonal)")
+    if (report.get("full_hessian") or {}).get("params") == "weights":
+        report["full_hessian"]["params"] = "head"
+    if full and (report.get("full_hessian") or {}).get("params") != full_params:
+        if full_params == "head":
+            with cpu_threads(threads_for(max(cfg.dims))):
+                report["full_hessian"] = analyze_full(view, ucfg, report["theory"], "weights")
+            report["full_hessian"]["params"] = "head"
+        else:
+            report["full_hessian"] = network_full(network, cfg, data, progress=progress)
+    return report

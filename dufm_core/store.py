@@ -336,6 +336,29 @@ class CheckpointError(ValueError):
 
 
 @dataclass
+class CheckpointState:
+    """A checkpoint file as read and checked: its config, step, the model's state dict and the
+    optimizer state (None in a ``.safetensors`` export)."""
+
+    config: RunConfig
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    path: Path
+
+    def load_into(self, model: torch.nn.Module) -> None:
+        """Load the state dict into ``model`` (built for this config); CheckpointError names the
+        first mismatch."""
+        try:
+            model.load_state_dict(self.model)
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{self.path}: its tensors do not match its config: "
+                f"{str(exc).splitlines()[0][:200]}"
+            ) from None
+
+
+@dataclass
 class Checkpoint:
     """A loaded checkpoint: the model (on the CPU unless asked), labels, config and step."""
 
@@ -467,17 +490,14 @@ def _torch_load(p: Path, device: torch.device | str) -> Any:
         ) from None
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
-    """Load a ``.pt`` checkpoint with ``weights_only=True`` (or a ``.safetensors`` export) and
-    rebuild its model: a DeepUFM, or for ``model = "resnet20"`` a
-    :class:`~dufm_core.networks.RealNetwork` (parameters and BatchNorm buffers; ``labels`` are
-    then those of the class-ordered training set, ``arange(K).repeat_interleave(n)``).
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> CheckpointState:
+    """Read a ``.pt`` checkpoint with ``weights_only=True`` (or a ``.safetensors`` export): its
+    format and config checked, its tensors not yet in a model. Building the model is the model
+    kind's part (:func:`dufm_core.kinds.load_checkpoint`).
 
     Raises :class:`CheckpointError` with a one-line reason for a missing, truncated, foreign or
     code-carrying file; never unpickles arbitrary objects.
     """
-    from dufm_core.models import DeepUFM, class_labels
-
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
@@ -498,27 +518,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
         cfg.validate()
     except ValueError as exc:
         raise CheckpointError(f"{p}: its config is invalid: {exc}") from None
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    model: torch.nn.Module
-    if cfg.model == "resnet20":  # ResNet-20 + head (dufm_core.networks), BatchNorm buffers too
-        from dufm_core.networks import build_network
-
-        model = build_network(cfg, device=device, init=False)
-        labels = class_labels(cfg.K, cfg.n)
-    else:
-        model = DeepUFM(cfg.K, cfg.n, cfg.dims, cfg.activation, dtype=dtype, device=device)
-        labels = model.labels
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{p}: its tensors do not match its config: {str(exc).splitlines()[0][:200]}"
-        ) from None
-    return Checkpoint(
-        model=model,
-        labels=labels.clone(),
+    return CheckpointState(
         config=cfg,
         step=int(state.get("step", 0)),
+        model=state["model"],
         optimizer=state.get("optimizer"),
         path=p,
     )

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from dufm_core import plots
 from ui import analysis_view as av
-from ui import docs, shell, state
+from ui import docs, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Eigenvector alignment")
@@ -21,7 +20,7 @@ if series:
     steps, f = av.series_lines(series, layer, "alignment_f_mean")
     _, cap = av.series_lines(series, layer, "subspace_capture_mean")
     st.plotly_chart(
-        plots.series_lines(
+        figures.series_lines(
             steps,
             {"mean f_cc'": f, "mean subspace capture": cap},
             f"Alignment of layer {layer} over training",
@@ -29,5 +28,5 @@ if series:
             reference=1.0,
             reference_label="1 at collapse",
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
     )

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from dufm_core import plots, theory
+from dufm_core import theory
 from ui import analysis_view as av
-from ui import docs, live, shell, state
+from ui import docs, figures, live, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
@@ -23,7 +23,7 @@ rows = run.metrics()
 if not rows:
     st.info("No metrics logged yet.")
     st.stop()
-if plots.has_accuracy(rows):  # a real network: accuracy and the two losses first
+if figures.has_accuracy(rows):  # a real network: accuracy and the two losses first
     st.subheader("Accuracy and loss")
     st.caption(
         "Accuracy and loss on the whole training set are measured with BatchNorm in eval mode "
@@ -32,12 +32,12 @@ if plots.has_accuracy(rows):  # a real network: accuracy and the two losses firs
         "(docs/real_networks.md §3)."
     )
     c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.accuracy_curves(rows, "Accuracy (eval mode)"), config=plots.CONFIG)
+    c1.plotly_chart(figures.accuracy_curves(rows, "Accuracy (eval mode)"), config=figures.CONFIG)
     c2.plotly_chart(
-        plots.batch_loss_curves(
+        figures.batch_loss_curves(
             rows, live.ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
     )
     st.subheader("Collapse")
 names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
@@ -45,22 +45,22 @@ if cfg.model != "ufm":
     names[0] = "H_1 = h(x)"
 c1, c2 = st.columns(2)
 c1.plotly_chart(
-    plots.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names), config=plots.CONFIG
+    figures.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names), config=figures.CONFIG
 )
 c2.plotly_chart(
-    plots.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names), config=plots.CONFIG
+    figures.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names), config=figures.CONFIG
 )
 c1.plotly_chart(
-    plots.layer_curves(
+    figures.layer_curves(
         rows, "nc3", "NC3 per weight W_l", layer_names=[f"W_{l}" for l in range(1, cfg.depth + 1)]
     ),
-    config=plots.CONFIG,
+    config=figures.CONFIG,
 )
 c2.plotly_chart(
-    plots.layer_curves(
+    figures.layer_curves(
         rows, "nc1_fro", "‖Σ_W Σ_B^†‖_F² (the reproduction's DNC1)", layer_names=names
     ),
-    config=plots.CONFIG,
+    config=figures.CONFIG,
 )
 
 pred = None
@@ -69,12 +69,12 @@ if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
 layer = state.select_layer(cfg.depth)
 c1, c2 = st.columns(2)
 c1.plotly_chart(
-    plots.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
-    config=plots.CONFIG,
+    figures.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
+    config=figures.CONFIG,
 )
 c2.plotly_chart(
-    plots.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None, rows[-1]["step"]),
-    config=plots.CONFIG,
+    figures.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None, rows[-1]["step"]),
+    config=figures.CONFIG,
 )
 
 st.subheader("Effective ranks over training")
@@ -91,17 +91,17 @@ if series:
     }
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        plots.series_lines(
+        figures.series_lines(
             steps, names, "Effective rank of W_l", "rank", reference=cfg.K, reference_label="K"
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
     )
     hess = {
         f"layer {l}": av.series_lines(series, l, "hessian_effective_rank")[1]
         for l in range(1, cfg.depth + 1)
     }
     c2.plotly_chart(
-        plots.series_lines(
+        figures.series_lines(
             steps,
             hess,
             "Effective rank of the layer fit-Hessian",
@@ -109,5 +109,5 @@ if series:
             reference=cfg.K**2,
             reference_label="K²",
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
     )

@@ -3,9 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from dufm_core import plots
 from ui import analysis_view as av
-from ui import shell, state
+from ui import figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Gradient coefficients")
@@ -21,7 +20,7 @@ if series:
     off = [float(np.sum(C) - np.trace(np.asarray(C))) if C else None for C in Cs]
     _, inside = av.series_lines(series, layer, "gradient_inside_fraction")
     st.plotly_chart(
-        plots.series_lines(
+        figures.series_lines(
             steps,
             {"Σ diagonal C_cc": diag, "Σ off-diagonal": off, "inside outlier space": inside},
             f"Gradient of W_{layer} over training",
@@ -29,5 +28,5 @@ if series:
             reference=1.0,
             reference_label="1",
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
     )

@@ -1,13 +1,12 @@
 """Inspect checkpoint: upload a .pt / .safetensors checkpoint (or pick one) and analyse it."""
 
 import hashlib
-import tempfile
-from pathlib import Path
 
 import streamlit as st
 
-from dufm_core import analysis
-from dufm_core.store import CheckpointError, load_checkpoint
+from dufm_core import kinds
+from dufm_core.config import ConfigError
+from dufm_core.store import CheckpointError
 from ui import analysis_view as av
 from ui import shell, state
 
@@ -26,23 +25,15 @@ if source == "upload a file":
         data = up.getvalue()
         key = "inspect_" + hashlib.sha256(data).hexdigest()
         if key not in st.session_state:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / Path(up.name).name
-                path.write_bytes(data)
-                try:
-                    ck = load_checkpoint(path)
-                except CheckpointError as exc:
-                    st.error(str(exc).replace(str(path), up.name))
-                    st.stop()
             bar = st.progress(0.0, text="Analysing…")
-            st.session_state[key] = analysis.analyze_model(
-                ck.model.double(),
-                ck.config,
-                ck.step,
-                run_id=up.name,
-                full=True,
-                progress=lambda msg, f: bar.progress(min(f, 1.0), text=msg),
-            )
+            try:
+                st.session_state[key] = av.report_of_file(
+                    up.name, data, lambda msg, f: bar.progress(min(f, 1.0), text=msg)
+                )
+            except (CheckpointError, ConfigError) as exc:  # refused file, or absent data set
+                bar.empty()
+                st.error(str(exc))
+                st.stop()
             bar.empty()
         report = st.session_state[key]
 else:
@@ -54,8 +45,11 @@ else:
 if report is None:
     st.stop()
 cfg = report["config"]
+kind = kinds.get(cfg.get("model", "ufm"))
 st.success(
-    f"{report['run']} · step {report['step']} · K={cfg['K']} n={cfg['n']} L={cfg['depth']} "
+    f"{report['run']} · {cfg.get('model', 'ufm')} ({kind.label}"
+    + (", layers = its head" if "network" in report else "")
+    + f") · step {report['step']} · K={cfg['K']} n={cfg['n']} L={cfg['depth']} "
     f"d={cfg['width']} {cfg['activation']}/{cfg['loss']} · loss {report['loss']['total']:.10g} "
     f"(theory {report['theory']['loss']})"
 )

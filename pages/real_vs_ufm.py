@@ -4,9 +4,8 @@ K, L and λ predicts (docs/theory.md §5.3; λ_H,UFM = λ_H/N)."""
 import pandas as pd
 import streamlit as st
 
-from dufm_core import plots
 from ui import analysis_view as av
-from ui import shell, state
+from ui import figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Real network vs UFM")
@@ -37,7 +36,7 @@ m[3].metric("γ measured", f"{report['gamma_measured']:.4f}",
             None if gp is None else f"UFM {gp:.4f}", delta_color="off")
 m[4].metric("loss (eval mode)", f"{report['loss']['total']:.4g}")
 
-st.plotly_chart(plots.head_spectra_vs_ufm(report), config=plots.CONFIG)
+st.plotly_chart(figures.head_spectra_vs_ufm(report), config=figures.CONFIG)
 K2 = cfg.K**2
 rows = []
 for lay in report["layers"]:
@@ -76,7 +75,7 @@ if series:
     ):
         lines = {f"W_{l}": av.series_lines(series, l, key)[1] for l in range(1, cfg.depth + 1)}
         st.plotly_chart(
-            plots.series_lines(series["steps"], lines, title, ylabel, log_y=log_y,
+            figures.series_lines(series["steps"], lines, title, ylabel, log_y=log_y,
                                reference=ref, reference_label="UFM"),
-            config=plots.CONFIG, key=f"series_{key}",
+            config=figures.CONFIG, key=f"series_{key}",
         )

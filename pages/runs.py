@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dufm_core import plots, theory
+from dufm_core import theory
 from dufm_core.process import jobs
 from dufm_core.store import open_run
-from ui import docs, shell, state
+from ui import docs, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Runs")
@@ -97,9 +97,9 @@ chosen = st.multiselect("Runs to compare", ids, default=ids[: min(2, len(ids))])
 if chosen:
     series = {i: open_run(state.runs_dir() / i).metrics() for i in chosen}
     c1, c2 = st.columns(2)
-    c1.plotly_chart(plots.metric_curves(series, "loss", title="Loss"), config=plots.CONFIG)
+    c1.plotly_chart(figures.metric_curves(series, "loss", title="Loss"), config=figures.CONFIG)
     c2.plotly_chart(
-        plots.metric_curves(series, "grad_norm", title="Gradient norm"), config=plots.CONFIG
+        figures.metric_curves(series, "grad_norm", title="Gradient norm"), config=figures.CONFIG
     )
 
 st.subheader("One run")

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from dufm_core import plots
 from ui import analysis_view as av
-from ui import shell, state
+from ui import figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
@@ -39,7 +38,7 @@ if series:
     lines["λ(K²+1)"] = av.series_lines(series, layer, "next")[1]
     pred = report["layers"][layer - 1]["hessian_predicted"]
     st.plotly_chart(
-        plots.series_lines(
+        figures.series_lines(
             steps,
             lines,
             f"Top-K² eigenvalues of layer {layer} against step",
@@ -47,10 +46,10 @@ if series:
             log_y=True,
             reference=pred,
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
     )
     st.plotly_chart(
-        plots.series_lines(
+        figures.series_lines(
             steps,
             {"max/min of top K²": av.series_lines(series, layer, "outlier_ratio")[1]},
             "Equalisation of the outliers",
@@ -59,7 +58,7 @@ if series:
             reference=1.0,
             reference_label="1 at collapse",
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
     )
     pick = st.select_slider("Histogram at step", options=series["steps"], value=step)
     if pick != step:

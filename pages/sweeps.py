@@ -4,9 +4,9 @@ regularisation studies drawn from its summary table."""
 import pandas as pd
 import streamlit as st
 
-from dufm_core import plots, sweeps
+from dufm_core import sweeps
 from dufm_core.process import executors
-from ui import shell, state
+from ui import figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Sweeps")
@@ -99,14 +99,14 @@ if not rows or not kinds:
     st.stop()
 
 
-def show(title: str, figures: list, note: str | None = None) -> None:
+def show(title: str, figs: list, note: str | None = None) -> None:
     """A study: its heading, an optional note, and its figures two per row."""
     st.subheader(title)
     if note:
         st.caption(note)
     cols = st.columns(2)
-    for i, fig in enumerate(figures):
-        cols[i % 2].plotly_chart(fig, config=plots.CONFIG)
+    for i, fig in enumerate(figs):
+        cols[i % 2].plotly_chart(fig, config=figures.CONFIG)
 
 
 if "phase" in kinds:
@@ -114,21 +114,21 @@ if "phase" in kinds:
     curves = sweeps.phase_curves(lin)
     show(
         "Phase diagram (linear MSE)",
-        [plots.sweep_phase_gamma(lin, curves), plots.sweep_phase_outliers(lin, curves)],
+        [figures.sweep_phase_gamma(lin, curves), figures.sweep_phase_outliers(lin, curves)],
         "Hollow markers: each class's own output scale (partially collapsed solutions).",
     )
 if "depth" in kinds:
     has_full = any(r.get("full_plus_measured") is not None for r in rows)
     show(
         "Depth study: full Hessian against layer-wise (docs/theory.md §4.5)",
-        [plots.sweep_depth_outliers(rows), plots.sweep_depth_split(rows)],
+        [figures.sweep_depth_outliers(rows), figures.sweep_depth_split(rows)],
         None if has_full else "Set `[analysis] full_hessian = true` for the full-Hessian part.",
     )
 if "width" in kinds:
-    show("Width study: d < K, d = K, d > K", plots.sweep_width_figures(rows, int(rows[0]["K"])))
+    show("Width study: d < K, d = K, d > K", figures.sweep_width_figures(rows, int(rows[0]["K"])))
 if "sensitivity" in kinds:
     x = "lam" if "lam" in axes else next(a for a in axes if a.startswith("lam"))
     show(
         "Regularisation sensitivity (ReLU and CE: no global closed form)",
-        plots.sweep_sensitivity_figures(rows, x),
+        figures.sweep_sensitivity_figures(rows, x),
     )

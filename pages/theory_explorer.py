@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dufm_core import plots, theory
-from ui import docs, shell
+from dufm_core import theory
+from ui import docs, figures, shell
 
 shell.ensure_shell(__file__)
 st.title("Theory explorer")
@@ -36,8 +36,8 @@ grid = np.logspace(np.log10(lam_c) - 3, np.log10(lam_c) + 0.5, 400)
 grid = np.sort(np.append(grid, [lam_c * (1 - 1e-9), lam_c * (1 + 1e-9)]))
 gam = [theory.gamma(K, n, [g] * L, g) for g in grid]
 st.plotly_chart(
-    plots.gamma_vs_lambda(grid, gam, lam_c, current=lam_w if lam_w == lam_h else None),
-    config=plots.CONFIG,
+    figures.gamma_vs_lambda(grid, gam, lam_c, current=lam_w if lam_w == lam_h else None),
+    config=figures.CONFIG,
 )
 st.caption(f"Equal λ: λ_crit = {lam_c:.6g}; γ at λ_crit⁻ = (L−1)/L = {(L - 1) / L:.4f}.")
 
@@ -49,13 +49,13 @@ if pred.nontrivial:
         K, n, [lam_w] * L, lam_h, layer, width_in=width, width_out=width if layer < L else K
     )
     st.plotly_chart(
-        plots.predicted_spectrum(lay, f"Layer-{layer} fit Hessian (value, multiplicity)"),
-        config=plots.CONFIG,
+        figures.predicted_spectrum(lay, f"Layer-{layer} fit Hessian (value, multiplicity)"),
+        config=figures.CONFIG,
     )
     full = theory.hessian_spectrum(K, n, [lam_w] * L, lam_h, widths=[width] * L)
     st.plotly_chart(
-        plots.predicted_spectrum(full, "Full weight fit Hessian (value, multiplicity)"),
-        config=plots.CONFIG,
+        figures.predicted_spectrum(full, "Full weight fit Hessian (value, multiplicity)"),
+        config=figures.CONFIG,
     )
     st.dataframe(
         pd.DataFrame(

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from dufm_core import analysis, theory
+from dufm_core import analysis, reports, theory
 from dufm_core.config import RunConfig
+from dufm_core.kinds import train
 from dufm_core.models import build_model
 from dufm_core.store import create_run, open_run, save_checkpoint
-from dufm_core.training import train
 
 LAYER_KEYS = {
     "layer", "hessian_top", "hessian_predicted", "outlier_count", "outlier_ratio", "alignment_f",
@@ -86,7 +86,7 @@ def test_full_hessian_with_features_case_c() -> None:
 def test_trained_case_a_report_matches_theory(runs_dir: Path) -> None:
     cfg = RunConfig(steps=10_000, log_points=30, checkpoint_points=3)
     res = train(cfg, runs_dir=runs_dir, progress=None)
-    report = analysis.analyze(res.run, full=True)
+    report = reports.analyze(res.run, full=True)
     assert report["step"] == 10_000
     _check_linear_report(report, cfg, rtol=1e-6)
     pred = theory.predict(3, 40, cfg.lam_ws, cfg.lam_h)
@@ -97,16 +97,16 @@ def test_trained_case_a_report_matches_theory(runs_dir: Path) -> None:
 def test_cache_is_used(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = RunConfig(K=3, n=5, width=6, depth=2, steps=50, checkpoint_points=2)
     run = train(cfg, runs_dir=runs_dir, progress=None).run
-    first = analysis.analyze(run, 50)
-    assert analysis.report_path(run, 50).is_file()
+    first = reports.analyze(run, 50)
+    assert reports.report_path(run, 50).is_file()
     monkeypatch.setattr(analysis, "analyze_model", lambda *a, **k: pytest.fail("recomputed"))
-    assert analysis.analyze(run, 50) == first
+    assert reports.analyze(run, 50) == first
     # asking for the full Hessian adds only that part
-    full = analysis.analyze(run, 50, full=True)
+    full = reports.analyze(run, 50, full=True)
     assert full["layers"] == first["layers"] and "full_hessian" in full
-    assert "full_hessian" in json.loads(analysis.report_path(run, 50).read_text())
+    assert "full_hessian" in json.loads(reports.report_path(run, 50).read_text())
     with pytest.raises(ValueError, match="no checkpoint at step 7"):
-        analysis.analyze(run, 7)
+        reports.analyze(run, 7)
 
 
 @pytest.mark.parametrize(
@@ -196,5 +196,5 @@ def test_checkpoint_without_run_dir_can_be_analysed(tmp_path: Path) -> None:
     cfg.validate()
     run = create_run(cfg, tmp_path)
     save_checkpoint(run, 0, build_model(cfg), None, cfg)
-    report = analysis.analyze(open_run(run.path), 0)
+    report = reports.analyze(open_run(run.path), 0)
     assert report["layers"][0]["outlier_count"] == 9

@@ -1,4 +1,4 @@
-"""The analysis report of a real-network run (dufm_core.network_report via analysis.analyze):
+"""The analysis report of a real-network run (dufm_core.network_report via reports.analyze):
 digits end to end, the schema of docs/design.md §5 with head layers, the λ_H/N mapping, the
 consistency of the report with the run's own eval-mode metrics, the full Hessian over the head,
 and clear refusals of parameter sets that do not apply."""
@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dufm_core import analysis, theory
+from dufm_core import reports, theory
 from dufm_core.cli import main
 from dufm_core.config import RunConfig
 from dufm_core.curvature.network import NetworkHessianOperator
 from dufm_core.data import load_data
+from dufm_core.kinds import load_checkpoint, train
 from dufm_core.runtime import cpu_threads
-from dufm_core.store import load_checkpoint
-from dufm_core.training import train
 
 LAYER_KEYS = {"layer", "shape", "hessian_top", "hessian_predicted", "outlier_count",
               "outlier_ratio", "alignment_f", "alignment_f_mean", "gradient_coefficients",
@@ -38,7 +37,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory):
 
 def test_report_schema_and_lambda_mapping(real_run) -> None:
     with cpu_threads(1):
-        rep = analysis.analyze(real_run)
+        rep = reports.analyze(real_run)
     cfg = real_run.config()
     assert rep["config"]["model"] == "resnet20" and rep["step"] == 6
     net = rep["network"]
@@ -63,7 +62,7 @@ def test_report_loss_equals_the_runs_eval_mode_metrics(real_run) -> None:
     """The report's loss (head view, λ_H/N) is the loss the training loop logged at that step
     (both eval mode, whole training set): the mapping is exact, not approximate."""
     with cpu_threads(1):
-        rep = analysis.analyze(real_run)
+        rep = reports.analyze(real_run)
     row = next(r for r in real_run.metrics() if r["step"] == 6)
     assert rep["loss"]["total"] == pytest.approx(row["loss"], rel=1e-6)
     assert rep["loss"]["fit"] == pytest.approx(row["fit"], rel=1e-6)
@@ -71,7 +70,7 @@ def test_report_loss_equals_the_runs_eval_mode_metrics(real_run) -> None:
 
 def test_full_hessian_over_the_head_is_the_networks(real_run) -> None:
     with cpu_threads(1):
-        rep = analysis.analyze(real_run, full=True, full_params="head")
+        rep = reports.analyze(real_run, full=True, full_params="head")
     fh = rep["full_hessian"]
     assert fh["params"] == "head" and fh["dim"] == 16 * 64 + 16 * 16 + 10 * 16
     assert len(fh["predicted"]) == 100  # the UFM's K² full-Hessian outliers
@@ -86,7 +85,7 @@ def test_full_hessian_over_the_head_is_the_networks(real_run) -> None:
         v = v / v.norm()
     assert float(v @ op.matvec(v)) == pytest.approx(fh["top"][0], rel=1e-6)
     # "weights" is accepted as "head" and served from the cache
-    assert analysis.analyze(real_run, full=True, full_params="weights")["full_hessian"] == fh
+    assert reports.analyze(real_run, full=True, full_params="weights")["full_hessian"] == fh
 
 
 def test_cli_analyze_and_refusals(real_run, capsys: pytest.CaptureFixture) -> None:

@@ -1,9 +1,9 @@
 """The process wing (dufm_core/process/) and the sweeps package: one worker entry, stop signals
-defined once, and no import cycle through them (every import statement counts, lazy ones too)."""
+defined once, and no import cycle through them (every import statement counts, lazy ones too:
+the graph of tests/test_architecture.py)."""
 
 from __future__ import annotations
 
-import ast
 import os
 import signal
 import sys
@@ -12,67 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import dufm_core
 from dufm_core.process import signals, worker
+from tests.test_architecture import cycles, import_graph
 
-PACKAGE = Path(dufm_core.__file__).resolve().parent
 WING = ("dufm_core.process", "dufm_core.sweeps", "dufm_core.cli")
-
-
-def import_graph() -> dict[str, set[str]]:
-    """{module: modules of dufm_core it imports}: ``import dufm_core.x``, ``from dufm_core.x
-    import y`` (an edge to ``dufm_core.x.y`` when that is a module) and ``from dufm_core import
-    x``, anywhere in the file. Importing a submodule is not counted as importing its package."""
-    modules = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph: dict[str, set[str]] = {m: set() for m in modules}
-    for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                subs = [f"{node.module}.{a.name}" for a in node.names]
-                targets = [t for t in subs if t in modules]
-                if len(targets) < len(subs):  # some names are objects of the module itself
-                    targets.append(node.module)
-            else:
-                continue
-            graph[name] |= {t for t in targets if t in modules and t != name}
-    return graph
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    out: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
 
 
 def test_no_import_cycle_runs_through_the_process_wing_or_sweeps() -> None:

@@ -1,4 +1,4 @@
-"""Real-network training (dufm_core.real_training): digits end to end through the CLI, the run
+"""Real-network training (dufm_core.training.real): digits end to end through the CLI, the run
 store and checkpoint contract, resume equality with mini-batches, cancel, divergence, and every
 new validation rule."""
 
@@ -17,11 +17,11 @@ import torch
 
 from dufm_core.cli import main
 from dufm_core.config import RunConfig
+from dufm_core.kinds import load_checkpoint, resume, train
 from dufm_core.networks import RealNetwork
-from dufm_core.real_training import batch_indices, lr_at, steps_per_epoch
 from dufm_core.runtime import cpu_threads
-from dufm_core.store import create_run, load_checkpoint, open_run
-from dufm_core.training import resume, train
+from dufm_core.store import create_run, open_run
+from dufm_core.training.real import batch_indices, lr_at, steps_per_epoch
 
 UFM_KEYS = {"step", "loss", "fit", "reg", "grad_norm", "nc1", "nc2", "nc3", "sv"}
 

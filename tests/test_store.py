@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from dufm_core.config import RunConfig
+from dufm_core.kinds import load_checkpoint
 from dufm_core.models import build_model
 from dufm_core.store import (
     CheckpointError,
     atomic_write_json,
     create_run,
     list_runs,
-    load_checkpoint,
     open_run,
     read_jsonl,
     save_checkpoint,

@@ -579,8 +579,8 @@ seed = [0]
 def test_a_resnet20_member_is_trained_as_a_resnet20(tmp_path: Path) -> None:
     """A member goes through training's model-kind dispatch: ``model = "resnet20"`` trains the
     ResNet-20 feature map and its head (the checkpoint holds the backbone), not a UFM."""
+    from dufm_core.kinds import load_checkpoint
     from dufm_core.networks import RealNetwork
-    from dufm_core.store import load_checkpoint
 
     spec = sweeps.load_spec("<t>", RESNET20)
     result = sweeps.run_sweep(spec, runs_dir=tmp_path / "runs", executor="inline")

@@ -14,9 +14,11 @@ import torch
 
 from dufm_core import theory
 from dufm_core.config import RunConfig
+from dufm_core.kinds import load_checkpoint, resume, train
 from dufm_core.models import build_model, fit_term
-from dufm_core.store import load_checkpoint, open_run
-from dufm_core.training import GradientFn, resume, schedule, train
+from dufm_core.store import open_run
+from dufm_core.training import schedule
+from dufm_core.training.ufm import GradientFn
 
 
 def _cfg(**kw) -> RunConfig:

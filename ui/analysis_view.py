@@ -1,27 +1,45 @@
 """Analysis sections shared by the Spectrum, Alignment, Gradients and Inspect pages.
 
 Each ``show_*`` function renders one part of an analysis report (docs/design.md §5) with its
-caption; the report itself always comes from ``dufm_core.analysis``.
+caption; the report itself always comes from ``dufm_core.reports``.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from dufm_core import analysis, plots
-from dufm_core.store import Run
-from ui import docs
+from dufm_core import reports
+from dufm_core.kinds import load_checkpoint
+from dufm_core.store import CheckpointError, Run, read_json
+from ui import docs, figures
+
+
+def report_of_file(name: str, data: bytes, progress: reports.Progress = None) -> dict[str, Any]:
+    """The report of an uploaded checkpoint file ``name`` (its bytes ``data``), made by its model
+    kind: a real network's on its head layers, from the data set its config names. Raises
+    CheckpointError (a refused or broken file; the message names ``name``, not the temporary
+    path) or ConfigError (e.g. a real network's data set is not on this machine)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise CheckpointError(str(exc).replace(str(path), name)) from None
+    return reports.analyze_checkpoint(checkpoint, run_id=name, full=True, progress=progress)
 
 
 def get_report(run: Run, step: int, full: bool = False) -> dict[str, Any]:
     """The cached report, or compute it with a progress bar. With ``full``, a cached full
     Hessian over any parameter set is kept (e.g. a real network's ``all`` from the CLI, which
     is far too costly to replace by the default ``head`` one)."""
-    path = analysis.report_path(run, step)
+    path = reports.report_path(run, step)
     cached = path.is_file() and (not full or '"full_hessian"' in path.read_text())
     if cached:
         full = False  # the cached report already holds what the page can show
@@ -31,7 +49,7 @@ def get_report(run: Run, step: int, full: bool = False) -> dict[str, Any]:
         if bar is not None:
             bar.progress(min(max(frac, 0.0), 1.0), text=f"Analysing step {step}: {msg}")
 
-    report = analysis.analyze(run, step, full=full, progress=progress)
+    report = reports.analyze(run, step, full=full, progress=progress)
     if bar is not None:
         bar.empty()
     return report
@@ -42,13 +60,13 @@ def get_series(run: Run) -> dict[str, Any] | None:
     path = run.analysis_dir / "series.json"
     steps = run.checkpoints()
     if path.is_file():
-        series = analysis.read_json(path)
+        series = read_json(path)
         if series.get("steps") == steps:
             return series
     docs.caption(f"{len(steps)} checkpoints; the series analyses each once (cached afterwards).")
     if st.button("Analyse every checkpoint", key=f"series_{run.id}"):
         bar = st.progress(0.0, text="Analysing checkpoints…")
-        series = analysis.analyze_series(
+        series = reports.analyze_series(
             run, progress=lambda msg, f: bar.progress(min(f, 1.0), text=msg)
         )
         bar.empty()
@@ -78,10 +96,10 @@ def show_spectrum(report: dict[str, Any], layer: int, total: bool = False) -> No
     c1, c2 = st.columns(2)
     if lay.get("hessian_histogram") and not total:
         c1.plotly_chart(
-            plots.binned_histogram(
+            figures.binned_histogram(
                 lay["hessian_histogram"], top, K2, pred_top, title=f"Layer-{layer} spectrum"
             ),
-            config=plots.CONFIG,
+            config=figures.CONFIG,
             key=f"hist_{layer}_{which}",
         )
     else:
@@ -90,8 +108,8 @@ def show_spectrum(report: dict[str, Any], layer: int, total: bool = False) -> No
             "eigendecomposition; this view shows the top eigenvalues."
         )
     c2.plotly_chart(
-        plots.top_eigenvalues(top, pred_top, K2, f"Top eigenvalues, layer {layer}"),
-        config=plots.CONFIG,
+        figures.top_eigenvalues(top, pred_top, K2, f"Top eigenvalues, layer {layer}"),
+        config=figures.CONFIG,
         key=f"top_{layer}_{which}",
     )
 
@@ -110,19 +128,19 @@ def show_full(report: dict[str, Any]) -> None:
     )
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        plots.top_eigenvalues(
+        figures.top_eigenvalues(
             full["top"], full["predicted"], K2, "Top eigenvalues of the full fit-Hessian"
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key="full_top",
     )
     dens = full.get("density")
     if dens:
         logs = [math.log10(v) for v in full["predicted"] if v and v > 0]
         c2.plotly_chart(
-            plots.density(dens["grid"], dens["density"], "log10 |eigenvalue|",
+            figures.density(dens["grid"], dens["density"], "log10 |eigenvalue|",
                           f"Spectral density ({dens['method']})", predicted=logs),
-            config=plots.CONFIG,
+            config=figures.CONFIG,
             key="full_density",
         )
 
@@ -139,7 +157,7 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
     )
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        plots.heatmap(
+        figures.heatmap(
             lay["alignment_f"],
             f"f_cc' (layer {layer}; mean {lay['alignment_f_mean']:.4f})",
             labels,
@@ -147,20 +165,20 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
             zmin=0,
             zmax=1,
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"f_{layer}",
     )
     c2.plotly_chart(
-        plots.heatmap(
+        figures.heatmap(
             lay["subspace_capture"], "Subspace capture π_cc'", labels, labels, zmin=0, zmax=1
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"cap_{layer}",
     )
     pairs = [f"({a + 1},{b + 1})" for a in range(K) for b in range(K)]
     heat = np.asarray(lay["cosine_heatmap"])
     c1.plotly_chart(
-        plots.heatmap(
+        figures.heatmap(
             heat,
             "|cos(predicted v_cc', eigenvector u_j)|",
             [f"u{j + 1}" for j in range(heat.shape[1])],
@@ -169,13 +187,13 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
             zmax=1,
             annotate=K <= 4,
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"cos_{layer}",
     )
     angles = np.degrees(lay["principal_angles"]).tolist()
     c2.plotly_chart(
-        plots.bars(angles, "Principal angles span{v_cc'} vs top-K² eigenspace", "degrees"),
-        config=plots.CONFIG,
+        figures.bars(angles, "Principal angles span{v_cc'} vs top-K² eigenspace", "degrees"),
+        config=figures.CONFIG,
         key=f"ang_{layer}",
     )
 
@@ -192,28 +210,28 @@ def show_gradients(report: dict[str, Any], layer: int) -> None:
     C = np.asarray(lay["gradient_coefficients"])
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        plots.heatmap(
+        figures.heatmap(
             C, f"C (layer {layer})", labels, [f"c={c + 1}" for c in range(K)], diverging=True
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"C_{layer}",
     )
     c2.plotly_chart(
-        plots.heatmap(
+        figures.heatmap(
             np.eye(K) / K, "Predicted I/K", labels, [f"c={c + 1}" for c in range(K)], diverging=True
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"I_{layer}",
     )
     st.plotly_chart(
-        plots.bars(
+        figures.bars(
             lay["gradient_eigenbasis"],
             "Coefficients ⟨u_j, g⟩²/‖g‖² on the "
             f"top-K² Hessian eigenvectors (sum = {lay['gradient_inside_fraction']:.6f}"
             " = fraction inside the outlier space)",
             "coefficient",
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"eigc_{layer}",
     )
     docs.caption(

@@ -7,10 +7,11 @@ from typing import Any
 
 import streamlit as st
 
-from dufm_core import plots, theory
+from dufm_core import theory
 from dufm_core.config import RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import open_run
+from ui import figures
 
 ACTIVE = ("queued", "running")
 
@@ -23,7 +24,7 @@ def _body(run_dir: Path) -> None:
     total = int(status.get("total_steps") or cfg.steps)
     step = int(status.get("step") or 0)
     rows = run.metrics()
-    real = plots.has_accuracy(rows)
+    real = figures.has_accuracy(rows)
     st.markdown(f"Run `{run.id}` — **state: {state}**")
     st.progress(
         min(step / total, 1.0) if total else 0.0,
@@ -43,15 +44,15 @@ def _body(run_dir: Path) -> None:
             ref = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h).loss
         c1, c2 = st.columns(2)
         c1.plotly_chart(
-            plots.metric_curves(
+            figures.metric_curves(
                 {run.id: rows}, "loss", reference=ref, title="Loss (closed form dashed)"
             ),
-            config=plots.CONFIG,
+            config=figures.CONFIG,
             key=f"live_loss_{run.id}",
         )
         c2.plotly_chart(
-            plots.layer_curves(rows, "nc1", title="NC1 = tr(Σ_W Σ_B^†)/K per layer"),
-            config=plots.CONFIG,
+            figures.layer_curves(rows, "nc1", title="NC1 = tr(Σ_W Σ_B^†)/K per layer"),
+            config=figures.CONFIG,
             key=f"live_nc1_{run.id}",
         )
     elif state in ACTIVE:
@@ -86,26 +87,26 @@ def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> No
     """Accuracy, eval loss beside batch loss, and NC1 of a real-network run."""
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        plots.accuracy_curves(rows, "Accuracy (eval mode)"),
-        config=plots.CONFIG,
+        figures.accuracy_curves(rows, "Accuracy (eval mode)"),
+        config=figures.CONFIG,
         key=f"live_acc_{run_id}",
     )
     c2.plotly_chart(
-        plots.batch_loss_curves(
+        figures.batch_loss_curves(
             rows, ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"live_loss_{run_id}",
     )
     c1, _ = st.columns(2)
     c1.plotly_chart(
-        plots.layer_curves(
+        figures.layer_curves(
             rows,
             "nc1",
             title="NC1 = tr(Σ_W Σ_B^†)/K per layer",
             layer_names=["H_1 = h(x)", *[f"H_{l}" for l in range(2, cfg.depth + 1)], "Z (logits)"],
         ),
-        config=plots.CONFIG,
+        config=figures.CONFIG,
         key=f"live_nc1_{run_id}",
     )
 

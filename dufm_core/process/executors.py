@@ -57,7 +57,7 @@ EXECUTORS = ("local", "ray")  # the CLI's choices; "inline" is for the Python AP
 START_METHODS = ("auto", "fork", "spawn")  # how the local executor starts its workers
 START_ENV = "DUFM_SWEEP_START"  # overrides the local executor's start method
 # what a member imports lazily: loaded in the driver before forking, so workers inherit them
-PRELOAD = ("dufm_core.training", "dufm_core.analysis", "dufm_core.collapse", "dufm_core.store")
+PRELOAD = ("dufm_core.kinds", "dufm_core.reports", "dufm_core.collapse", "dufm_core.store")
 POLL_S = 0.25
 CANCELLED_BEFORE_START = "cancelled before it started"
 WORKER_START_FAILURES = 2  # workers that die before they are ready: then the rest fail, no loop

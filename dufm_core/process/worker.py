@@ -11,7 +11,7 @@ local executor's forked worker :func:`serve_tasks`, both inside :func:`run_forke
 a forked child and makes sure it leaves with ``os._exit``. The CLI's hidden ``train --run-dir``
 and its ``launcher`` verb call :func:`train_run` and :func:`serve_launcher` too.
 
-A run worker trains through :func:`dufm_core.training.train`, the model-kind dispatch, so a
+A run worker trains through :func:`dufm_core.kinds.train`, the model-kind dispatch, so a
 ResNet-20 run is trained as one whichever way it was started. This module imports neither the CLI
 nor the executors (which import it), so the process wing has no import cycle.
 """
@@ -42,7 +42,7 @@ def train_run(run_dir: str | Path) -> int:
     """Train the queued run folder ``run_dir`` (made by :func:`jobs.launch`), then start the next
     queued runs of its runs folder. Prints the run folder last; exit code 0 when it finished, 1
     when it did not, 2 (with one ``error:`` line) for a config or data error."""
-    from dufm_core import training
+    from dufm_core import kinds
     from dufm_core.config import ConfigError
     from dufm_core.store import open_run
 
@@ -53,7 +53,7 @@ def train_run(run_dir: str | Path) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         return _error(str(exc))
     try:
-        result = training.train(cfg, run=run)
+        result = kinds.train(cfg, run=run)
     except ConfigError as exc:  # e.g. a real network's data folder (status.json says failed)
         return _error(str(exc))
     finally:
@@ -70,8 +70,8 @@ def _error(msg: str) -> int:
 def serve_launcher(runs_dir: str | Path) -> int:
     """Be the fork server of ``runs_dir`` (:func:`dufm_core.process.launcher.serve`): import what
     a run worker needs once, then fork a :func:`train_run` child per request."""
-    import dufm_core.theory
-    import dufm_core.training  # noqa: F401  (torch, and scipy via theory: before any fork)
+    import dufm_core.kinds
+    import dufm_core.theory  # noqa: F401  (torch, the kinds' trainers, scipy: before any fork)
 
     return launcher.serve(runs_dir, _launcher_child)
 

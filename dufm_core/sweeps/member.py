@@ -2,9 +2,10 @@
 
 :func:`execute_member` is the one function every executor runs (a pool process, a Ray task, or
 in-process), so an executor parallelises training *and* analysis. It trains through the model-kind
-dispatch of :mod:`dufm_core.training` (:func:`~dufm_core.training.trainer_for`), so a member with
-``model = "resnet20"`` is trained as a ResNet-20. :func:`member_row` turns the member's last
-metrics and its analysis report into the measured and predicted numbers of its summary row.
+dispatch (:func:`dufm_core.kinds.trainer_for`), so a member with ``model = "resnet20"`` is trained
+as a ResNet-20, and it is analysed through the report cache (:func:`dufm_core.reports.analyze`).
+:func:`member_row` turns the member's last metrics and its analysis report into the measured and
+predicted numbers of its summary row.
 """
 
 from __future__ import annotations
@@ -126,11 +127,11 @@ def _member_run(cfg: RunConfig, folder: Path, runs_root: Path, key: str) -> tupl
 
 def _train(run: Any, cfg: RunConfig, resume: bool) -> tuple[str, str | None]:
     """Train (or resume) the member's run with the trainer of its model kind
-    (:func:`dufm_core.training.trainer_for`); its final (state, error)."""
-    from dufm_core import training
+    (:func:`dufm_core.kinds.trainer_for`); its final (state, error)."""
+    from dufm_core import kinds
 
     try:
-        result = training.trainer_for(run, cfg, progress=None).train(resume=resume)
+        result = kinds.trainer_for(run, cfg).train(resume=resume)
     except Exception as exc:  # the run's status.json already says failed
         return "failed", f"{type(exc).__name__}: {exc}"
     return result.state, run.status().get("error")
@@ -138,10 +139,10 @@ def _train(run: Any, cfg: RunConfig, resume: bool) -> tuple[str, str | None]:
 
 def _analyse(run: Any, task: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """(report, None) of the run's last checkpoint, or (None, "Type: message") if it fails."""
-    from dufm_core import analysis
+    from dufm_core import reports
 
     try:
-        report = analysis.analyze(
+        report = reports.analyze(
             run,
             full=bool(task.get("full_hessian")),
             full_params=task.get("full_params", "weights"),
@@ -158,7 +159,7 @@ def _output_diagonal(run: Any) -> list[float] | None:
     import torch
 
     from dufm_core import collapse
-    from dufm_core.store import load_checkpoint
+    from dufm_core.kinds import load_checkpoint
 
     step = run.latest_checkpoint()
     if step is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dufm_core import RunConfig, plots, theory
+from dufm_core import RunConfig, theory
 from dufm_core.config import MODEL_DEFAULTS
 from dufm_core.presets import PRESETS
 from tests.dashboard.conftest import run_page
@@ -39,18 +39,18 @@ def test_switching_to_resnet20_applies_its_defaults(dash_env: Path) -> None:
     d = MODEL_DEFAULTS["resnet20"]
     assert at.title[0].value == "Train a real network"
     assert at.number_input(key=PRE + "K").value == d["K"] == 10
-    assert at.text_input(key=PRE + "w").value == str(d["width"]) == "64"
-    assert at.number_input(key=PRE + "L").value == d["depth"] == 3
-    assert float(at.text_input(key=PRE + "lw").value) == d["lam_w"]
-    assert float(at.text_input(key=PRE + "lh").value) == d["lam_h"]
-    assert at.selectbox(key=PRE + "opt").value == "momentum"
+    assert at.text_input(key=PRE + "width").value == str(d["width"]) == "64"
+    assert at.number_input(key=PRE + "depth").value == d["depth"] == 3
+    assert float(at.text_input(key=PRE + "lam_w").value) == d["lam_w"]
+    assert float(at.text_input(key=PRE + "lam_h").value) == d["lam_h"]
+    assert at.selectbox(key=PRE + "optimizer").value == "momentum"
     assert float(at.text_input(key=PRE + "lr").value) == d["lr"]
-    assert at.selectbox(key=PRE + "dt").value == "float32"
+    assert at.selectbox(key=PRE + "dtype").value == "float32"
     # the real-network fields, at the RunConfig defaults
-    assert at.selectbox(key=PRE + "ds").value == "digits"
-    assert at.text_input(key=PRE + "dir").disabled  # not needed for digits
-    assert at.number_input(key=PRE + "bs").value == 0
-    assert at.selectbox(key=PRE + "lrs").value == "constant"
+    assert at.selectbox(key=PRE + "dataset").value == "digits"
+    assert at.text_input(key=PRE + "data_dir").disabled  # not needed for digits
+    assert at.number_input(key=PRE + "batch_size").value == 0
+    assert at.selectbox(key=PRE + "lr_schedule").value == "constant"
     assert not at.checkbox(key=PRE + "amp").value
     # valid: no error, Launch enabled, and the UFM prediction at λ_H/N
     assert not at.error
@@ -81,21 +81,21 @@ def test_resnet20_checks_n_and_width_in_the_page(dash_env: Path) -> None:
     assert at.error[0].value.startswith("n: must be at most 139 for dataset digits")
     assert at.button[0].disabled
     at.number_input(key=PRE + "n").set_value(5).run()
-    at.text_input(key=PRE + "w").set_value("32").run()
+    at.text_input(key=PRE + "width").set_value("32").run()
     assert at.error[0].value.startswith("width: must start with d_1 = 64")
-    at.text_input(key=PRE + "w").set_value("64,128,128").run()
+    at.text_input(key=PRE + "width").set_value("64,128,128").run()
     assert not at.error and not at.button[0].disabled
 
 
 def test_resnet20_data_folder_errors_disable_launch(dash_env: Path, tmp_path: Path) -> None:
     at = _resnet20(_run("train"))
-    at.selectbox(key=PRE + "ds").set_value("mnist").run()
+    at.selectbox(key=PRE + "dataset").set_value("mnist").run()
     assert at.error[0].value.startswith("data_dir: must name the folder")
     assert "nothing is downloaded" in at.error[0].value
-    at.text_input(key=PRE + "dir").set_value(str(tmp_path)).run()
+    at.text_input(key=PRE + "data_dir").set_value(str(tmp_path)).run()
     assert at.error[0].value.startswith("data_dir: mnist: train-images-idx3-ubyte[.gz] not found")
     assert at.button[0].disabled
-    at.selectbox(key=PRE + "ds").set_value("cifar10").run()
+    at.selectbox(key=PRE + "dataset").set_value("cifar10").run()
     assert at.error[0].value.startswith("data_dir: cifar10: data_batch_1 not found")
 
 
@@ -192,33 +192,6 @@ def test_runs_table_of_a_ufm_store_has_no_real_columns(dash_env: Path) -> None:
     assert not {"dataset", "train_acc", "test_acc"} & set(at.dataframe[0].value.columns)
 
 
-def test_plot_builders_for_real_rows() -> None:
-    rows = [
-        {
-            "step": s,
-            "epoch": s / 2,
-            "loss": 1.0 / (s + 1),
-            "batch_loss": 1.2 / (s + 1),
-            "train_acc": min(1.0, 0.1 + 0.2 * s),
-            "test_acc": 0.1 + 0.1 * s,
-        }
-        for s in range(5)
-    ]
-    assert plots.has_accuracy(rows)
-    assert not plots.has_accuracy([{"step": 0, "loss": 1.0}])
-    acc = plots.accuracy_curves(rows)
-    assert [t.name for t in acc.data] == ["train", "test"]
-    assert [c[1] for c in acc.data[0].customdata] == [0.0, 0.5, 1.0, 1.5, 2.0]
-    no_test = plots.accuracy_curves([{**r, "test_acc": None} for r in rows])
-    assert [t.name for t in no_test.data] == ["train"]
-    loss = plots.batch_loss_curves(rows, reference=0.1)
-    assert [list(t.y) for t in loss.data] == [
-        [r["loss"] for r in rows],
-        [r["batch_loss"] for r in rows],
-    ]
-    assert loss.layout.yaxis.type == "log"
-
-
 @pytest.mark.parametrize("page", ["spectrum", "alignment", "gradients", "collapse", "inspect"])
 def test_analysis_pages_work_on_a_real_network_run(real_env: Path, page: str) -> None:
     """Every analysis page accepts a resnet20 run: its report is on the head layers."""
@@ -252,21 +225,52 @@ def test_real_vs_ufm_page_explains_itself_on_a_ufm_run(dash_env: Path) -> None:
 def test_spectrum_page_keeps_a_cached_whole_network_hessian(real_env: Path) -> None:
     """A full Hessian over every parameter (``analyze --full-params all``, costly) in a cached
     report is shown, never replaced by the page's default head Hessian."""
-    from dufm_core import analysis
-    from dufm_core.store import open_run
+    from dufm_core import reports
+    from dufm_core.store import atomic_write_json, open_run, read_json
 
     run = open_run(real_env / _real_id(real_env))
     step = run.checkpoints()[-1]
-    report = analysis.analyze(run, step)
+    report = reports.analyze(run, step)
     report["full_hessian"] = {
         "params": "all", "dim": 277616, "top": [5.0, 4.0, 3.0], "predicted": [],
         "method": "test", "seconds": 1.0, "converged": True, "note": "marker-all-parameters",
         "density": None,
     }
-    analysis.atomic_write_json(analysis.report_path(run, step), report)
+    atomic_write_json(reports.report_path(run, step), report)
     at = _run("spectrum", run=run.id, step=str(step))
     at.radio[0].set_value("full (all head weights)").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("marker-all-parameters" in c.value for c in at.caption)
-    after = analysis.read_json(analysis.report_path(run, step))
+    after = read_json(reports.report_path(run, step))
     assert after["full_hessian"]["params"] == "all"
+
+
+def test_an_uploaded_resnet20_checkpoint_gets_the_real_network_report(real_env: Path) -> None:
+    """Inspect's upload path goes through the checkpoint's model kind: a resnet20 file gets the
+    report on its head layers with the network block (it used to get the UFM analysis, which
+    cannot run a RealNetwork)."""
+    from ui import analysis_view as av
+
+    run_dir = real_env / _real_id(real_env)
+    ckpt = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
+    report = av.report_of_file("mine.pt", ckpt.read_bytes())
+    assert report["config"]["model"] == "resnet20" and report["run"] == "mine.pt"
+    assert report["network"]["N"] == 30 and report["network"]["bn_mode"]
+    assert len(report["layers"]) == report["config"]["depth"]
+    assert report["full_hessian"]["params"] == "head"  # the page asks for the full Hessian
+    from dufm_core import reports
+    from dufm_core.store import open_run
+
+    own = reports.analyze(open_run(run_dir), int(ckpt.stem.split("_")[1]))
+    assert report["layers"][0]["hessian_top"] == pytest.approx(
+        own["layers"][0]["hessian_top"], rel=1e-9
+    )  # the same report as the run's own analysis of that checkpoint
+
+
+def test_a_broken_upload_is_named_by_its_file_name(real_env: Path) -> None:
+    from dufm_core.store import CheckpointError
+    from ui import analysis_view as av
+
+    ckpt = sorted((real_env / _real_id(real_env) / "checkpoints").glob("step_*.pt"))[-1]
+    with pytest.raises(CheckpointError, match=r"^mine\.pt: not a readable PyTorch checkpoint"):
+        av.report_of_file("mine.pt", ckpt.read_bytes()[:100])  # truncated

@@ -1,5 +1,6 @@
 """End to end in a real browser (issue #5): pick resnet20 on the Train page, launch a tiny run on
-the bundled digits and see its accuracy figure, live and on the Collapse & weights page."""
+digits and see its accuracy figure, live and on the Collapse & weights page; upload its
+checkpoint on Inspect and get the real-network report."""
 
 from __future__ import annotations
 
@@ -52,4 +53,17 @@ def test_launch_resnet20_on_digits_shows_accuracy(browser, server) -> None:
     _no_exception(page, "collapse (resnet20)")
     assert len(page.query_selector_all('[data-testid="stPlotlyChart"]')) >= 8
     page.screenshot(path=str(SHOTS / "collapse_resnet20.png"), full_page=True)
+
+    # the run's checkpoint uploaded on Inspect gets the real-network report (its head layers)
+    ckpt = sorted((server["runs"] / new / "checkpoints").glob("step_*.pt"))[-1]
+    page.goto(f"{server['url']}/inspect")
+    _settle(page)
+    page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(ckpt))
+    page.get_by_text("resnet20 (ResNet-20 + head, layers = its head)", exact=False).wait_for(
+        timeout=120_000
+    )
+    page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=60_000)
+    _settle(page)
+    _no_exception(page, "inspect (resnet20 upload)")
+    page.screenshot(path=str(SHOTS / "inspect_resnet20_upload.png"), full_page=True)
     page.close()

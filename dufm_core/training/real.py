@@ -1,4 +1,5 @@
-"""Training of a real network (docs/theory.md §5.3): ResNet-20 feature map + head on real data.
+"""Training steps of a real network (docs/theory.md §5.3): ResNet-20 feature map + head on
+real data.
 
 **Loss** for a batch B of inputs x_i with one-hot targets y_i (``cfg.loss``):
 
@@ -11,7 +12,7 @@ does not decay the backbone) on every backbone parameter, BatchNorm scales and s
 On the full training set (``batch_size`` 0) this is exactly the UFM loss with H_1 = [h(x_i)] and
 λ_H,UFM = λ_H/N.
 
-**Optimisation**: the optimiser of the UFM runs (:class:`dufm_core.training.Optimizer`: ``gd``,
+**Optimisation**: the optimiser of the UFM runs (:class:`dufm_core.training.loop.Optimizer`: ``gd``,
 ``momentum`` — heavy ball with PyTorch's SGD convention, the default for this model — or
 ``adam``) on every parameter, with the learning rate ``lr·schedule(step)``: ``constant``,
 ``cosine`` (½(1 + cos(π s/steps))) or ``step`` (×0.1 from 50 % and ×0.01 from 75 % of the steps).
@@ -39,37 +40,26 @@ of step s before its update:
 * ``lr``, ``epoch`` (steps / steps-per-epoch), ``time``.
 
 Checkpoints, cancellation by SIGTERM/SIGINT, divergence detection, status.json and resume are
-those of UFM runs (docs/design.md §3), shared through :class:`dufm_core.training.Trainer`.
+those of every run: the one loop of :mod:`dufm_core.training.loop` (docs/design.md §3).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from dufm_core.config import ConfigError, RunConfig
-from dufm_core.data import RealData, load_data
+from dufm_core.data import RealData
 from dufm_core.models import fit_term
-from dufm_core.networks import HeadView, RealNetwork, build_network, eval_mode
-from dufm_core.store import Run, create_run, save_checkpoint
-from dufm_core.training import (
-    Optimizer,
-    Trainer,
-    TrainResult,
-    _clean,
-    compute_metrics,
-    divergence_error,
-    pick_device,
-    schedule,
-)
+from dufm_core.networks import HeadView, RealNetwork, eval_mode
+from dufm_core.training.loop import Optimizer, StepOutcome, TrainingSession, pick_device
+from dufm_core.training.ufm import compute_metrics
 
 __all__ = [
-    "RealTrainer",
+    "RealSession",
     "accuracy",
     "batch_gradient",
     "batch_indices",
@@ -78,7 +68,6 @@ __all__ = [
     "lr_at",
     "objective",
     "steps_per_epoch",
-    "train",
 ]
 
 EVAL_BATCH = 1024  # samples per forward pass in eval mode (memory only; results do not depend)
@@ -213,130 +202,64 @@ def check_device(cfg: RunConfig) -> torch.device:
     return device
 
 
-def _prepare(cfg: RunConfig) -> RealData:
-    check_device(cfg)
-    return load_data(cfg)
-
-
-# --------------------------------------------------------------------------- the loop
-class RealTrainer(Trainer):
-    """Trains a ``model = "resnet20"`` run folder (fresh or from its last checkpoint) with the
-    status, signal, progress and finish machinery of :class:`~dufm_core.training.Trainer`."""
+# --------------------------------------------------------------------------- session
+class RealSession(TrainingSession):
+    """Training steps of a real network (``model = "resnet20"``) from ``start`` on ``data`` (already
+    loaded and checked by the kind, on the run's device): batches, the learning-rate schedule,
+    eval-mode metrics at log points (before the step's train-mode pass moves the BatchNorm
+    buffers)."""
 
     def __init__(
         self,
-        run: Run,
+        model: RealNetwork,
         cfg: RunConfig,
-        progress: Callable[[str], None] | None = None,
-        data: RealData | None = None,
+        data: RealData,
+        start: int = 0,
+        optimizer_state: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(run, cfg, progress)
-        self.data = data
+        self.model, self.cfg, self.data, self.start = model, cfg, data, start
+        self.params = list(model.parameters())
+        self.optimizer = Optimizer([p.data for p in self.params], cfg)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        model.train()
+        self.spe = steps_per_epoch(data.N, cfg.batch_size)
+        self.status_extra = {"steps_per_epoch": self.spe, "n_train": data.N}
+        self.checkpoint_extra = {"data": {"mean": data.mean, "std": data.std,
+                                          "source": data.source}}
 
-    def _threads(self, device: torch.device) -> int | None:
-        return None  # convolutions use every CPU thread PyTorch was given
+    def step(self, step: int, logging: bool, check: bool) -> StepOutcome:
+        cfg, data = self.cfg, self.data
+        row: dict[str, Any] | None = None
+        if logging:
+            row = {"epoch": step / self.spe, "lr": lr_at(cfg, step)}
+            row.update(evaluate(self.model, data, cfg))
+        # the gradient of step s (train mode; also moves the BatchNorm buffers)
+        idx = batch_indices(data.N, cfg.batch_size, cfg.seed, step)
+        device = data.x_train.device
+        x = data.x_train if idx is None else data.x_train[idx.to(device)]
+        y = data.y_train if idx is None else data.y_train[idx.to(device)]
+        grads, batch_loss, grad_sq = batch_gradient(self.model, self.params, x, y, cfg)
+        bad = None
+        if not math.isfinite(batch_loss):
+            bad = "the loss became non-finite"
+        elif not math.isfinite(grad_sq):
+            bad = "the gradient became non-finite (NaN/inf)"
+        elif row is not None and not math.isfinite(row["loss"]):
+            bad = "the loss became non-finite"
+        if row is not None:
+            row["batch_loss"] = batch_loss
+            row["grad_norm"] = math.sqrt(grad_sq)
+        return StepOutcome(grads, row, bad)
 
-    def _progress_text(self, step: int, row: dict[str, Any]) -> str:
+    def update(self, step: int, grads: Sequence[torch.Tensor]) -> None:
+        self.optimizer.lr = lr_at(self.cfg, step)
+        self.optimizer.step(list(grads))
+
+    def progress_text(self, step: int, row: dict[str, Any]) -> str:
         test = row.get("test_acc")
         return (
             f"step {step}/{self.cfg.steps}  epoch {row['epoch']:.4g}  loss {row['loss']:.6g}  "
             f"train_acc {row['train_acc']:.4f}  "
             f"test_acc {'-' if test is None else f'{test:.4f}'}  grad_norm {row['grad_norm']:.3g}"
         )
-
-    def _train(self, device: torch.device, resume: bool) -> TrainResult:
-        cfg, run = self.cfg, self.run
-        data = (self.data if self.data is not None else _prepare(cfg)).to(device)
-        start = 0
-        if resume:
-            model: RealNetwork
-            model, start, opt_state, logged_before = self._restore(device)
-            params = list(model.parameters())
-            opt = Optimizer([p.data for p in params], cfg)
-            if opt_state is not None:
-                opt.load_state_dict(opt_state)
-        else:
-            logged_before = set()
-            model = build_network(cfg, device=device)
-            params = list(model.parameters())
-            opt = Optimizer([p.data for p in params], cfg)
-        check_device(cfg)
-        model.train()
-        N, spe = data.N, steps_per_epoch(data.N, cfg.batch_size)
-        log_steps = set(schedule(cfg.steps, cfg.log_points, cfg.schedule))
-        ckpt_steps = set(schedule(cfg.steps, cfg.checkpoint_points, cfg.schedule))
-        extra = {"data": {"mean": data.mean, "std": data.std, "source": data.source}}
-
-        last_loss: float | None = None
-        state, error = "finished", None
-        step = start
-        with self._catch_stop_signals():
-            t_start = self._write_running(start, device, steps_per_epoch=spe, n_train=N)
-            try:
-                for step in range(start, cfg.steps + 1):
-                    if self._stop_signal is not None:
-                        save_checkpoint(run, step, model, opt.state_dict(), cfg, extra)
-                        state, error = "cancelled", self._stop_error(step)
-                        break
-                    if step in ckpt_steps and not (resume and step == start):
-                        save_checkpoint(run, step, model, opt.state_dict(), cfg, extra)
-                    logging = step in log_steps and not (step == start and start in logged_before)
-                    row: dict[str, Any] = {}
-                    if logging:
-                        row = {"step": step, "epoch": step / spe, "lr": lr_at(cfg, step)}
-                        row.update(evaluate(model, data, cfg))
-                    # the gradient of step s (train mode; also moves the BatchNorm buffers)
-                    idx = batch_indices(N, cfg.batch_size, cfg.seed, step)
-                    x = data.x_train if idx is None else data.x_train[idx.to(device)]
-                    y = data.y_train if idx is None else data.y_train[idx.to(device)]
-                    grads, batch_loss, grad_sq = batch_gradient(model, params, x, y, cfg)
-                    bad = None
-                    if not math.isfinite(batch_loss):
-                        bad = "the loss became non-finite"
-                    elif not math.isfinite(grad_sq):
-                        bad = "the gradient became non-finite (NaN/inf)"
-                    elif logging and not math.isfinite(row["loss"]):
-                        bad = "the loss became non-finite"
-                    if logging:
-                        row["batch_loss"] = batch_loss
-                        row["grad_norm"] = math.sqrt(grad_sq)
-                        row["time"] = round(time.time() - t_start, 4)
-                        run.append_metrics(_clean(row))
-                    if bad:
-                        state, error = "diverged", divergence_error(cfg, bad, step, last_loss)
-                        break
-                    if logging:
-                        last_loss = row["loss"]
-                        self._report(step, row)
-                    if step == cfg.steps:
-                        break
-                    opt.lr = lr_at(cfg, step)
-                    opt.step(list(grads))
-            except Exception as exc:  # the run folder must say what went wrong
-                state, error = "failed", f"{type(exc).__name__}: {exc}"
-                run.write_status(state=state, step=step, error=error, finished_at=time.time())
-                raise
-        return self._finish(state, step, error, last_loss)
-
-
-# --------------------------------------------------------------------------- entry point
-def train(
-    cfg: RunConfig,
-    runs_dir: str | Path | None = None,
-    progress: Callable[[str], None] | None = None,
-    run: Run | None = None,
-) -> TrainResult:
-    """Validate ``cfg``, load its data (refusing a bad data folder, a wrong K or n, or amp
-    without a GPU *before* any run folder is made), create the run folder unless ``run`` is
-    given, and train. ``dufm_core.training.train`` calls this for ``model = "resnet20"``."""
-    cfg.validate()
-    try:
-        data = _prepare(cfg)
-    except Exception as exc:
-        if run is not None:
-            run.write_status(
-                state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time()
-            )
-        raise
-    run = run or create_run(cfg, runs_dir)
-    return RealTrainer(run, cfg, progress, data).train(resume=False)

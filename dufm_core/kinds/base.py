@@ -1,0 +1,134 @@
+"""What a model kind is: everything that differs between a deep UFM and a real network.
+
+A run's ``config.model`` names its kind. The kind knows how to build the model (fresh, or empty
+to receive a checkpoint's tensors), the labels of its training samples in class order, what must
+be checked or loaded before a run folder is made, the training session the one loop of
+:mod:`dufm_core.training.loop` runs, the CPU threads it wants, its full-Hessian parameter sets,
+and how a checkpoint of it becomes the analysis report (docs/design.md §5). Nothing outside
+:mod:`dufm_core.kinds` asks ``config.model`` which of these to do.
+
+A new kind is one new module beside :mod:`~dufm_core.kinds.ufm` and
+:mod:`~dufm_core.kinds.resnet20` with a subclass of :class:`ModelKind`, listed in the registry
+(:mod:`dufm_core.kinds`), plus its name and defaults in :data:`dufm_core.config.MODEL_DEFAULTS`
+(the config is the bottom layer and is validated without importing any kind).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from dufm_core.config import RunConfig
+from dufm_core.store import Checkpoint, CheckpointState, Run, read_checkpoint
+from dufm_core.training.loop import Trainer, TrainingSession
+
+Progress = Callable[[str, float], None] | None
+
+
+class ModelKind(ABC):
+    """One model kind (see the module docstring). Instances are stateless singletons."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]  # a few words for pages and messages
+    full_params: ClassVar[tuple[str, ...]]  # full-Hessian parameter sets; the first is default
+    full_params_aliases: ClassVar[dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ the model
+    @abstractmethod
+    def build(
+        self, cfg: RunConfig, device: torch.device | str | None = None, init: bool = True
+    ) -> torch.nn.Module:
+        """The model of ``cfg`` on ``device``: seeded from ``cfg.seed`` when ``init``, else as
+        PyTorch makes it (to receive a checkpoint's tensors)."""
+
+    @abstractmethod
+    def labels(self, cfg: RunConfig) -> torch.Tensor:
+        """Class index of every training sample, in the class order the model uses."""
+
+    def restore(self, state: CheckpointState, device: torch.device | str = "cpu") -> Checkpoint:
+        """The model of a checkpoint read by :func:`dufm_core.store.read_checkpoint`."""
+        model = self.build(state.config, device=device, init=False)
+        state.load_into(model)
+        return Checkpoint(
+            model=model,
+            labels=self.labels(state.config).to(device),
+            config=state.config,
+            step=state.step,
+            optimizer=state.optimizer,
+            path=state.path,
+        )
+
+    # ------------------------------------------------------------------ training
+    def prepare(self, cfg: RunConfig) -> Any:
+        """Check (and load) what training needs before a run folder is made; raises a
+        ConfigError naming the field. What it returns is handed to :meth:`session`."""
+        return None
+
+    @abstractmethod
+    def session(
+        self,
+        cfg: RunConfig,
+        device: torch.device,
+        checkpoint: Checkpoint | None,
+        prepared: Any = None,
+    ) -> TrainingSession:
+        """The training session of ``cfg`` on ``device``: fresh when ``checkpoint`` is None,
+        else continuing from it (model, step and optimizer state)."""
+
+    def threads(self, cfg: RunConfig, device: torch.device) -> int | None:
+        """CPU threads for training (None: what PyTorch was given)."""
+        return None
+
+    def trainer(
+        self,
+        run: Run,
+        cfg: RunConfig,
+        progress: Callable[[str], None] | None = None,
+        prepared: Any = None,
+    ) -> Trainer:
+        """The one loop over this kind's session for ``run``; ``train(resume=True)`` continues
+        from the run's last checkpoint."""
+
+        def open_session(device: torch.device, resume: bool) -> TrainingSession:
+            checkpoint = None
+            if resume:
+                step = run.latest_checkpoint()
+                if step is None:
+                    raise RuntimeError(f"{run.path}: no checkpoint to resume from")
+                checkpoint = self.restore(read_checkpoint(run.checkpoint_path(step), device),
+                                          device)
+            return self.session(cfg, device, checkpoint, prepared)
+
+        return Trainer(run, cfg, open_session, lambda d: self.threads(cfg, d), progress)
+
+    # ------------------------------------------------------------------ analysis
+    def normalise_full_params(self, params: str) -> str:
+        """The full-Hessian parameter set ``params`` in this kind's terms; ValueError names the
+        field and the allowed sets."""
+        params = self.full_params_aliases.get(params, params)
+        if params not in self.full_params:
+            raise ValueError(f"full_params: must be one of {' | '.join(self.full_params)} for "
+                             f"{self.name} runs (got {params!r})")
+        return params
+
+    @abstractmethod
+    def report(
+        self,
+        checkpoint: Checkpoint,
+        run_id: str,
+        cached: dict[str, Any] | None = None,
+        full: bool = False,
+        full_params: str | None = None,
+        progress: Progress = None,
+    ) -> dict[str, Any]:
+        """The analysis report of ``checkpoint`` (docs/design.md §5), or the ``cached`` one
+        completed with the asked-for full Hessian."""
+
+
+    def series_theory(self, cfg: RunConfig, last_report: dict[str, Any] | None) -> dict[str, Any]:
+        """The ``theory`` block of ``analysis/series.json``: the predictions the series is drawn
+        against (by default those of the last report)."""
+        return (last_report or {}).get("theory", {})

@@ -1,0 +1,75 @@
+"""Plotly figure builders of the dashboard: plain data in, ``go.Figure`` out.
+
+Pages and ``ui/`` place these figures; nothing here reads files or imports Streamlit, and the
+engine (``dufm_core``) imports none of it. One module per topic:
+
+- ``common``    chart options (:data:`CONFIG`), colours, the prediction style, the shared layout
+- ``training``  curves against step: metrics, accuracy, a real network's two losses, series
+- ``collapse``  the weights' singular values
+- ``spectra``   Hessian spectra: histograms, top eigenvalues, densities, head vs UFM
+- ``alignment`` heatmaps and bar charts of the alignment and gradient views
+- ``sweeps``    the studies of a sweep: phase, depth, width, sensitivity
+- ``theory``    closed-form pictures of the Theory explorer
+
+Every builder is also importable from here (``from ui import figures``;
+``figures.metric_curves(...)``, ``config=figures.CONFIG``).
+"""
+
+from ui.figures.alignment import bars, heatmap
+from ui.figures.collapse import singular_values_at_step, singular_values_over_training
+from ui.figures.common import COLORS, CONFIG, PRED_STYLE
+from ui.figures.spectra import (
+    binned_histogram,
+    density,
+    head_spectra_vs_ufm,
+    spectrum_histogram,
+    top_eigenvalues,
+)
+from ui.figures.sweeps import (
+    sweep_depth_outliers,
+    sweep_depth_split,
+    sweep_phase_gamma,
+    sweep_phase_outliers,
+    sweep_scatter,
+    sweep_sensitivity_figures,
+    sweep_width_figures,
+)
+from ui.figures.theory import gamma_vs_lambda, predicted_spectrum
+from ui.figures.training import (
+    accuracy_curves,
+    batch_loss_curves,
+    has_accuracy,
+    layer_curves,
+    metric_curves,
+    series_lines,
+)
+
+__all__ = [
+    "COLORS",
+    "CONFIG",
+    "PRED_STYLE",
+    "accuracy_curves",
+    "bars",
+    "batch_loss_curves",
+    "binned_histogram",
+    "density",
+    "gamma_vs_lambda",
+    "has_accuracy",
+    "head_spectra_vs_ufm",
+    "heatmap",
+    "layer_curves",
+    "metric_curves",
+    "predicted_spectrum",
+    "series_lines",
+    "singular_values_at_step",
+    "singular_values_over_training",
+    "spectrum_histogram",
+    "sweep_depth_outliers",
+    "sweep_depth_split",
+    "sweep_phase_gamma",
+    "sweep_phase_outliers",
+    "sweep_scatter",
+    "sweep_sensitivity_figures",
+    "sweep_width_figures",
+    "top_eigenvalues",
+]

@@ -1,0 +1,67 @@
+"""Matrices and coefficients of the alignment and gradient views: annotated heatmaps (f_cc',
+subspace capture, cosines, the gradient coefficient matrix) and bar charts (principal angles,
+coefficients on the top-K² eigenvectors)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ui.figures.common import COLORS, PRED_STYLE, layout
+
+
+def heatmap(
+    matrix: Sequence[Sequence[float]],
+    title: str,
+    x_labels: Sequence[str] | None = None,
+    y_labels: Sequence[str] | None = None,
+    diverging: bool = False,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    annotate: bool = True,
+    colorbar: str = "",
+) -> go.Figure:
+    """Annotated heatmap; ``diverging`` centres a red–blue scale at 0 (for signed matrices)."""
+    z = np.asarray(matrix, dtype=float)
+    kw: dict[str, Any] = {}
+    if diverging:
+        bound = float(np.nanmax(np.abs(z))) if z.size else 1.0
+        kw.update(colorscale="RdBu_r", zmid=0.0, zmin=-bound or -1, zmax=bound or 1)
+    else:
+        kw.update(colorscale="Viridis", zmin=zmin, zmax=zmax)
+    text = None
+    if annotate and z.size <= 400:
+        text = [[f"{v:.3g}" for v in row] for row in z]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(x_labels) if x_labels else None,
+            y=list(y_labels) if y_labels else None,
+            text=text,
+            texttemplate="%{text}" if text else None,
+            colorbar={"title": colorbar},
+            **kw,
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    side = max(300, min(640, 40 * z.shape[0] + 120)) if z.ndim == 2 else 380
+    return layout(fig, title, "", "", height=side)
+
+
+def bars(
+    values: Sequence[float],
+    title: str,
+    ylabel: str,
+    labels: Sequence[str] | None = None,
+    reference: float | None = None,
+    reference_label: str = "",
+) -> go.Figure:
+    """Simple bar chart (e.g. gradient coefficients on the top-K² eigenvectors)."""
+    x = list(labels) if labels else list(range(1, len(values) + 1))
+    fig = go.Figure(go.Bar(x=x, y=list(values), marker_color=COLORS[0]))
+    if reference is not None:
+        fig.add_hline(y=reference, line=PRED_STYLE, annotation_text=reference_label)
+    return layout(fig, title, "", ylabel)

@@ -1,0 +1,199 @@
+"""Hessian spectra: histograms (raw or pre-binned), the top eigenvalues beside their predicted
+values, spectral densities, and a real network's head layers against the UFM's K² outliers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ui.figures.common import COLORS, PRED_STYLE, layout, positive
+
+
+def spectrum_histogram(
+    values: Sequence[float],
+    n_outliers: int | None = None,
+    predicted: Sequence[float] | None = None,
+    title: str = "Spectrum",
+    bins: int = 60,
+    log_axis: bool = True,
+) -> go.Figure:
+    """Histogram of eigenvalues; with ``log_axis`` bins are log-spaced in |λ| (sign noted) so a
+    bulk near 0 and outliers decades above it share one picture. Top ``n_outliers`` marked."""
+    v = np.asarray(list(values), dtype=float)
+    fig = go.Figure()
+    mag = np.abs(v)
+    floor = max(mag.max() * 1e-16, 1e-300) if mag.size else 1e-300
+
+    def mark(val: float) -> float:
+        return math.log10(max(abs(val), floor)) if log_axis else val
+
+    if log_axis:
+        x = np.log10(np.maximum(mag, floor))
+        for sign, name, color in ((1, "λ > 0", COLORS[0]), (-1, "λ < 0", COLORS[2])):
+            sel = x[(v >= 0) if sign > 0 else (v < 0)]
+            if sel.size:
+                fig.add_trace(
+                    go.Histogram(x=sel, nbinsx=bins, name=name, marker_color=color, opacity=0.75)
+                )
+        xlabel = "log10 |eigenvalue|"
+    else:
+        fig.add_trace(go.Histogram(x=v, nbinsx=bins, name="eigenvalues", marker_color=COLORS[0]))
+        xlabel = "eigenvalue"
+    if n_outliers and v.size:
+        top = np.sort(v)[::-1][:n_outliers]
+        fig.add_trace(
+            go.Scatter(
+                x=[mark(t) for t in top],
+                y=[0] * len(top),
+                mode="markers",
+                name=f"top {n_outliers} (outliers)",
+                marker={"symbol": "triangle-up", "size": 12, "color": "black"},
+            )
+        )
+    for p in sorted(set(round(x, 12) for x in predicted or [])):
+        fig.add_vline(x=mark(p), line=PRED_STYLE, annotation_text=f"pred {p:.6g}")
+    fig.update_layout(barmode="overlay")
+    return layout(fig, title, xlabel, "count", log_y=True)
+
+
+def top_eigenvalues(
+    values: Sequence[float],
+    predicted: Sequence[float] | None = None,
+    K2: int | None = None,
+    title: str = "Top eigenvalues",
+) -> go.Figure:
+    """Indexed top eigenvalues (measured markers) with the predicted values beside them."""
+    idx = list(range(1, len(values) + 1))
+    fig = go.Figure(
+        go.Scatter(
+            x=idx,
+            y=list(values),
+            mode="markers",
+            name="measured",
+            marker={"size": 9, "color": COLORS[0]},
+        )
+    )
+    if predicted:
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, len(predicted) + 1)),
+                y=list(predicted),
+                mode="markers",
+                name="predicted",
+                marker={
+                    "symbol": "circle-open",
+                    "size": 14,
+                    "color": PRED_STYLE["color"],
+                    "line": {"width": 2},
+                },
+            )
+        )
+    if K2:
+        fig.add_vline(x=K2 + 0.5, line={"color": "#999", "dash": "dot"}, annotation_text="K²")
+    return layout(fig, title, "index (descending)", "eigenvalue")
+
+
+def density(
+    grid: Sequence[float],
+    dens: Sequence[float],
+    xlabel: str,
+    title: str = "Spectral density (SLQ)",
+    predicted: Sequence[float] | None = None,
+) -> go.Figure:
+    """A spectral density curve (e.g. stochastic Lanczos quadrature) with predicted values."""
+    fig = go.Figure(
+        go.Scatter(
+            x=list(grid),
+            y=list(dens),
+            mode="lines",
+            fill="tozeroy",
+            name="density",
+            line={"color": COLORS[0]},
+        )
+    )
+    for p in sorted(set(round(x, 12) for x in predicted or [])):
+        fig.add_vline(x=p, line=PRED_STYLE)
+    return layout(fig, title, xlabel, "density (linear scale)")
+
+
+def binned_histogram(
+    hist: Mapping[str, Any],
+    top: Sequence[float] | None = None,
+    n_outliers: int | None = None,
+    predicted: Sequence[float] | None = None,
+    title: str = "Spectrum",
+) -> go.Figure:
+    """A pre-binned log10|λ| histogram (see ``analysis.spectrum_histogram``): bars for λ > 0 and
+    λ < 0, the count of numerical zeros in the title, the top outliers and predictions marked."""
+    edges = list(hist.get("edges") or [])
+    fig = go.Figure()
+    if edges:
+        centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+        width = edges[1] - edges[0]
+        signs = (("positive", "λ > 0", COLORS[0]), ("negative", "λ < 0", COLORS[2]))
+        for key, name, color in signs:
+            counts = hist.get(key) or []
+            if any(counts):
+                fig.add_trace(
+                    go.Bar(
+                        x=centres,
+                        y=[c if c > 0 else None for c in counts],
+                        width=width,
+                        name=name,
+                        marker_color=color,
+                        opacity=0.8,
+                    )
+                )
+    if top and n_outliers:
+        marks = [math.log10(abs(v)) for v in list(top)[:n_outliers] if v and abs(v) > 0]
+        fig.add_trace(
+            go.Scatter(
+                x=marks,
+                y=[1] * len(marks),
+                mode="markers",
+                name=f"top {n_outliers}",
+                marker={"symbol": "triangle-down", "size": 12, "color": "black"},
+            )
+        )
+    for p in sorted({round(v, 12) for v in predicted or [] if v and v > 0}):
+        fig.add_vline(x=math.log10(p), line=PRED_STYLE, annotation_text=f"pred {p:.6g}")
+    zeros = hist.get("zeros", 0)
+    fig.update_layout(barmode="overlay")
+    return layout(
+        fig,
+        f"{title} — {zeros} eigenvalues are 0 (|λ| < {hist.get('floor', 0):.1e})",
+        "log10 |eigenvalue|",
+        "count",
+        log_y=True,
+    )
+
+
+def head_spectra_vs_ufm(report: Mapping[str, Any]) -> go.Figure:
+    """For every head layer of a real-network report: its top K² + K fit-Hessian eigenvalues
+    (rank on x, log y) beside the UFM prediction with the same K, L, λ (λ_H/N): K² equal
+    outliers at the dashed value, then the bulk (0 for the fit Hessian, not drawn)."""
+    K2 = int(report["config"]["K"]) ** 2
+    fig = go.Figure()
+    for i, lay in enumerate(report["layers"]):
+        top = [float(v) for v in lay["hessian_top"]]
+        fig.add_trace(go.Scatter(
+            x=list(range(1, len(top) + 1)), y=positive(top), mode="markers",
+            name=f"W_{lay['layer']} measured", marker={"color": COLORS[i % len(COLORS)],
+                                                       "size": 6},
+            hovertemplate="rank %{x}<br>λ = %{y:.4g}<extra>%{fullData.name}</extra>",
+        ))
+        pred = lay.get("hessian_predicted")
+        if pred:
+            fig.add_trace(go.Scatter(
+                x=[1, K2], y=[pred, pred], mode="lines", name=f"W_{lay['layer']} UFM prediction",
+                line={**PRED_STYLE, "color": COLORS[i % len(COLORS)]},
+            ))
+    fig.add_vline(x=K2 + 0.5, line={"dash": "dot", "color": "#888"},
+                  annotation_text=f"K² = {K2}", annotation_position="top right")
+    return layout(fig, "Head-layer Hessian: measured top eigenvalues vs the UFM's K² outliers",
+                   "eigenvalue rank", "eigenvalue (fit Hessian)", log_y=True, height=440)
