@@ -7,7 +7,7 @@ layer=…``) so a view can be shared.
 
 import streamlit as st
 
-from dufm_core import launcher
+from dufm_core.process import launcher
 from dufm_core.store import default_runs_dir
 from ui import shell
 

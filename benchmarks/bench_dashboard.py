@@ -36,7 +36,8 @@ def _charts_after(page, url: str, count: int) -> float:
 def run(repeats: int, steps: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from dufm_core import RunConfig, launcher, train
+    from dufm_core import RunConfig, train
+    from dufm_core.process import launcher
     from dufm_core.reports import report_path
 
     res: dict[str, list[float]] = {

@@ -90,24 +90,10 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _train_run_dir(args: argparse.Namespace) -> int:
     """Worker mode: train the queued run folder ``--run-dir`` (made by jobs.launch), then start
-    the next queued run if any."""
-    from dufm_core import jobs, kinds
-    from dufm_core.store import open_run
+    the next queued run if any (:func:`dufm_core.process.worker.train_run`)."""
+    from dufm_core.process import worker
 
-    try:
-        run = open_run(args.run_dir)
-        cfg = run.config()
-        cfg.validate()
-    except (ConfigError, FileNotFoundError) as exc:
-        return _die(str(exc))
-    try:
-        result = kinds.train(cfg, run=run)
-    except ConfigError as exc:  # e.g. a real network's data folder (status.json says failed)
-        return _die(str(exc))
-    finally:
-        jobs.pump(run.path.parent)
-    print(result.run.path)
-    return 0 if result.state == "finished" else 1
+    return worker.train_run(args.run_dir)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -227,10 +213,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- launcher
 def cmd_launcher(args: argparse.Namespace) -> int:
-    from dufm_core import launcher
+    from dufm_core.process import worker
     from dufm_core.store import default_runs_dir
 
-    return launcher.serve(args.runs_dir or default_runs_dir())
+    return worker.serve_launcher(args.runs_dir or default_runs_dir())
 
 
 # --------------------------------------------------------------------------- runs

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dufm_core import jobs, theory
+from dufm_core import theory
+from dufm_core.process import jobs
 from dufm_core.store import open_run
 from ui import docs, figures, shell, state
 

@@ -4,7 +4,8 @@ regularisation studies drawn from its summary table."""
 import pandas as pd
 import streamlit as st
 
-from dufm_core import executors, sweeps
+from dufm_core import sweeps
+from dufm_core.process import executors
 from ui import figures, shell, state
 
 shell.ensure_shell(__file__)
@@ -17,9 +18,9 @@ st.caption(
 root = state.runs_dir()
 
 with st.expander("New sweep", expanded=not sweeps.list_sweeps(root)):
-    presets = sweeps.presets()
+    presets = sweeps.presets.spec_files()
     preset = st.selectbox("Start from", [*presets, "custom"], key="sweep_preset")
-    default = presets[preset].read_text() if preset in presets else sweeps.TEMPLATE
+    default = presets[preset].read_text() if preset in presets else sweeps.presets.TEMPLATE
     text = st.text_area("Spec (TOML)", value=default, height=300, key=f"spec_{preset}")
     c1, c2 = st.columns(2)
     executor = c1.radio("Executor", ["local", "ray"], horizontal=True, key="sweep_executor")

@@ -3,9 +3,10 @@ and watch it live."""
 
 import streamlit as st
 
-from dufm_core import ConfigError, RunConfig, jobs, theory
+from dufm_core import ConfigError, RunConfig, theory
 from dufm_core.config import FIELDS, MODELS
 from dufm_core.presets import DESCRIPTIONS, PRESETS
+from dufm_core.process import jobs
 from dufm_core.training.real import check_device
 from ui import config_form, data_check, docs, live, shell, state
 

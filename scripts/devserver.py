@@ -54,7 +54,7 @@ class Server:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        from dufm_core import launcher
+        from dufm_core.process import launcher
 
         launcher.stop(self.runs)
 

@@ -25,8 +25,6 @@ MAX_LINES = 600
 LONG_MODULES = {
     "dufm_core/theory.py": "the closed forms of docs/theory.md §3–§4 in one pure-numpy module "
     "(threshold, γ, layer and full spectra, ReLU and CE points), each function a formula",
-    "dufm_core/sweeps.py": "being split into a package (issue #11)",
-    "dufm_core/executors.py": "being moved into the process package (issue #11)",
     "dufm_core/data.py": "loaders of four data sets with their file checks",
 }
 DASHBOARD_ONLY = {"streamlit", "plotly", "ui", "pages"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dufm_core import jobs
 from dufm_core.config import RunConfig
+from dufm_core.process import jobs
 from dufm_core.store import Run, list_runs
 
 
@@ -73,7 +73,7 @@ def test_worker_failure_is_recorded(runs_dir: Path) -> None:
 
 
 def test_fork_server_starts_workers(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dufm_core import launcher
+    from dufm_core.process import launcher
 
     monkeypatch.setenv("DUFM_LAUNCHER_IDLE", "60")  # never outlives the test run for long
     runs_dir.mkdir(parents=True)

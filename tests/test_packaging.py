@@ -229,6 +229,7 @@ def test_wheel_holds_the_engine_and_installs_a_working_dufm(tmp_path: Path) -> N
         assert "dufm = dufm_core.cli:main" in z.read(entry_points).decode()
         metadata = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "dufm_core/cli.py" in names and "dufm_core/curvature/operators.py" in names
+    assert "dufm_core/sweeps/presets/phase.toml" in names  # package data: the example specs
     tops = {n.split("/")[0] for n in names if not n.startswith("dufm_lab-")}
     assert tops == {"dufm_core"}, tops  # no tests/, pages/, benchmarks/ inside
     assert "Requires-Dist: scikit-learn>=1.3" in metadata

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dufm_core import cli, executors, sweeps, theory
+from dufm_core import cli, sweeps, theory
+from dufm_core.process import executors
 from dufm_core.store import open_run
 from tests.helpers import ROOT
 
@@ -554,6 +555,43 @@ def test_a_member_cancelled_before_it_starts_is_recorded(tmp_path: Path) -> None
     assert sweeps.read_record(folder, m.key)["state"] == "cancelled"
     row = next(r for r in sweeps.summary_rows(folder) if r["key"] == m.key)
     assert row["state"] == "cancelled" and "before it started" in row["error"]
+
+
+# --------------------------------------------------------------------------- model kinds
+RESNET20 = """
+name = "rn"
+[base]
+model = "resnet20"
+dataset = "digits"
+K = 10
+n = 3
+width = 64
+depth = 1
+steps = 2
+dtype = "float32"
+test_fraction = 0.0
+checkpoint_points = 1
+[grid]
+seed = [0]
+"""
+
+
+def test_a_resnet20_member_is_trained_as_a_resnet20(tmp_path: Path) -> None:
+    """A member goes through training's model-kind dispatch: ``model = "resnet20"`` trains the
+    ResNet-20 feature map and its head (the checkpoint holds the backbone), not a UFM."""
+    from dufm_core.kinds import load_checkpoint
+    from dufm_core.networks import RealNetwork
+
+    spec = sweeps.load_spec("<t>", RESNET20)
+    result = sweeps.run_sweep(spec, runs_dir=tmp_path / "runs", executor="inline")
+    (row,) = sweeps.read_summary(result.folder)
+    assert row["state"] == "finished" and row["error"] is None, row["error"]
+    assert row["steps_done"] == 2 and row["final_loss"] is not None
+    run = open_run(tmp_path / "runs" / row["run"])
+    saved = torch.load(run.checkpoint_path(run.latest_checkpoint()), weights_only=True)
+    backbone = [k for k in saved["model"] if k.startswith("backbone.")]
+    assert backbone, f"no backbone tensors in the checkpoint: {sorted(saved['model'])}"
+    assert isinstance(load_checkpoint(run.checkpoint_path(2)).model, RealNetwork)
 
 
 # --------------------------------------------------------------------------- Ray is optional

@@ -7,8 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from dufm_core import jobs, theory
+from dufm_core import theory
 from dufm_core.config import RunConfig
+from dufm_core.process import jobs
 from dufm_core.store import open_run
 from ui import figures
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dufm_core import jobs
 from dufm_core.config import RunConfig
+from dufm_core.process import jobs
 from dufm_core.store import Run, RunSummary, default_runs_dir, list_runs, open_run
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from dufm_core.config import RunConfig
+from dufm_core.process.signals import stop_signals
 from dufm_core.store import Run, save_checkpoint
 
 STATUS_EVERY_S = 0.5  # status.json is rewritten at most this often (at log points)
@@ -284,15 +285,8 @@ class Trainer:
     def _catch_stop_signals(self) -> Any:
         """SIGTERM/SIGINT set ``_stop_signal`` (the loop checkpoints and cancels) for the block;
         outside the main thread signals cannot be caught and cancellation by signal is off."""
-        old_handlers = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):
-                old_handlers[sig] = signal.signal(sig, self._on_signal)
-        try:
+        with stop_signals(self._on_signal):
             yield
-        finally:
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
 
     def _write_running(self, start: int, device: torch.device, **extra: Any) -> float:
         """status.json → running at ``start``; returns the wall-clock start time."""

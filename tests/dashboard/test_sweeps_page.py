@@ -68,7 +68,7 @@ def test_page_validates_a_pasted_spec(env: Path) -> None:
 
 
 def test_every_preset_is_a_valid_spec(env: Path) -> None:
-    presets = sweeps.presets()
+    presets = sweeps.presets.spec_files()
     assert {"phase", "depth", "width", "sensitivity"} <= set(presets)
     at = _page()
     for name in presets:

@@ -1,6 +1,6 @@
 """Executors: run one function over many sweep members, locally or on a Ray cluster.
 
-Every executor runs the same plain function (:func:`dufm_core.sweeps.execute_member`) on
+Every executor runs the same plain function (:func:`dufm_core.sweeps.member.execute_member`) on
 plain-data tasks and reports each result as it arrives, so the driver can write progress and
 ``summary.csv`` while the sweep runs. They share one dispatch loop (:class:`_Pool`): keep the
 free slots busy, hand results to the driver, and on cancel report the waiting tasks as cancelled
@@ -12,8 +12,9 @@ and ask the running ones to stop. What differs is only how a task is started and
   safe (:func:`fork_blocker`): the driver has already imported torch and the engine, so a worker
   is ready in milliseconds instead of paying ~2 s of ``import torch``. Otherwise (other threads
   alive in the caller, workers that need several torch threads, CUDA or Ray initialised here, or
-  ``$DUFM_SWEEP_START=spawn``) each worker is a fresh ``python -m dufm_core.executors`` process,
-  into which nothing of the driver's state, threads or ``__main__`` leaks. A worker that dies
+  ``$DUFM_SWEEP_START=spawn``) each worker is a fresh ``python -m dufm_core.process.worker pool``
+  process, into which nothing of the driver's state, threads or ``__main__`` leaks. Either way
+  the worker's side is :func:`dufm_core.process.worker.serve_tasks`. A worker that dies
   (killed, out of memory) fails only the member it was running, and a new worker takes its
   place; if workers die before they are ready, the remaining members fail with that reason
   instead of being retried for ever.
@@ -44,22 +45,22 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO
+
+from dufm_core.process.env import PACKAGE_DIR, child_env, worker_command
+from dufm_core.process.worker import call_task, forked_pool_worker, function_name
 
 EXECUTORS = ("local", "ray")  # the CLI's choices; "inline" is for the Python API
 START_METHODS = ("auto", "fork", "spawn")  # how the local executor starts its workers
 START_ENV = "DUFM_SWEEP_START"  # overrides the local executor's start method
 # what a member imports lazily: loaded in the driver before forking, so workers inherit them
-PRELOAD = ("dufm_core.training", "dufm_core.analysis", "dufm_core.collapse", "dufm_core.store")
+PRELOAD = ("dufm_core.kinds", "dufm_core.reports", "dufm_core.collapse", "dufm_core.store")
 POLL_S = 0.25
 CANCELLED_BEFORE_START = "cancelled before it started"
 WORKER_START_FAILURES = 2  # workers that die before they are ready: then the rest fail, no loop
-PACKAGE_DIR = Path(__file__).resolve().parent  # shipped to a Ray cluster's workers
 
 Task = Mapping[str, Any]
 TaskFn = Callable[[Task], dict[str, Any]]
@@ -99,15 +100,6 @@ def make_executor(
     if name == "inline":
         return InlineExecutor()
     raise ValueError(f"executor: must be one of {' | '.join(EXECUTORS)} (got {name!r})")
-
-
-def call_task(fn: TaskFn, task: Task) -> tuple[dict[str, Any] | None, str | None]:
-    """``(fn(task), None)``, or ``(None, "Type: message")`` when it raises: one member's
-    exception is that member's failure, never the pool's."""
-    try:
-        return fn(dict(task)), None
-    except Exception as exc:
-        return None, f"{type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- the shared loop
@@ -219,22 +211,6 @@ class InlineExecutor(_Pool):
 
 
 # --------------------------------------------------------------------------- local
-def _function_name(fn: Callable[..., Any]) -> str:
-    """``module:qualname`` of an importable module-level function (what a worker imports)."""
-    name = f"{fn.__module__}:{fn.__qualname__}"
-    if fn.__module__ == "__main__" or "<" in fn.__qualname__:
-        raise ValueError(f"the local executor needs an importable module-level function ({name})")
-    return name
-
-
-def _load_function(name: str) -> TaskFn:
-    module, _, qualname = name.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def fork_blocker(threads: int) -> str | None:
     """Why workers must not be forked from this process now (None: forking is safe).
 
@@ -330,7 +306,7 @@ class LocalExecutor(_Pool):
 
     # the pool -----------------------------------------------------------------------------
     def _open(self, fn: TaskFn) -> str | None:
-        self._fn_name = _function_name(fn)
+        self._fn_name = function_name(fn)
         self._workers: list[_Worker] = []
         self._start_failures = 0
         self._sel = selectors.DefaultSelector()
@@ -441,11 +417,12 @@ class LocalExecutor(_Pool):
 
     # starting workers -----------------------------------------------------------------------
     def _spawn(self) -> _Worker:
-        """A fresh ``python -m dufm_core.executors FN THREADS`` process."""
+        """A fresh ``python -m dufm_core.process.worker pool FN THREADS`` process."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dufm_core.executors", self._fn_name, str(self.threads)],
+            worker_command("pool", self._fn_name, str(self.threads)),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=child_env(),
             start_new_session=True,  # Ctrl-C reaches the driver, which cancels members itself
         )
         assert proc.stdin is not None and proc.stdout is not None
@@ -473,7 +450,7 @@ class LocalExecutor(_Pool):
                 os.close(fd)
             raise
         if pid == 0:
-            _forked_worker(self._fn, self.threads, task_r, reply_w, close)
+            forked_pool_worker(self._fn, self.threads, task_r, reply_w, close)
         gc.unfreeze()
         os.close(task_r)
         os.close(reply_w)
@@ -489,67 +466,6 @@ def _reap(workers: list[_Worker]) -> None:
         if w.proc is not None and w.proc.stdout is not None:
             with contextlib.suppress(OSError):
                 w.proc.stdout.close()
-
-
-def serve_tasks(fn: TaskFn, threads: int, tasks: BinaryIO, replies: BinaryIO) -> int:
-    """A worker's life: for each JSON task line on ``tasks`` call ``fn`` and answer one JSON line
-    ``{"ok": true, "result": ...}`` (or ``{"ok": false, "error": ...}``) on ``replies``, until
-    ``tasks`` closes. The first reply, ``{"ready": true}``, says the imports worked (a worker that
-    dies before it is not retried for ever). Anything ``fn`` prints goes to standard error, so it
-    cannot reach the driver's standard output (whose last line is the sweep folder)."""
-    import torch
-
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver cancels members itself
-    torch.set_num_threads(threads)
-    replies.write(b'{"ready": true}\n')
-    replies.flush()
-    for raw in tasks:
-        if not raw.strip():
-            continue
-        record, error = call_task(fn, json.loads(raw))
-        reply = {"ok": True, "result": record} if error is None else {"ok": False, "error": error}
-        replies.write(json.dumps(reply).encode() + b"\n")
-        replies.flush()
-    return 0
-
-
-def _forked_worker(
-    fn: TaskFn, threads: int, task_fd: int, reply_fd: int, close: Sequence[int]
-) -> NoReturn:
-    """In a child forked by the local executor: detach from the driver (own session, default
-    signal handlers, no terminal input, none of the driver's other pipes), serve tasks, and leave
-    with ``os._exit`` so that none of the driver's clean-up (atexit, buffers, ``finally``) runs
-    here."""
-    code = 1
-    try:
-        os.setsid()
-        for fd in close:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        code = serve_tasks(fn, threads, os.fdopen(task_fd, "rb"), os.fdopen(reply_fd, "wb"))
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def worker_main(fn_name: str, threads: int) -> int:
-    """A fresh local-pool worker: ``python -m dufm_core.executors FN THREADS``, tasks on standard
-    input, replies on standard output (see :func:`serve_tasks`)."""
-    import torch  # noqa: F401  (before the ready line: an import failure is a start failure)
-
-    replies = os.fdopen(os.dup(1), "wb")
-    return serve_tasks(_load_function(fn_name), threads, sys.stdin.buffer, replies)
 
 
 # --------------------------------------------------------------------------- ray
@@ -668,7 +584,3 @@ class RayExecutor(_Pool):
 
 
 Executor = _Pool  # what the sweep driver needs: describe, slots, run, cancel
-
-
-if __name__ == "__main__":  # a fresh worker of the local pool: python -m dufm_core.executors FN N
-    sys.exit(worker_main(sys.argv[1], int(sys.argv[2])))

@@ -1,11 +1,15 @@
 """A fork server that starts training workers without paying for Python and torch start-up.
 
-Starting ``python -m dufm_core train`` costs ~2 s on a small machine, almost all of it importing
-torch. The launcher is a long-lived process that has already imported the engine; asked over a
-Unix socket to train a run folder, it ``fork()``s, and the child (in its own session, output to
-the run's ``log.txt``) trains at once. The dashboard starts the launcher when a page loads
-(:func:`ensure_launcher`), and :func:`dufm_core.jobs.start_worker` falls back to a fresh process
-whenever the launcher is not there, so nothing depends on it being up.
+Starting a fresh worker process costs ~2 s on a small machine, almost all of it importing torch.
+The launcher is a long-lived process that has already imported the engine; asked over a Unix
+socket to train a run folder, it ``fork()``s, and the child (in its own session, output to the
+run's ``log.txt``) trains at once. The dashboard starts the launcher when a page loads
+(:func:`ensure_launcher`), and :func:`dufm_core.process.jobs.start_worker` falls back to a fresh
+process whenever the launcher is not there, so nothing depends on it being up.
+
+This module is the protocol, its client and the server loop; what the server imports before it
+forks and what a child runs are the worker's (:func:`dufm_core.process.worker.serve_launcher`,
+which hands :func:`serve` the child's body), so the launcher imports no part of the engine.
 
 The server never runs a torch kernel itself (fork after OpenMP threads exist is unsafe), reaps its
 children automatically (SIGCHLD ignored), and exits after ``$DUFM_LAUNCHER_IDLE`` seconds
@@ -22,10 +26,12 @@ import hashlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+from dufm_core.process.env import spawn_detached, worker_command
 
 IDLE_ENV = "DUFM_LAUNCHER_IDLE"
 ENABLE_ENV = "DUFM_LAUNCHER"
@@ -77,51 +83,13 @@ def ensure_launcher(runs_dir: str | Path) -> None:
     if os.environ.get(ENABLE_ENV, "on").lower() in ("0", "off", "no", "false") or ping(runs_dir):
         return
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
-    subprocess.Popen(
-        [sys.executable, "-m", "dufm_core", "launcher", "--runs-dir", str(runs_dir)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    spawn_detached(worker_command("launcher", str(runs_dir)))
 
 
-def _child(run_dir: str) -> None:
-    """In the forked child: detach, send output to the run's log, train, never return."""
-    code = 1
-    try:
-        os.setsid()
-        log = os.open(os.path.join(run_dir, "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        from dufm_core.cli import main
-
-        code = main(["train", "--run-dir", run_dir])
-    except SystemExit as exc:
-        code = int(exc.code or 0) if isinstance(exc.code, int) else 1
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def serve(runs_dir: str | Path) -> int:
-    """Serve ``runs_dir`` until idle for ``$DUFM_LAUNCHER_IDLE`` seconds or told to quit."""
-    # import everything a worker needs once, before any fork (torch, scipy via theory)
-    import dufm_core.cli
-    import dufm_core.jobs
-    import dufm_core.theory
-    import dufm_core.training  # noqa: F401
-
+def serve(runs_dir: str | Path, child: Callable[[str], NoReturn]) -> int:
+    """Serve ``runs_dir`` until idle for ``$DUFM_LAUNCHER_IDLE`` seconds or told to quit. For
+    each ``train RUN_DIR`` the server forks, and the child calls ``child(RUN_DIR)``, which must
+    never return (it leaves with ``os._exit``). The caller has imported what children need."""
     idle = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S))
     path = socket_path(runs_dir)
     if ping(runs_dir):
@@ -160,7 +128,7 @@ def serve(runs_dir: str | Path) -> int:
                     if pid == 0:
                         conn.close()
                         server.close()
-                        _child(run_dir)
+                        child(run_dir)
                     conn.sendall(f"ok {pid}\n".encode())
                 else:
                     conn.sendall(b"error unknown request\n")

@@ -1,8 +1,9 @@
 """Launching, queueing and cancelling training workers (docs/design.md §1).
 
 The dashboard never trains in its own process: :func:`launch` writes a `queued` run folder and
-:func:`pump` starts queued runs as detached ``python -m dufm_core train --run-dir RUN`` processes,
-at most ``limit`` at a time (default 2, ``$DUFM_MAX_JOBS``). A worker that ends pumps the queue
+:func:`pump` starts queued runs as detached workers (:func:`dufm_core.process.worker.train_run`:
+forked by the fork server, else ``python -m dufm_core.process.worker run RUN``), at most ``limit``
+at a time (default 2, ``$DUFM_MAX_JOBS``). A worker that ends pumps the queue
 again, and so does every page load, so queued runs start without a scheduler daemon. Workers run
 in their own session: they survive a reload of the page and a restart of the Streamlit server.
 
@@ -16,12 +17,11 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-from dufm_core import launcher
 from dufm_core.config import RunConfig
+from dufm_core.process import launcher
+from dufm_core.process.env import spawn_detached, worker_command
 from dufm_core.store import Run, create_run, default_runs_dir, iter_runs
 
 MAX_JOBS_ENV = "DUFM_MAX_JOBS"
@@ -57,8 +57,8 @@ def _claim(run: Run) -> bool:
 def start_worker(run: Run) -> int:
     """Start the detached worker that trains ``run`` (output to ``log.txt``); return its pid.
 
-    Through the fork server of :mod:`dufm_core.launcher` when one serves this runs folder (the
-    worker starts in milliseconds), else as a fresh ``python -m dufm_core`` process.
+    Through the fork server of :mod:`dufm_core.process.launcher` when one serves this runs
+    folder (the worker starts in milliseconds), else as a fresh process.
     """
     pid = launcher.launch_via_server(run.path.parent, run.path)
     if pid is None:
@@ -68,24 +68,9 @@ def start_worker(run: Run) -> int:
     return pid
 
 
-def spawn_detached(args: list[str], log_path: Path) -> subprocess.Popen:
-    """``python -m dufm_core *args`` as a detached process (its own session, so it outlives the
-    caller and a signal to the caller's group), output appended to ``log_path``."""
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "dufm_core", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-
-
 def _spawn_process(run: Run) -> int:
-    return spawn_detached(["train", "--run-dir", str(run.path)], run.log_path).pid
+    """A fresh detached ``python -m dufm_core.process.worker run RUN`` (output to ``log.txt``)."""
+    return spawn_detached(worker_command("run", str(run.path)), run.log_path).pid
 
 
 def pump(runs_dir: str | Path | None = None, limit: int | None = None) -> list[Run]:
