@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dufm_core import theory
+from dufm_core import kinds, theory
 from ui import analysis_view as av
 from ui import docs, figures, live, shell, state
 
@@ -41,7 +41,7 @@ if figures.has_accuracy(rows):  # a real network: accuracy and the two losses fi
     )
     st.subheader("Collapse")
 names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
-if cfg.model != "ufm":
+if kinds.get(cfg.model).real_network:
     names[0] = "H_1 = h(x)"
 c1, c2 = st.columns(2)
 c1.plotly_chart(

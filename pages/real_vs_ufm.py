@@ -4,13 +4,14 @@ K, L and λ predicts (docs/theory.md §5.3; λ_H,UFM = λ_H/N)."""
 import pandas as pd
 import streamlit as st
 
+from dufm_core import kinds
 from ui import analysis_view as av
 from ui import figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Real network vs UFM")
 run, step, cfg, layer = state.select_analysis_target()
-if cfg.model == "ufm":
+if not kinds.get(cfg.model).real_network:
     st.info(
         "This page compares the head of a **real network** (ResNet-20 feature map + linear "
         "layers, `model = resnet20`) with the UFM prediction. Pick a resnet20 run in the "

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dufm_core import theory
+from dufm_core import kinds, theory
 from dufm_core.process import jobs
 from dufm_core.store import open_run
 from ui import docs, figures, shell, state
@@ -42,7 +42,8 @@ def _gamma_pred(c: dict) -> float | None:
         lam_w = c["lam_w"] if isinstance(c["lam_w"], list) else [c["lam_w"]] * c["depth"]
         if c.get("loss") != "mse" or min([*lam_w, c["lam_h"]]) <= 0:
             return None
-        lam_h = c["lam_h"] if c.get("model", "ufm") == "ufm" else c["lam_h"] / (c["K"] * c["n"])
+        real = kinds.get(c.get("model", "ufm")).real_network  # it penalises the mean ‖h‖²
+        lam_h = c["lam_h"] / (c["K"] * c["n"]) if real else c["lam_h"]
         return theory.gamma(c["K"], c["n"], lam_w, lam_h)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
@@ -52,7 +53,7 @@ table = []
 for r in rows:
     last = open_run(r.path).metrics()[-1:] if r.state != "queued" else []
     c = r.config
-    real = c.get("model", "ufm") != "ufm"
+    real = kinds.get(c.get("model", "ufm")).real_network
     table.append(
         {
             "run": r.id,
@@ -75,7 +76,7 @@ for r in rows:
         }
     )
 df = pd.DataFrame(table)
-if not any(r.config.get("model", "ufm") != "ufm" for r in rows):
+if not any(kinds.get(r.config.get("model", "ufm")).real_network for r in rows):
     df = df.drop(columns=["model", "dataset", "train_acc", "test_acc"])  # a UFM-only store
 st.dataframe(
     df,

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from dufm_core import kinds
 from ui import analysis_view as av
 from ui import figures, shell, state
 
@@ -9,7 +10,8 @@ shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
 run, step, cfg, layer = state.select_analysis_target()
 c1, c2 = st.columns(2)
-full_label = "full (all weights)" if cfg.model == "ufm" else "full (all head weights)"
+kind = kinds.get(cfg.model)
+full_label = f"full ({kind.weights_label})"
 scope = c1.radio("Hessian", ["layer-wise", full_label], horizontal=True)
 part = c2.radio("Part", ["fit", "total (fit + λ)"], horizontal=True)
 report = av.get_report(run, step, full=scope.startswith("full"))
@@ -20,7 +22,7 @@ if scope.startswith("full"):
             "block's diagonal (for equal λ: every eigenvalue + λ)."
         )
     av.show_full(report)
-    if cfg.model != "ufm":
+    if kind.real_network:
         st.caption(
             "The Hessian over every network parameter (backbone included) is one command away: "
             "`python -m dufm_core analyze RUN --full --full-params all` (products over data "

@@ -3,7 +3,7 @@ and watch it live."""
 
 import streamlit as st
 
-from dufm_core import ConfigError, RunConfig, theory
+from dufm_core import ConfigError, RunConfig, kinds, theory
 from dufm_core.config import FIELDS, MODELS
 from dufm_core.presets import DESCRIPTIONS, PRESETS
 from dufm_core.process import jobs
@@ -22,7 +22,7 @@ model = c[1].selectbox(
     key=f"{preset}_model",
     help=FIELDS["model"].help,
 )
-real = model != "ufm"
+real = kinds.get(model).real_network
 if model != preset_model:
     c[0].caption(
         f"The fields below are model {model}'s defaults: this preset is for {preset_model}."

@@ -35,6 +35,10 @@ class ModelKind(ABC):
     label: ClassVar[str]  # a few words for pages and messages
     full_params: ClassVar[tuple[str, ...]]  # full-Hessian parameter sets; the first is default
     full_params_aliases: ClassVar[dict[str, str]] = {}
+    # the layers are the head of a network trained on real data: its metrics have accuracies,
+    # its report a ``network`` block, and the UFM predictions apply at λ_H,UFM = λ_H/N
+    real_network: ClassVar[bool] = False
+    weights_label: ClassVar[str] = "all weights"  # what the full Hessian over the weights spans
 
     # ------------------------------------------------------------------ the model
     @abstractmethod

@@ -24,6 +24,8 @@ class ResNet20Kind(ModelKind):
     label = "ResNet-20 + head"
     full_params: ClassVar[tuple[str, ...]] = NETWORK_PARAMS  # head | all
     full_params_aliases: ClassVar[dict[str, str]] = {"weights": "head"}
+    real_network = True
+    weights_label = "all head weights"
 
     def build(
         self, cfg: RunConfig, device: torch.device | str | None = None, init: bool = True
