@@ -32,6 +32,7 @@ import torch
 
 from dufm_core.config import RunConfig
 from dufm_core.process.signals import stop_signals
+from dufm_core.runtime import cpu_threads
 from dufm_core.store import Run, save_checkpoint
 
 STATUS_EVERY_S = 0.5  # status.json is rewritten at most this often (at log points)
@@ -216,8 +217,6 @@ class Trainer:
 
     def train(self, resume: bool = False) -> TrainResult:
         """Train (or resume) the run; any error is written to status.json as ``failed``."""
-        from dufm_core.runtime import cpu_threads
-
         try:
             device = pick_device(self.cfg.device)
             with cpu_threads(self.threads(device)):
