@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dufm_core import kinds, theory
+from dufm_core import RunConfig, kinds, theory
 from dufm_core.process import jobs
 from dufm_core.store import open_run
 from ui import docs, figures, shell, state
@@ -39,12 +39,10 @@ if not rows:
 def _gamma_pred(c: dict) -> float | None:
     """Closed-form γ of the run's UFM (λ_H/N for a real network), None where none applies."""
     try:
-        lam_w = c["lam_w"] if isinstance(c["lam_w"], list) else [c["lam_w"]] * c["depth"]
-        if c.get("loss") != "mse" or min([*lam_w, c["lam_h"]]) <= 0:
+        cfg = RunConfig.from_dict(c)
+        if cfg.loss != "mse" or min([*cfg.lam_ws, cfg.lam_h]) <= 0:
             return None
-        real = kinds.get(c.get("model", "ufm")).real_network  # it penalises the mean ‖h‖²
-        lam_h = c["lam_h"] / (c["K"] * c["n"]) if real else c["lam_h"]
-        return theory.gamma(c["K"], c["n"], lam_w, lam_h)
+        return theory.gamma(cfg.K, cfg.n, cfg.lam_ws, cfg.ufm_lam_h)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 

@@ -39,9 +39,7 @@ def _body(run_dir: Path) -> None:
     if rows and real:
         _real_figures(run.id, rows, cfg)
     elif rows:
-        ref = None
-        if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
-            ref = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h).loss
+        ref = ufm_loss_reference(cfg)
         c1, c2 = st.columns(2)
         c1.plotly_chart(
             figures.metric_curves(
