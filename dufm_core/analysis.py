@@ -38,9 +38,9 @@ from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.gauss_newton import gn_split
 from dufm_core.curvature.spectrum import DENSE_MAX, hessian_operator, layer_spectrum
 from dufm_core.models import DeepUFM, fit_term
+from dufm_core.report_types import REPORT_VERSION
 from dufm_core.runtime import cpu_threads, threads_for
 
-REPORT_VERSION = 1
 HIST_BINS = 48
 GN_FULL_MAX = 1500  # past this min(N·K, d_out·d_in) the GN within/total parts: top values only
 TAUS = (0.0, 0.5, 1.0)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from dufm_core import kinds
-from dufm_core.analysis import REPORT_VERSION, _f
+from dufm_core.analysis import _f
+from dufm_core.report_types import REPORT_VERSION
 from dufm_core.store import Checkpoint, Run, atomic_write_json, read_json
 
 Progress = Callable[[str, float], None] | None
