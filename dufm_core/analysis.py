@@ -18,7 +18,9 @@ layer_spectrum`:
 
 This module analyses a model in memory. Reports of a run's checkpoints, cached in its folder, and
 the series over training are :mod:`dufm_core.reports`' business; a real network's report wraps
-this one (:mod:`dufm_core.network_report`).
+this one (:mod:`dufm_core.network_report`). The builders here make the report's JSON (a dict);
+:mod:`dufm_core.reports` hands it on as a typed :class:`dufm_core.report_types.Report`
+(``Report.from_json``), so the file written and the record read are the same JSON.
 """
 
 from __future__ import annotations

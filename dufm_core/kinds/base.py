@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from dufm_core.config import RunConfig
+from dufm_core.report_types import Report
 from dufm_core.store import Checkpoint, CheckpointState, Run, read_checkpoint
 from dufm_core.training.loop import Trainer, TrainingSession
 
@@ -132,7 +133,9 @@ class ModelKind(ABC):
         completed with the asked-for full Hessian."""
 
 
-    def series_theory(self, cfg: RunConfig, last_report: dict[str, Any] | None) -> dict[str, Any]:
+    def series_theory(self, cfg: RunConfig, last_report: Report | None) -> dict[str, Any]:
         """The ``theory`` block of ``analysis/series.json``: the predictions the series is drawn
         against (by default those of the last report)."""
-        return (last_report or {}).get("theory", {})
+        if last_report is None or last_report.theory is None:
+            return {}
+        return last_report.theory.to_json()
