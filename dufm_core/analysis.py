@@ -40,6 +40,7 @@ from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.gauss_newton import gn_split
 from dufm_core.curvature.spectrum import DENSE_MAX, hessian_operator, layer_spectrum
 from dufm_core.models import DeepUFM, fit_term
+from dufm_core.predictions import for_ufm
 from dufm_core.report_types import REPORT_VERSION
 from dufm_core.runtime import cpu_threads, threads_for
 
@@ -101,9 +102,10 @@ def predictions(cfg: RunConfig, model: DeepUFM | None = None) -> dict[str, Any]:
     K, n, L = cfg.K, cfg.n, cfg.depth
     out: dict[str, Any] = {"gamma": None, "lambda_crit": None, "nontrivial": None, "loss": None,
                            "layer_outlier": [None] * L, "full_outliers": []}
-    positive = min([*cfg.lam_ws, cfg.lam_h]) > 0
-    if cfg.loss == "mse" and positive:
-        pred = theory.predict(K, n, cfg.lam_ws, cfg.lam_h)
+    applies = for_ufm(cfg)  # cfg is the UFM's (a real network's report passes its UFM view)
+    positive = applies.positive
+    if applies.closed_form:
+        pred = applies.prediction()
         out.update(_list(pred.to_dict()))
         out["full_outliers_with_features"] = _list(pred.full_outliers_with_features)
         if cfg.activation == "relu":
