@@ -2,8 +2,9 @@
 over training.
 
 Reports are :class:`dufm_core.report_types.Report` records; the kinds' builders make the JSON
-(dicts) and this module converts at the cache: ``from_json`` on read, ``to_json`` before a
-builder completes a cached report. ``analyze(run, step)`` returns the cached
+(dicts) and this module hands them on typed (``from_json``; ``to_json`` before a builder
+completes a cached report). The cache itself is the run store's (``Run.report_path``,
+``Run.cached_report``, ``Run.write_report``). ``analyze(run, step)`` returns the cached
 ``analysis/step_<8 digits>.json`` when it holds what is asked, else loads the checkpoint and
 lets its model kind make (or complete) the report
 (:meth:`dufm_core.kinds.base.ModelKind.report`); ``analyze_series`` analyses every checkpoint
@@ -22,26 +23,20 @@ import numpy as np
 from dufm_core import kinds
 from dufm_core.analysis import _f
 from dufm_core.report_types import Report
-from dufm_core.store import Checkpoint, Run, atomic_write_json, read_json
+from dufm_core.store import Checkpoint, Run, atomic_write_json
 
 Progress = Callable[[str, float], None] | None
 
 
 def report_path(run: Run, step: int) -> Path:
-    return run.analysis_dir / f"step_{step:08d}.json"
+    """The cache file of checkpoint ``step``'s report (the run store owns the cache)."""
+    return run.report_path(step)
 
 
 def cached_report(run: Run, step: int) -> Report | None:
     """The cached report of checkpoint ``step``, or None if there is none, it cannot be read, or
     it was made by another report version (then it is to be recomputed)."""
-    path = report_path(run, step)
-    if not path.is_file():
-        return None
-    try:
-        report = Report.from_json(read_json(path))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-    return report if report.current else None
+    return run.cached_report(step)
 
 
 def analyze(run: Run, step: int | None = None, full: bool = False,
@@ -70,8 +65,7 @@ def analyze(run: Run, step: int | None = None, full: bool = False,
     ck = kinds.load_checkpoint(run.checkpoint_path(step))
     data = kind.report(ck, run.id, None if report is None else report.to_json(), full,
                        full_params, progress)
-    run.analysis_dir.mkdir(exist_ok=True)
-    atomic_write_json(report_path(run, step), data)
+    run.write_report(step, data)
     return Report.from_json(data)
 
 

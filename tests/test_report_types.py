@@ -48,8 +48,9 @@ UFM_CASES = {
 def test_ufm_reports_round_trip(case: str, runs_dir: Path) -> None:
     run = train(RunConfig(**UFM_CASES[case]), runs_dir=runs_dir, progress=None).run
     step = run.checkpoints()[-1]
-    reports.analyze(run, step)
+    made = reports.analyze(run, step)
     rep = _round_trip(_cached(run, step))
+    assert run.cached_report(step) == made == rep  # the run store reads back what was made
     assert isinstance(rep.theory, Theory) and rep.full_hessian is None
     assert all(isinstance(lay, LayerRecord) for lay in rep.layers)
     assert rep.report_version == REPORT_VERSION and rep.current and rep.K == 3
