@@ -18,7 +18,9 @@ layer_spectrum`:
 
 This module analyses a model in memory. Reports of a run's checkpoints, cached in its folder, and
 the series over training are :mod:`dufm_core.reports`' business; a real network's report wraps
-this one (:mod:`dufm_core.network_report`).
+this one (:mod:`dufm_core.network_report`). The builders here make the report's JSON (a dict);
+:mod:`dufm_core.reports` hands it on as a typed :class:`dufm_core.report_types.Report`
+(``Report.from_json``), so the file written and the record read are the same JSON.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.gauss_newton import gn_split
 from dufm_core.curvature.spectrum import DENSE_MAX, hessian_operator, layer_spectrum
 from dufm_core.models import DeepUFM, fit_term
+from dufm_core.predictions import for_ufm
+from dufm_core.report_types import REPORT_VERSION
 from dufm_core.runtime import cpu_threads, threads_for
 
-REPORT_VERSION = 1
 HIST_BINS = 48
 GN_FULL_MAX = 1500  # past this min(N·K, d_out·d_in) the GN within/total parts: top values only
 TAUS = (0.0, 0.5, 1.0)
@@ -99,9 +102,10 @@ def predictions(cfg: RunConfig, model: DeepUFM | None = None) -> dict[str, Any]:
     K, n, L = cfg.K, cfg.n, cfg.depth
     out: dict[str, Any] = {"gamma": None, "lambda_crit": None, "nontrivial": None, "loss": None,
                            "layer_outlier": [None] * L, "full_outliers": []}
-    positive = min([*cfg.lam_ws, cfg.lam_h]) > 0
-    if cfg.loss == "mse" and positive:
-        pred = theory.predict(K, n, cfg.lam_ws, cfg.lam_h)
+    applies = for_ufm(cfg)  # cfg is the UFM's (a real network's report passes its UFM view)
+    positive = applies.positive
+    if applies.closed_form:
+        pred = applies.prediction()
         out.update(_list(pred.to_dict()))
         out["full_outliers_with_features"] = _list(pred.full_outliers_with_features)
         if cfg.activation == "relu":

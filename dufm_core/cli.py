@@ -201,9 +201,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         else:
             report = reports.analyze(run, args.step, full=args.full,
                                       full_params=args.full_params, progress=progress)
-            path = reports.report_path(run, report["step"])
+            path = reports.report_path(run, report.step)
             if args.out:
-                atomic_write_json(args.out, report)
+                atomic_write_json(args.out, report.to_json())
                 path = Path(args.out)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
         return _die(str(exc))

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from dufm_core.config import RunConfig
+from dufm_core.report_types import Report
 
 FORMAT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
@@ -240,6 +241,28 @@ class Run:
     def latest_checkpoint(self) -> int | None:
         steps = self.checkpoints()
         return steps[-1] if steps else None
+
+    # the report cache (docs/design.md §5.4); reports are made by dufm_core.reports
+    def report_path(self, step: int) -> Path:
+        return self.analysis_dir / f"step_{step:08d}.json"
+
+    def cached_report(self, step: int) -> Report | None:
+        """The cached report of checkpoint ``step``, or None if there is none, it cannot be
+        read, or another report version made it (then it is to be recomputed)."""
+        path = self.report_path(step)
+        if not path.is_file():
+            return None
+        try:
+            report = Report.from_json(read_json(path))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+        return report if report.current else None
+
+    def write_report(self, step: int, report: Report | dict[str, Any]) -> None:
+        """Cache the report of checkpoint ``step`` (its JSON, written atomically)."""
+        self.analysis_dir.mkdir(exist_ok=True)
+        atomic_write_json(self.report_path(step),
+                          report.to_json() if isinstance(report, Report) else report)
 
 
 def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Run:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dufm_core import kinds, theory
+from dufm_core import kinds
 from ui import analysis_view as av
 from ui import docs, figures, live, shell, state
 
@@ -63,9 +63,7 @@ c2.plotly_chart(
     config=figures.CONFIG,
 )
 
-pred = None
-if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
-    pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.ufm_lam_h)  # λ_H/N for real networks
+pred = kinds.predict_for(cfg).prediction()  # the run's UFM (λ_H/N for real networks)
 layer = state.select_layer(cfg.depth)
 c1, c2 = st.columns(2)
 c1.plotly_chart(

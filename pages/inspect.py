@@ -44,14 +44,14 @@ else:
 
 if report is None:
     st.stop()
-cfg = report["config"]
+cfg = report.config
 kind = kinds.get(cfg.get("model", "ufm"))
 st.success(
-    f"{report['run']} · {cfg.get('model', 'ufm')} ({kind.label}"
-    + (", layers = its head" if "network" in report else "")
-    + f") · step {report['step']} · K={cfg['K']} n={cfg['n']} L={cfg['depth']} "
-    f"d={cfg['width']} {cfg['activation']}/{cfg['loss']} · loss {report['loss']['total']:.10g} "
-    f"(theory {report['theory']['loss']})"
+    f"{report.run} · {cfg.get('model', 'ufm')} ({kind.label}"
+    + (", layers = its head" if report.network is not None else "")
+    + f") · step {report.step} · K={cfg['K']} n={cfg['n']} L={cfg['depth']} "
+    f"d={cfg['width']} {cfg['activation']}/{cfg['loss']} · loss {report.loss['total']:.10g} "
+    f"(theory {report.theory.loss})"
 )
 layer = st.selectbox("Layer l", list(range(1, cfg["depth"] + 1)), index=min(2, cfg["depth"] - 1))
 tabs = st.tabs(["Spectrum", "Full Hessian", "Alignment", "Gradients"])

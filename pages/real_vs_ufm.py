@@ -20,44 +20,44 @@ if not kinds.get(cfg.model).real_network:
     st.stop()
 
 report = av.get_report(run, step)
-net = report["network"]
+net = report.network
 st.caption(
-    f"Step {step}: features h(x) of all N = {net['N']} training images ({net['dataset']}), "
-    f"BatchNorm in {net['bn_mode']}. Layer l below is head layer W_l. UFM prediction: the "
-    f"linear deep UFM optimum with K = {cfg.K}, n = {net['n']}, L = {cfg.depth}, "
-    f"λ_W = {cfg.lam_w} and λ_H,UFM = λ_H/N = {net['lam_h_ufm']:.3g} (the run penalises the "
-    f"mean squared feature norm, (λ_H/2)·mean_i‖h(x_i)‖², with λ_H = {net['lam_h_run']:.3g})."
+    f"Step {step}: features h(x) of all N = {net.N} training images ({net.dataset}), "
+    f"BatchNorm in {net.bn_mode}. Layer l below is head layer W_l. UFM prediction: the "
+    f"linear deep UFM optimum with K = {cfg.K}, n = {net.n}, L = {cfg.depth}, "
+    f"λ_W = {cfg.lam_w} and λ_H,UFM = λ_H/N = {net.lam_h_ufm:.3g} (the run penalises the "
+    f"mean squared feature norm, (λ_H/2)·mean_i‖h(x_i)‖², with λ_H = {net.lam_h_run:.3g})."
 )
 m = st.columns(5)
-m[0].metric("train accuracy", f"{net['train_acc']:.2%}")
-m[1].metric("test accuracy", "—" if net["test_acc"] is None else f"{net['test_acc']:.2%}")
-m[2].metric("NC1 of h(x)", f"{net['feature_nc1']:.3g}")
-gp = report["theory"].get("gamma")
-m[3].metric("γ measured", f"{report['gamma_measured']:.4f}",
+m[0].metric("train accuracy", f"{net.train_acc:.2%}")
+m[1].metric("test accuracy", "—" if net.test_acc is None else f"{net.test_acc:.2%}")
+m[2].metric("NC1 of h(x)", f"{net.feature_nc1:.3g}")
+gp = report.theory.gamma
+m[3].metric("γ measured", f"{report.gamma_measured:.4f}",
             None if gp is None else f"UFM {gp:.4f}", delta_color="off")
-m[4].metric("loss (eval mode)", f"{report['loss']['total']:.4g}")
+m[4].metric("loss (eval mode)", f"{report.loss['total']:.4g}")
 
 st.plotly_chart(figures.head_spectra_vs_ufm(report), config=figures.CONFIG)
 K2 = cfg.K**2
 rows = []
-for lay in report["layers"]:
-    top = lay["hessian_top"]
-    C = lay["gradient_coefficients"]
+for lay in report.layers:
+    top = lay.hessian_top
+    C = lay.gradient_coefficients
     diag = sum(C[i][i] for i in range(len(C))) / len(C)
     off = (sum(map(sum, C)) - diag * len(C)) / max(len(C) ** 2 - len(C), 1)
     rows.append({
-        "layer": f"W_{lay['layer']} {lay['shape'][0]}×{lay['shape'][1]}",
+        "layer": f"W_{lay.layer} {lay.shape[0]}×{lay.shape[1]}",
         "λ₁ measured": top[0],
         f"λ_{K2} measured": top[K2 - 1] if len(top) >= K2 else None,
-        "UFM outlier": lay["hessian_predicted"],
-        "outliers (gap rule)": lay["outlier_count"],
+        "UFM outlier": lay.hessian_predicted,
+        "outliers (gap rule)": lay.outlier_count,
         "UFM outliers": K2,
-        "max/min top K²": lay["outlier_ratio"],
-        "mean f_cc' (1 at collapse)": lay["alignment_f_mean"],
+        "max/min top K²": lay.outlier_ratio,
+        "mean f_cc' (1 at collapse)": lay.alignment_f_mean,
         "C diag mean (UFM 1/K)": diag,
         "C off-diag mean (UFM 0)": off,
-        "NC1 of input": lay["nc1"],
-        "NC3": lay["nc3"],
+        "NC1 of input": lay.nc1,
+        "NC3": lay.nc3,
     })
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 st.caption(

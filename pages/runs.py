@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dufm_core import RunConfig, kinds, theory
+from dufm_core import RunConfig, kinds
 from dufm_core.process import jobs
 from dufm_core.store import open_run
 from ui import docs, figures, shell, state
@@ -39,10 +39,7 @@ if not rows:
 def _gamma_pred(c: dict) -> float | None:
     """Closed-form γ of the run's UFM (λ_H/N for a real network), None where none applies."""
     try:
-        cfg = RunConfig.from_dict(c)
-        if cfg.loss != "mse" or min([*cfg.lam_ws, cfg.lam_h]) <= 0:
-            return None
-        return theory.gamma(cfg.K, cfg.n, cfg.lam_ws, cfg.ufm_lam_h)
+        return kinds.predict_for(RunConfig.from_dict(c)).gamma()
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 

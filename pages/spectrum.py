@@ -38,7 +38,7 @@ if series:
     steps, tops = av.series_lines(series, layer, "top")
     lines = {f"λ{j + 1}": [t[j] if len(t) > j else None for t in tops] for j in range(K2)}
     lines["λ(K²+1)"] = av.series_lines(series, layer, "next")[1]
-    pred = report["layers"][layer - 1]["hessian_predicted"]
+    pred = report.layers[layer - 1].hessian_predicted
     st.plotly_chart(
         figures.series_lines(
             steps,

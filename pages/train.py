@@ -3,7 +3,7 @@ and watch it live."""
 
 import streamlit as st
 
-from dufm_core import ConfigError, RunConfig, kinds, theory
+from dufm_core import ConfigError, RunConfig, kinds
 from dufm_core.config import FIELDS, MODELS
 from dufm_core.presets import DESCRIPTIONS, PRESETS
 from dufm_core.process import jobs
@@ -90,8 +90,8 @@ else:
             "reaches it only if its backbone can place the features at the UFM optimum"
             + (" and λ_b = 0." if cfg.lam_backbone else ".")
         )
-    if cfg.loss == "mse" and min([*cfg.lam_ws, cfg.lam_h]) > 0:
-        pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.ufm_lam_h)
+    pred = kinds.predict_for(cfg).prediction()  # λ_H,UFM = λ_H/N for a real network
+    if pred is not None:
         m = st.columns(4)
         m[0].metric("γ (output = γY)", f"{pred.gamma:.8f}")
         m[1].metric(

@@ -87,11 +87,11 @@ def test_trained_case_a_report_matches_theory(runs_dir: Path) -> None:
     cfg = RunConfig(steps=10_000, log_points=30, checkpoint_points=3)
     res = train(cfg, runs_dir=runs_dir, progress=None)
     report = reports.analyze(res.run, full=True)
-    assert report["step"] == 10_000
-    _check_linear_report(report, cfg, rtol=1e-6)
+    assert report.step == 10_000
+    _check_linear_report(report.to_json(), cfg, rtol=1e-6)
     pred = theory.predict(3, 40, cfg.lam_ws, cfg.lam_h)
-    np.testing.assert_allclose(report["full_hessian"]["top"][:9], pred.full_outliers, rtol=1e-6)
-    assert report["gamma_measured"] == pytest.approx(pred.gamma, rel=1e-6)
+    np.testing.assert_allclose(report.full_hessian.top[:9], pred.full_outliers, rtol=1e-6)
+    assert report.gamma_measured == pytest.approx(pred.gamma, rel=1e-6)
 
 
 def test_cache_is_used(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +103,7 @@ def test_cache_is_used(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert reports.analyze(run, 50) == first
     # asking for the full Hessian adds only that part
     full = reports.analyze(run, 50, full=True)
-    assert full["layers"] == first["layers"] and "full_hessian" in full
+    assert full.layers == first.layers and full.full_hessian is not None
     assert "full_hessian" in json.loads(reports.report_path(run, 50).read_text())
     with pytest.raises(ValueError, match="no checkpoint at step 7"):
         reports.analyze(run, 7)
@@ -197,4 +197,4 @@ def test_checkpoint_without_run_dir_can_be_analysed(tmp_path: Path) -> None:
     run = create_run(cfg, tmp_path)
     save_checkpoint(run, 0, build_model(cfg), None, cfg)
     report = reports.analyze(open_run(run.path), 0)
-    assert report["layers"][0]["outlier_count"] == 9
+    assert report.layers[0].outlier_count == 9

@@ -39,23 +39,23 @@ def test_report_schema_and_lambda_mapping(real_run) -> None:
     with cpu_threads(1):
         rep = reports.analyze(real_run)
     cfg = real_run.config()
-    assert rep["config"]["model"] == "resnet20" and rep["step"] == 6
-    net = rep["network"]
+    assert rep.config["model"] == "resnet20" and rep.step == 6
+    net = rep.network.to_json()
     assert net["bn_mode"].startswith("eval") and net["N"] == 30 and net["n"] == 3
     assert net["lam_h_ufm"] == pytest.approx(cfg.lam_h / 30)
     assert 0.0 <= net["train_acc"] <= 1.0 and net["test_acc"] is not None
     # predictions are the UFM's at λ_H / N
     pred = theory.predict(10, 3, cfg.lam_ws, cfg.lam_h / 30)
-    assert rep["theory"]["layer_outlier"] == pytest.approx(list(pred.layer_outlier), rel=1e-12)
-    assert rep["theory"]["gamma"] == pytest.approx(pred.gamma, rel=1e-12)
+    assert rep.theory.layer_outlier == pytest.approx(list(pred.layer_outlier), rel=1e-12)
+    assert rep.theory.gamma == pytest.approx(pred.gamma, rel=1e-12)
     assert cfg.depth == 3
-    assert len(rep["layers"]) == 3
-    assert [lay["shape"] for lay in rep["layers"]] == [[16, 64], [16, 16], [10, 16]]
-    for lay in rep["layers"]:
-        assert set(lay) >= LAYER_KEYS
-        assert len(lay["hessian_top"]) == min(110, lay["shape"][0] * lay["shape"][1])
+    assert len(rep.layers) == 3
+    assert [lay.shape for lay in rep.layers] == [[16, 64], [16, 16], [10, 16]]
+    for lay in rep.layers:
+        assert set(lay.to_json()) >= LAYER_KEYS
+        assert len(lay.hessian_top) == min(110, lay.shape[0] * lay.shape[1])
     # layer 1's NC1 is that of the backbone features h(x)
-    assert rep["layers"][0]["nc1"] == pytest.approx(net["feature_nc1"], rel=1e-12)
+    assert rep.layers[0].nc1 == pytest.approx(net["feature_nc1"], rel=1e-12)
 
 
 def test_report_loss_equals_the_runs_eval_mode_metrics(real_run) -> None:
@@ -64,16 +64,16 @@ def test_report_loss_equals_the_runs_eval_mode_metrics(real_run) -> None:
     with cpu_threads(1):
         rep = reports.analyze(real_run)
     row = next(r for r in real_run.metrics() if r["step"] == 6)
-    assert rep["loss"]["total"] == pytest.approx(row["loss"], rel=1e-6)
-    assert rep["loss"]["fit"] == pytest.approx(row["fit"], rel=1e-6)
+    assert rep.loss["total"] == pytest.approx(row["loss"], rel=1e-6)
+    assert rep.loss["fit"] == pytest.approx(row["fit"], rel=1e-6)
 
 
 def test_full_hessian_over_the_head_is_the_networks(real_run) -> None:
     with cpu_threads(1):
         rep = reports.analyze(real_run, full=True, full_params="head")
-    fh = rep["full_hessian"]
-    assert fh["params"] == "head" and fh["dim"] == 16 * 64 + 16 * 16 + 10 * 16
-    assert len(fh["predicted"]) == 100  # the UFM's K² full-Hessian outliers
+    fh = rep.full_hessian
+    assert fh.params == "head" and fh.dim == 16 * 64 + 16 * 16 + 10 * 16
+    assert len(fh.predicted) == 100  # the UFM's K² full-Hessian outliers
     # the top eigenvalue equals the Rayleigh quotient of the network's own head operator
     ck = load_checkpoint(real_run.checkpoint_path(6))
     data = load_data(ck.config)
@@ -83,9 +83,9 @@ def test_full_hessian_over_the_head_is_the_networks(real_run) -> None:
     for _ in range(300):  # power iteration: the top of a PSD fit Hessian (linear MSE head)
         v = op.matvec(v)
         v = v / v.norm()
-    assert float(v @ op.matvec(v)) == pytest.approx(fh["top"][0], rel=1e-6)
+    assert float(v @ op.matvec(v)) == pytest.approx(fh.top[0], rel=1e-6)
     # "weights" is accepted as "head" and served from the cache
-    assert reports.analyze(real_run, full=True, full_params="weights")["full_hessian"] == fh
+    assert reports.analyze(real_run, full=True, full_params="weights").full_hessian == fh
 
 
 def test_cli_analyze_and_refusals(real_run, capsys: pytest.CaptureFixture) -> None:

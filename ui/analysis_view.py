@@ -16,11 +16,12 @@ import streamlit as st
 
 from dufm_core import reports
 from dufm_core.kinds import load_checkpoint
+from dufm_core.report_types import LayerRecord, Report
 from dufm_core.store import CheckpointError, Run, read_json
 from ui import docs, figures
 
 
-def report_of_file(name: str, data: bytes, progress: reports.Progress = None) -> dict[str, Any]:
+def report_of_file(name: str, data: bytes, progress: reports.Progress = None) -> Report:
     """The report of an uploaded checkpoint file ``name`` (its bytes ``data``), made by its model
     kind: a real network's on its head layers, from the data set its config names. Raises
     CheckpointError (a refused or broken file; the message names ``name``, not the temporary
@@ -35,12 +36,12 @@ def report_of_file(name: str, data: bytes, progress: reports.Progress = None) ->
     return reports.analyze_checkpoint(checkpoint, run_id=name, full=True, progress=progress)
 
 
-def get_report(run: Run, step: int, full: bool = False) -> dict[str, Any]:
+def get_report(run: Run, step: int, full: bool = False) -> Report:
     """The cached report, or compute it with a progress bar. With ``full``, a cached full
     Hessian over any parameter set is kept (e.g. a real network's ``all`` from the CLI, which
     is far too costly to replace by the default ``head`` one)."""
-    path = reports.report_path(run, step)
-    cached = path.is_file() and (not full or '"full_hessian"' in path.read_text())
+    known = reports.cached_report(run, step)
+    cached = known is not None and (not full or known.full_hessian is not None)
     if cached:
         full = False  # the cached report already holds what the page can show
     bar = None if cached else st.progress(0.0, text="Analysing checkpoint…")
@@ -74,30 +75,30 @@ def get_series(run: Run) -> dict[str, Any] | None:
     return None
 
 
-def _layer(report: dict[str, Any], layer: int) -> dict[str, Any]:
-    return report["layers"][layer - 1]
+def _layer(report: Report, layer: int) -> LayerRecord:
+    return report.layers[layer - 1]
 
 
-def show_spectrum(report: dict[str, Any], layer: int, total: bool = False) -> None:
-    K2 = report["config"]["K"] ** 2
+def show_spectrum(report: Report, layer: int, total: bool = False) -> None:
+    K2 = report.K ** 2
     lay = _layer(report, layer)
-    shift = report["config"]["lam_w"]
+    shift = report.config["lam_w"]
     shift = shift[layer - 1] if isinstance(shift, list) else shift
-    top = lay["hessian_top_total"] if total else lay["hessian_top"]
-    pred_top = [v + shift if total else v for v in lay["hessian_predicted_top"] if v is not None]
+    top = lay.hessian_top_total if total else lay.hessian_top
+    pred_top = [v + shift if total else v for v in lay.hessian_predicted_top if v is not None]
     which = "total" if total else "fit"
-    ratio = lay["outlier_ratio"]
+    ratio = lay.outlier_ratio
     docs.caption(
-        f"Layer-{layer} {which} Hessian, {lay['hessian_method']}. Theory (linear MSE "
+        f"Layer-{layer} {which} Hessian, {lay.hessian_method}. Theory (linear MSE "
         f"optimum): K² = {K2} equal outliers λ_W γ/(1−γ), every other eigenvalue 0 (fit) or λ_W "
-        f"(total). Outliers counted by the largest log-gap: **{lay['outlier_count']}**; max/min "
+        f"(total). Outliers counted by the largest log-gap: **{lay.outlier_count}**; max/min "
         f"of the top K²: **{'—' if ratio is None else f'{ratio:.6g}'}**."
     )
     c1, c2 = st.columns(2)
-    if lay.get("hessian_histogram") and not total:
+    if lay.hessian_histogram and not total:
         c1.plotly_chart(
             figures.binned_histogram(
-                lay["hessian_histogram"], top, K2, pred_top, title=f"Layer-{layer} spectrum"
+                lay.hessian_histogram, top, K2, pred_top, title=f"Layer-{layer} spectrum"
             ),
             config=figures.CONFIG,
             key=f"hist_{layer}_{which}",
@@ -114,29 +115,29 @@ def show_spectrum(report: dict[str, Any], layer: int, total: bool = False) -> No
     )
 
 
-def show_full(report: dict[str, Any]) -> None:
-    full = report.get("full_hessian")
-    if not full:
+def show_full(report: Report) -> None:
+    full = report.full_hessian
+    if full is None:
         return
-    K2 = report["config"]["K"] ** 2
+    K2 = report.K ** 2
     docs.caption(
-        f"Full fit-Hessian over {full['params']} ({full['dim']} parameters): {full['method']}, "
-        f"{full['seconds']:.2f} s, converged: {full['converged']}. "
-        + (full["note"] + "." if full.get("note") else
+        f"Full fit-Hessian over {full.params} ({full.dim} parameters): {full.method}, "
+        f"{full.seconds:.2f} s, converged: {full.converged}. "
+        + (full.note + "." if full.note else
            "Theory (docs/theory.md §4.5): the K² outliers are the sums of the layer outliers, "
            "split by ±ρ into K(K+1)/2 and K(K−1)/2.")
     )
     c1, c2 = st.columns(2)
     c1.plotly_chart(
         figures.top_eigenvalues(
-            full["top"], full["predicted"], K2, "Top eigenvalues of the full fit-Hessian"
+            full.top, full.predicted, K2, "Top eigenvalues of the full fit-Hessian"
         ),
         config=figures.CONFIG,
         key="full_top",
     )
-    dens = full.get("density")
+    dens = full.density
     if dens:
-        logs = [math.log10(v) for v in full["predicted"] if v and v > 0]
+        logs = [math.log10(v) for v in full.predicted if v and v > 0]
         c2.plotly_chart(
             figures.density(dens["grid"], dens["density"], "log10 |eigenvalue|",
                           f"Spectral density ({dens['method']})", predicted=logs),
@@ -145,8 +146,8 @@ def show_full(report: dict[str, Any]) -> None:
         )
 
 
-def show_alignment(report: dict[str, Any], layer: int) -> None:
-    K = report["config"]["K"]
+def show_alignment(report: Report, layer: int) -> None:
+    K = report.K
     lay = _layer(report, layer)
     labels = [f"c={c + 1}" for c in range(K)]
     docs.caption(
@@ -158,8 +159,8 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(
         figures.heatmap(
-            lay["alignment_f"],
-            f"f_cc' (layer {layer}; mean {lay['alignment_f_mean']:.4f})",
+            lay.alignment_f,
+            f"f_cc' (layer {layer}; mean {lay.alignment_f_mean:.4f})",
             labels,
             labels,
             zmin=0,
@@ -170,13 +171,13 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
     )
     c2.plotly_chart(
         figures.heatmap(
-            lay["subspace_capture"], "Subspace capture π_cc'", labels, labels, zmin=0, zmax=1
+            lay.subspace_capture, "Subspace capture π_cc'", labels, labels, zmin=0, zmax=1
         ),
         config=figures.CONFIG,
         key=f"cap_{layer}",
     )
     pairs = [f"({a + 1},{b + 1})" for a in range(K) for b in range(K)]
-    heat = np.asarray(lay["cosine_heatmap"])
+    heat = np.asarray(lay.cosine_heatmap)
     c1.plotly_chart(
         figures.heatmap(
             heat,
@@ -190,7 +191,7 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
         config=figures.CONFIG,
         key=f"cos_{layer}",
     )
-    angles = np.degrees(lay["principal_angles"]).tolist()
+    angles = np.degrees(lay.principal_angles).tolist()
     c2.plotly_chart(
         figures.bars(angles, "Principal angles span{v_cc'} vs top-K² eigenspace", "degrees"),
         config=figures.CONFIG,
@@ -198,8 +199,8 @@ def show_alignment(report: dict[str, Any], layer: int) -> None:
     )
 
 
-def show_gradients(report: dict[str, Any], layer: int) -> None:
-    K = report["config"]["K"]
+def show_gradients(report: Report, layer: int) -> None:
+    K = report.K
     lay = _layer(report, layer)
     labels = [f"c'={c + 1}" for c in range(K)]
     docs.caption(
@@ -207,7 +208,7 @@ def show_gradients(report: dict[str, Any], layer: int) -> None:
         "W_l in the predicted basis b_cc' = μ̂_c^(l+1) μ̂_c'^(l)ᵀ. Theory (§4.3): at collapse the "
         f"gradient is (β/K) Σ_c μ_c^(l+1) μ_c^(l)ᵀ, so C = I/K (diagonal {1 / K:.4f})."
     )
-    C = np.asarray(lay["gradient_coefficients"])
+    C = np.asarray(lay.gradient_coefficients)
     c1, c2 = st.columns(2)
     c1.plotly_chart(
         figures.heatmap(
@@ -225,9 +226,9 @@ def show_gradients(report: dict[str, Any], layer: int) -> None:
     )
     st.plotly_chart(
         figures.bars(
-            lay["gradient_eigenbasis"],
+            lay.gradient_eigenbasis,
             "Coefficients ⟨u_j, g⟩²/‖g‖² on the "
-            f"top-K² Hessian eigenvectors (sum = {lay['gradient_inside_fraction']:.6f}"
+            f"top-K² Hessian eigenvectors (sum = {lay.gradient_inside_fraction:.6f}"
             " = fraction inside the outlier space)",
             "coefficient",
         ),
@@ -235,8 +236,8 @@ def show_gradients(report: dict[str, Any], layer: int) -> None:
         key=f"eigc_{layer}",
     )
     docs.caption(
-        f"‖g‖ = {lay['gradient_norm']:.3e}; measured β = {lay['gradient_beta']}, "
-        f"predicted β = {lay['gradient_beta_predicted']}."
+        f"‖g‖ = {lay.gradient_norm:.3e}; measured β = {lay.gradient_beta}, "
+        f"predicted β = {lay.gradient_beta_predicted}."
     )
 
 

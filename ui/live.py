@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from dufm_core import theory
+from dufm_core import kinds
 from dufm_core.config import RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import open_run
@@ -76,9 +76,10 @@ def ufm_loss_reference(cfg: RunConfig) -> float | None:
 
     A real network is compared at λ_H,UFM = λ_H/N (``cfg.ufm_lam_h``); its loss includes the
     backbone's weight decay, so with λ_b > 0 there is no UFM value to compare with."""
-    if cfg.loss != "mse" or min([*cfg.lam_ws, cfg.lam_h]) <= 0 or cfg.lam_backbone > 0:
+    if cfg.lam_backbone > 0:
         return None
-    return theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.ufm_lam_h).loss
+    pred = kinds.predict_for(cfg).prediction()
+    return None if pred is None else pred.loss
 
 
 def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> None:

@@ -3,7 +3,7 @@
 ``get(name)`` gives the :class:`~dufm_core.kinds.base.ModelKind`; the entry points here are the
 ones every caller uses, whatever the kind: :func:`train` a config, :func:`resume` a run,
 :func:`trainer_for` an existing run folder (the workers of the job queue and of sweeps), and
-:func:`load_checkpoint`.
+:func:`load_checkpoint`; :func:`predict_for` says which theory applies to a config.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dufm_core.config import MODELS, ConfigError, RunConfig
 from dufm_core.kinds.base import ModelKind
 from dufm_core.kinds.resnet20 import ResNet20Kind
 from dufm_core.kinds.ufm import UFMKind
+from dufm_core.predictions import TheoryFor
 from dufm_core.store import (
     Checkpoint,
     Run,
@@ -29,7 +30,8 @@ from dufm_core.store import (
 )
 from dufm_core.training.loop import Trainer, TrainResult
 
-__all__ = ["KINDS", "ModelKind", "get", "load_checkpoint", "resume", "train", "trainer_for"]
+__all__ = ["KINDS", "ModelKind", "TheoryFor", "get", "load_checkpoint", "predict_for", "resume",
+           "train", "trainer_for"]
 
 KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (UFMKind(), ResNet20Kind())}
 assert tuple(KINDS) == MODELS, "every model name of the config has its kind here"
@@ -43,6 +45,12 @@ def get(name: str) -> ModelKind:
         return KINDS[name]
     except KeyError:
         raise ValueError(f"model: must be one of {' | '.join(KINDS)} (got {name!r})") from None
+
+
+def predict_for(cfg: RunConfig) -> TheoryFor:
+    """Which closed forms apply to a run of ``cfg`` and with which λ: its kind's UFM config
+    (λ_H/N for a real network) and whether the global closed forms hold (MSE, positive λ)."""
+    return get(cfg.model).predict_for(cfg)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:

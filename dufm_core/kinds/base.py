@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 import torch
 
 from dufm_core.config import RunConfig
+from dufm_core.predictions import TheoryFor
+from dufm_core.report_types import Report
 from dufm_core.store import Checkpoint, CheckpointState, Run, read_checkpoint
 from dufm_core.training.loop import Trainer, TrainingSession
 
@@ -64,6 +66,15 @@ class ModelKind(ABC):
             optimizer=state.optimizer,
             path=state.path,
         )
+
+    # ------------------------------------------------------------------ theory
+    def ufm_config(self, cfg: RunConfig) -> RunConfig:
+        """The UFM config whose closed forms apply to a run of this kind (a UFM: its own)."""
+        return cfg
+
+    def predict_for(self, cfg: RunConfig) -> TheoryFor:
+        """Which theory applies to ``cfg`` and with which λ (:mod:`dufm_core.predictions`)."""
+        return TheoryFor(self.ufm_config(cfg))
 
     # ------------------------------------------------------------------ training
     def prepare(self, cfg: RunConfig) -> Any:
@@ -132,7 +143,9 @@ class ModelKind(ABC):
         completed with the asked-for full Hessian."""
 
 
-    def series_theory(self, cfg: RunConfig, last_report: dict[str, Any] | None) -> dict[str, Any]:
+    def series_theory(self, cfg: RunConfig, last_report: Report | None) -> dict[str, Any]:
         """The ``theory`` block of ``analysis/series.json``: the predictions the series is drawn
         against (by default those of the last report)."""
-        return (last_report or {}).get("theory", {})
+        if last_report is None or last_report.theory is None:
+            return {}
+        return last_report.theory.to_json()

@@ -35,6 +35,10 @@ class ResNet20Kind(ModelKind):
     def labels(self, cfg: RunConfig) -> torch.Tensor:
         return class_labels(cfg.K, cfg.n)  # the training set is class-ordered, n per class
 
+    def ufm_config(self, cfg: RunConfig) -> RunConfig:
+        """The UFM of the head: same K, L, widths and λ_W; λ_H,UFM = λ_H/N (N = K·n)."""
+        return network_report.ufm_config(cfg, cfg.N, cfg.n)
+
     def prepare(self, cfg: RunConfig) -> RealData:
         """Refuse a bad data folder, a wrong K or n, or amp without a GPU before any run folder
         is made; the loaded data go to the session."""

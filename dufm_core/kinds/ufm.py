@@ -11,6 +11,7 @@ from dufm_core import analysis
 from dufm_core.config import RunConfig
 from dufm_core.kinds.base import ModelKind, Progress
 from dufm_core.models import DeepUFM, build_model, class_labels
+from dufm_core.report_types import Report
 from dufm_core.runtime import cpu_threads, threads_for
 from dufm_core.store import Checkpoint
 from dufm_core.training.ufm import UFMSession
@@ -68,5 +69,5 @@ class UFMKind(ModelKind):
                                                                params)
         return cached
 
-    def series_theory(self, cfg: RunConfig, last_report: dict[str, Any] | None) -> dict[str, Any]:
+    def series_theory(self, cfg: RunConfig, last_report: Report | None) -> dict[str, Any]:
         return analysis.predictions(cfg)  # the closed forms of the run's own config

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dufm_core.config import RunConfig
+from dufm_core.report_types import Report
 from dufm_core.sweeps.folder import CANCEL_FILE, RESUMABLE_STATES, read_record, write_record
 
 ZERO_HESSIAN = 1e-8  # a layer whose top fit-Hessian eigenvalue is below this has no outliers
@@ -137,7 +138,7 @@ def _train(run: Any, cfg: RunConfig, resume: bool) -> tuple[str, str | None]:
     return result.state, run.status().get("error")
 
 
-def _analyse(run: Any, task: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def _analyse(run: Any, task: Mapping[str, Any]) -> tuple[Report | None, str | None]:
     """(report, None) of the run's last checkpoint, or (None, "Type: message") if it fails."""
     from dufm_core import reports
 
@@ -191,7 +192,7 @@ def _max(xs: Iterable[Any]) -> float | None:
 
 
 def member_row(
-    cfg: RunConfig, last_metrics: Sequence[Mapping[str, Any]], report: Mapping[str, Any] | None
+    cfg: RunConfig, last_metrics: Sequence[Mapping[str, Any]], report: Report | None
 ) -> dict[str, Any]:
     """The measured and predicted quantities of one member for ``summary.csv``.
 
@@ -225,24 +226,23 @@ def member_row(
     row["nontrivial"] = pred.nontrivial if pred else None
     if report is None:
         return row
-    row["final_loss"] = _num(report["loss"]["total"])
-    row["gamma_measured"] = _num(report.get("gamma_measured", row["gamma_measured"]))
-    layers = report.get("layers", [])
+    row["final_loss"] = _num(report.loss["total"])
+    row["gamma_measured"] = _num(report.gamma_measured)
     tops, counts = [], []
-    for lay in layers:
-        l = lay["layer"]
-        top = lay.get("hessian_top") or []
+    for lay in report.layers:
+        l = lay.layer
+        top = lay.hessian_top or []
         t1 = _num(top[0]) if top else None
-        count = int(lay.get("outlier_count") or 0)
+        count = int(lay.outlier_count or 0)
         if t1 is None or abs(t1) < ZERO_HESSIAN:
             count = 0
         row[f"outlier_l{l}"] = t1
-        row[f"outlier_pred_l{l}"] = _num(lay.get("hessian_predicted"))
+        row[f"outlier_pred_l{l}"] = _num(lay.hessian_predicted)
         row[f"outlier_count_l{l}"] = count
-        row[f"outlier_ratio_l{l}"] = _num(lay.get("outlier_ratio"))
-        row[f"f_mean_l{l}"] = _num(lay.get("alignment_f_mean"))
+        row[f"outlier_ratio_l{l}"] = _num(lay.outlier_ratio)
+        row[f"f_mean_l{l}"] = _num(lay.alignment_f_mean)
         for nc in ("nc1", "nc2", "nc3"):
-            row[f"{nc}_l{l}"] = _num(lay.get(nc))
+            row[f"{nc}_l{l}"] = _num(getattr(lay, nc))
         tops.append(_mean(top[:K2]) if len(top) >= K2 else t1)
         counts.append(count)
     row["outlier_count_min"] = min(counts) if counts else None
@@ -253,12 +253,12 @@ def member_row(
         row[f"{nc}_max"] = _max(row.get(f"{nc}_l{l}") for l in range(1, L + 1))
     row["layer_sum_measured"] = sum(t for t in tops if t is not None) if tops else None
     row["layer_sum_predicted"] = pred.full_gn_outlier if pred else None
-    full = report.get("full_hessian")
-    if full and full.get("params") == "weights":
-        top = [v for v in (_num(x) for x in full.get("top", [])) if v is not None]
+    full = report.full_hessian
+    if full is not None and full.params == "weights":
+        top = [v for v in (_num(x) for x in full.top or []) if v is not None]
         n_plus = K * (K - 1) // 2
         row["full_top"] = top[0] if top else None
-        row["full_outlier_count"] = full.get("outlier_count")
+        row["full_outlier_count"] = full.outlier_count
         if len(top) >= K2:
             row["full_plus_measured"] = _mean(top[:n_plus])
             row["full_minus_measured"] = _mean(top[n_plus:K2])
@@ -267,5 +267,5 @@ def member_row(
             row["full_plus_predicted"] = pred.full_outliers[0]
             row["full_minus_predicted"] = pred.full_outliers[-1]
             row["rho_predicted"] = pred.rho
-        row["full_seconds"] = _num(full.get("seconds"))
+        row["full_seconds"] = _num(full.seconds)
     return row

@@ -226,17 +226,17 @@ def test_spectrum_page_keeps_a_cached_whole_network_hessian(real_env: Path) -> N
     """A full Hessian over every parameter (``analyze --full-params all``, costly) in a cached
     report is shown, never replaced by the page's default head Hessian."""
     from dufm_core import reports
+    from dufm_core.report_types import FullHessian
     from dufm_core.store import atomic_write_json, open_run, read_json
 
     run = open_run(real_env / _real_id(real_env))
     step = run.checkpoints()[-1]
     report = reports.analyze(run, step)
-    report["full_hessian"] = {
-        "params": "all", "dim": 277616, "top": [5.0, 4.0, 3.0], "predicted": [],
-        "method": "test", "seconds": 1.0, "converged": True, "note": "marker-all-parameters",
-        "density": None,
-    }
-    atomic_write_json(reports.report_path(run, step), report)
+    report.full_hessian = FullHessian(
+        params="all", dim=277616, top=[5.0, 4.0, 3.0], predicted=[], method="test", seconds=1.0,
+        converged=True, note="marker-all-parameters", density=None,
+    )
+    atomic_write_json(reports.report_path(run, step), report.to_json())
     at = _run("spectrum", run=run.id, step=str(step))
     at.radio[0].set_value("full (all head weights)").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -254,16 +254,16 @@ def test_an_uploaded_resnet20_checkpoint_gets_the_real_network_report(real_env: 
     run_dir = real_env / _real_id(real_env)
     ckpt = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
     report = av.report_of_file("mine.pt", ckpt.read_bytes())
-    assert report["config"]["model"] == "resnet20" and report["run"] == "mine.pt"
-    assert report["network"]["N"] == 30 and report["network"]["bn_mode"]
-    assert len(report["layers"]) == report["config"]["depth"]
-    assert report["full_hessian"]["params"] == "head"  # the page asks for the full Hessian
+    assert report.config["model"] == "resnet20" and report.run == "mine.pt"
+    assert report.network.N == 30 and report.network.bn_mode
+    assert len(report.layers) == report.config["depth"]
+    assert report.full_hessian.params == "head"  # the page asks for the full Hessian
     from dufm_core import reports
     from dufm_core.store import open_run
 
     own = reports.analyze(open_run(run_dir), int(ckpt.stem.split("_")[1]))
-    assert report["layers"][0]["hessian_top"] == pytest.approx(
-        own["layers"][0]["hessian_top"], rel=1e-9
+    assert report.layers[0].hessian_top == pytest.approx(
+        own.layers[0].hessian_top, rel=1e-9
     )  # the same report as the run's own analysis of that checkpoint
 
 

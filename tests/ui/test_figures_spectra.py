@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from dufm_core.report_types import Report
 from ui.figures import alignment, spectra
 from ui.figures.common import PRED_STYLE
 
@@ -30,10 +31,10 @@ def test_top_eigenvalues_with_predictions_and_K2_line() -> None:
 
 
 def test_head_spectra_vs_ufm() -> None:
-    report = {"config": {"K": 2}, "layers": [
+    report = Report.from_json({"config": {"K": 2}, "layers": [
         {"layer": 1, "hessian_top": [5.0, 4.0, 3.0, 2.0, 0.0], "hessian_predicted": 4.0},
         {"layer": 2, "hessian_top": [1.0, 1.0], "hessian_predicted": None},
-    ]}
+    ]})
     fig = spectra.head_spectra_vs_ufm(report)
     assert [t.name for t in fig.data] == ["W_1 measured", "W_1 UFM prediction", "W_2 measured"]
     assert list(fig.data[0].y)[-1] is None  # 0 is not drawn on the log axis

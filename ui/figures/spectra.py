@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from dufm_core.report_types import Report
 from ui.figures.common import COLORS, PRED_STYLE, layout, positive
 
 
@@ -173,24 +174,24 @@ def binned_histogram(
     )
 
 
-def head_spectra_vs_ufm(report: Mapping[str, Any]) -> go.Figure:
+def head_spectra_vs_ufm(report: Report) -> go.Figure:
     """For every head layer of a real-network report: its top K² + K fit-Hessian eigenvalues
     (rank on x, log y) beside the UFM prediction with the same K, L, λ (λ_H/N): K² equal
     outliers at the dashed value, then the bulk (0 for the fit Hessian, not drawn)."""
-    K2 = int(report["config"]["K"]) ** 2
+    K2 = report.K ** 2
     fig = go.Figure()
-    for i, lay in enumerate(report["layers"]):
-        top = [float(v) for v in lay["hessian_top"]]
+    for i, lay in enumerate(report.layers):
+        top = [float(v) for v in lay.hessian_top]
         fig.add_trace(go.Scatter(
             x=list(range(1, len(top) + 1)), y=positive(top), mode="markers",
-            name=f"W_{lay['layer']} measured", marker={"color": COLORS[i % len(COLORS)],
+            name=f"W_{lay.layer} measured", marker={"color": COLORS[i % len(COLORS)],
                                                        "size": 6},
             hovertemplate="rank %{x}<br>λ = %{y:.4g}<extra>%{fullData.name}</extra>",
         ))
-        pred = lay.get("hessian_predicted")
+        pred = lay.hessian_predicted
         if pred:
             fig.add_trace(go.Scatter(
-                x=[1, K2], y=[pred, pred], mode="lines", name=f"W_{lay['layer']} UFM prediction",
+                x=[1, K2], y=[pred, pred], mode="lines", name=f"W_{lay.layer} UFM prediction",
                 line={**PRED_STYLE, "color": COLORS[i % len(COLORS)]},
             ))
     fig.add_vline(x=K2 + 0.5, line={"dash": "dot", "color": "#888"},
