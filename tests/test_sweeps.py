@@ -620,6 +620,14 @@ def test_a_resnet20_member_is_trained_as_a_resnet20(tmp_path: Path) -> None:
     backbone = [k for k in saved["model"] if k.startswith("backbone.")]
     assert backbone, f"no backbone tensors in the checkpoint: {sorted(saved['model'])}"
     assert isinstance(load_checkpoint(run.checkpoint_path(2)).model, RealNetwork)
+    # its predictions are the UFM's at λ_H,UFM = λ_H/N (the run penalises the mean ‖h‖²)
+    cfg = run.config()
+    assert cfg.N == 30 and cfg.ufm_lam_h == pytest.approx(cfg.lam_h / 30)
+    expected = theory.gamma(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h / cfg.N)
+    assert float(row["gamma_predicted"]) == pytest.approx(expected, rel=1e-12)
+    assert float(row["gamma_predicted"]) != pytest.approx(
+        theory.gamma(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h), rel=1e-9
+    )  # not the UFM at the run's own λ_H
 
 
 # --------------------------------------------------------------------------- Ray is optional

@@ -203,7 +203,7 @@ def member_row(
     With a full Hessian: the measured K² outliers split into the top K(K−1)/2 (predicted at
     GN + ρ) and the next K(K+1)/2 (GN − ρ), beside the sum of the layer-wise outliers.
     """
-    from dufm_core import theory
+    from dufm_core import kinds, theory
 
     K, L = cfg.K, cfg.depth
     K2 = K * K
@@ -212,17 +212,18 @@ def member_row(
     row["steps_done"] = last.get("step")
     row["final_loss"] = _num(last.get("loss"))
     row["gamma_measured"] = _num(last.get("gamma_measured"))
-    equal = len(set(cfg.lam_ws)) == 1 and cfg.lam_ws[0] == cfg.lam_h
-    positive = min([*cfg.lam_ws, cfg.lam_h]) > 0
-    pred = (
-        theory.predict(K, cfg.n, cfg.lam_ws, cfg.lam_h) if cfg.loss == "mse" and positive else None
-    )
+    applies = kinds.predict_for(cfg)  # the UFM of the closed forms: λ_H/N for a real network
+    ucfg = applies.cfg
+    equal = len(set(ucfg.lam_ws)) == 1 and ucfg.lam_ws[0] == ucfg.lam_h
+    pred = applies.prediction()
     row["gamma_predicted"] = pred.gamma if pred else None
     row["loss_predicted"] = pred.loss if pred and cfg.activation == "linear" else None
-    lam_c = theory.lambda_crit(K, cfg.n, L)
+    lam_c = theory.lambda_crit(K, ucfg.n, L)
     row["lambda_crit"] = lam_c
-    row["lam_over_crit"] = cfg.lam_h / lam_c if equal else None
-    row["critical_scale"] = theory.critical_scale(K, cfg.n, cfg.lam_ws, cfg.lam_h) if pred else None
+    row["lam_over_crit"] = ucfg.lam_h / lam_c if equal else None
+    row["critical_scale"] = (
+        theory.critical_scale(K, ucfg.n, ucfg.lam_ws, ucfg.lam_h) if pred else None
+    )
     row["nontrivial"] = pred.nontrivial if pred else None
     if report is None:
         return row
