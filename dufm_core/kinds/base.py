@@ -129,7 +129,6 @@ class ModelKind(ABC):
                              f"{self.name} runs (got {params!r})")
         return params
 
-    @abstractmethod
     def report(
         self,
         checkpoint: Checkpoint,
@@ -140,8 +139,22 @@ class ModelKind(ABC):
         progress: Progress = None,
     ) -> dict[str, Any]:
         """The analysis report of ``checkpoint`` (docs/design.md §5), or the ``cached`` one
-        completed with the asked-for full Hessian."""
+        completed with the asked-for full Hessian; ``full_params`` defaults to the kind's first
+        parameter set and is normalised here, once for every kind."""
+        params = self.normalise_full_params(full_params or self.full_params[0])
+        return self._report(checkpoint, run_id, cached, full, params, progress)
 
+    @abstractmethod
+    def _report(
+        self,
+        checkpoint: Checkpoint,
+        run_id: str,
+        cached: dict[str, Any] | None,
+        full: bool,
+        full_params: str,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        """:meth:`report` with ``full_params`` already one of :attr:`full_params`."""
 
     def series_theory(self, cfg: RunConfig, last_report: Report | None) -> dict[str, Any]:
         """The ``theory`` block of ``analysis/series.json``: the predictions the series is drawn

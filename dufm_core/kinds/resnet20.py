@@ -58,16 +58,16 @@ class ResNet20Kind(ModelKind):
         assert isinstance(checkpoint.model, RealNetwork)
         return RealSession(checkpoint.model, cfg, data, checkpoint.step, checkpoint.optimizer)
 
-    def report(
+    def _report(
         self,
         checkpoint: Checkpoint,
         run_id: str,
-        cached: dict[str, Any] | None = None,
-        full: bool = False,
-        full_params: str | None = None,
-        progress: Progress = None,
+        cached: dict[str, Any] | None,
+        full: bool,
+        full_params: str,
+        progress: Progress,
     ) -> dict[str, Any]:
         assert isinstance(checkpoint.model, RealNetwork)
-        params = self.normalise_full_params(full_params or self.full_params[0])
         return network_report.network_report(checkpoint.model, checkpoint.config, run_id,
-                                             checkpoint.step, cached, full, params, progress)
+                                             checkpoint.step, cached, full, full_params,
+                                             progress)

@@ -47,26 +47,25 @@ class UFMKind(ModelKind):
     def threads(self, cfg: RunConfig, device: torch.device) -> int | None:
         return threads_for(max(cfg.dims), device)  # one thread for small UFMs (runtime.py)
 
-    def report(
+    def _report(
         self,
         checkpoint: Checkpoint,
         run_id: str,
-        cached: dict[str, Any] | None = None,
-        full: bool = False,
-        full_params: str | None = None,
-        progress: Progress = None,
+        cached: dict[str, Any] | None,
+        full: bool,
+        full_params: str,
+        progress: Progress,
     ) -> dict[str, Any]:
         cfg = checkpoint.config
-        params = self.normalise_full_params(full_params or self.full_params[0])
         model = checkpoint.model.double()
         assert isinstance(model, DeepUFM)
         if cached is None:
             return analysis.analyze_model(model, cfg, checkpoint.step, run_id, full=full,
-                                          full_params=params, progress=progress)
+                                          full_params=full_params, progress=progress)
         if full:
             with cpu_threads(threads_for(max(cfg.dims))):
                 cached["full_hessian"] = analysis.analyze_full(model, cfg, cached["theory"],
-                                                               params)
+                                                               full_params)
         return cached
 
     def series_theory(self, cfg: RunConfig, last_report: Report | None) -> dict[str, Any]:
