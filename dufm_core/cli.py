@@ -183,7 +183,8 @@ def cmd_theory(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- analyze
 def cmd_analyze(args: argparse.Namespace) -> int:
     from dufm_core import kinds, reports
-    from dufm_core.store import CheckpointError, atomic_write_json, open_run
+    from dufm_core.checkpoints import CheckpointError
+    from dufm_core.store import atomic_write_json, open_run
 
     def progress(msg: str, frac: float) -> None:
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)

@@ -22,8 +22,9 @@ import numpy as np
 
 from dufm_core import kinds
 from dufm_core.analysis import _f
+from dufm_core.checkpoints import Checkpoint
 from dufm_core.report_types import Report
-from dufm_core.store import Checkpoint, Run, atomic_write_json
+from dufm_core.store import Run, atomic_write_json
 
 Progress = Callable[[str, float], None] | None
 

@@ -6,19 +6,16 @@
       config.json      resolved config
       status.json      state, step, total_steps, pid, times, error, device (replaced atomically)
       metrics.jsonl    one JSON object per logged step, append-only; a torn last line is skipped
-      checkpoints/step_<8 digits>.pt   temp file + os.replace
+      checkpoints/step_<8 digits>.pt   temp file + os.replace (dufm_core.checkpoints)
       analysis/step_<8 digits>.json    cached analysis reports
       log.txt          worker stdout/stderr
 
-Checkpoints hold only tensors and plain values, and are read with ``torch.load(weights_only=True)``
-so a file that carries code is refused instead of executed.
+Checkpoint files are :mod:`dufm_core.checkpoints`' part.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
 import re
 import secrets
@@ -36,7 +33,6 @@ import torch
 from dufm_core.config import RunConfig
 from dufm_core.report_types import Report
 
-FORMAT_VERSION = 1
 STATES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
 INTERRUPTED = "interrupted"  # reported (never written) for `running` runs whose process is gone
 RUNS_DIR_ENV = "DUFM_RUNS_DIR"
@@ -325,12 +321,38 @@ class RunSummary:
 
 
 def iter_runs(runs_dir: str | Path | None = None) -> Iterator[Run]:
+    """Every run folder directly under the runs folder, in name order. A symbolic link is never
+    a run (it could lead outside the runs folder)."""
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not root.is_dir():
         return
     for p in sorted(root.iterdir()):
-        if (p / "config.json").is_file():
+        if not p.is_symlink() and (p / "config.json").is_file():
             yield Run(p)
+
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+
+
+def find_run(run_id: str, runs_dir: str | Path | None = None) -> Run | None:
+    """The run called ``run_id`` in the runs folder, or None if there is none.
+
+    The one place where a run named from outside (a link's ``?run=``, a form) becomes a folder:
+    only a plain name that :func:`iter_runs` lists is accepted, so an absolute path, ``..``, a
+    separator or a symbolic link never reaches a folder outside the runs folder.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id) or run_id in (".", ".."):
+        return None
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    path = root / run_id
+    if path.is_symlink() or not (path / "config.json").is_file():
+        return None
+    try:
+        if path.resolve().parent != root.resolve():
+            return None
+    except OSError:
+        return None
+    return Run(path)
 
 
 def _last_metrics_row(path: Path) -> dict[str, Any] | None:
@@ -377,200 +399,3 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunSummary]:
             )
         )
     return out
-
-
-# --------------------------------------------------------------------------- checkpoints
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be loaded safely; the message says why."""
-
-
-@dataclass
-class CheckpointState:
-    """A checkpoint file as read and checked: its config, step, the model's state dict and the
-    optimizer state (None in a ``.safetensors`` export)."""
-
-    config: RunConfig
-    step: int
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any] | None
-    path: Path
-
-    def load_into(self, model: torch.nn.Module) -> None:
-        """Load the state dict into ``model`` (built for this config); CheckpointError names the
-        first mismatch."""
-        try:
-            model.load_state_dict(self.model)
-        except (RuntimeError, KeyError, TypeError) as exc:
-            raise CheckpointError(
-                f"{self.path}: its tensors do not match its config: "
-                f"{str(exc).splitlines()[0][:200]}"
-            ) from None
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint: the model (on the CPU unless asked), labels, config and step."""
-
-    model: torch.nn.Module
-    labels: torch.Tensor
-    config: RunConfig
-    step: int
-    optimizer: dict[str, Any] | None
-    path: Path | None = None
-
-
-def save_checkpoint(
-    run: Run,
-    step: int,
-    model: torch.nn.Module,
-    optimizer_state: dict[str, Any] | None,
-    cfg: RunConfig,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``checkpoints/step_<step>.pt`` atomically (tensors and plain values only)."""
-    state = {
-        "format_version": FORMAT_VERSION,
-        "config": cfg.to_dict(),
-        "step": int(step),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer_state,
-    }
-    if extra:
-        state.update(extra)
-    path = run.checkpoint_path(step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-# --------------------------------------------------------------------------- safetensors
-_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "I64": torch.int64}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
-_ST_MAX_HEADER = 16 * 1024 * 1024
-
-
-def save_safetensors(path: str | Path, ck: Checkpoint) -> None:
-    """Export a checkpoint's model as ``.safetensors`` (config, step and format in the metadata),
-    a format any tool can read without executing code."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in ck.model.state_dict().items()}
-    header: dict[str, Any] = {
-        "__metadata__": {
-            "format_version": str(FORMAT_VERSION),
-            "step": str(ck.step),
-            "config": json.dumps(ck.config.to_dict()),
-        }
-    }
-    offset, blobs = 0, []
-    for name, t in tensors.items():
-        data = t.numpy().tobytes()
-        header[name] = {
-            "dtype": _ST_NAMES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)
-    atomic_write_bytes(path, len(head).to_bytes(8, "little") + head + b"".join(blobs))
-
-
-def _read_safetensors(p: Path) -> dict[str, Any]:
-    """Parse a .safetensors file into the checkpoint dict layout (strict bounds checks)."""
-    import numpy as np
-
-    raw = p.read_bytes()
-    if len(raw) < 8:
-        raise CheckpointError(f"{p}: truncated safetensors file (no header)")
-    n = int.from_bytes(raw[:8], "little")
-    if n > _ST_MAX_HEADER or 8 + n > len(raw):
-        raise CheckpointError(f"{p}: truncated or malformed safetensors header")
-    try:
-        header = json.loads(raw[8 : 8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{p}: malformed safetensors header (not JSON)") from None
-    meta = header.pop("__metadata__", {}) or {}
-    body = raw[8 + n :]
-    model = {}
-    for name, spec in header.items():
-        try:
-            dtype = _ST_DTYPES[spec["dtype"]]
-            b, e = (int(x) for x in spec["data_offsets"])
-            shape = [int(x) for x in spec["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{p}: unsupported or malformed tensor entry {name!r}") from None
-        if not 0 <= b <= e <= len(body):
-            raise CheckpointError(f"{p}: truncated safetensors data for {name!r}")
-        np_dtype = {torch.float64: np.float64, torch.float32: np.float32, torch.int64: np.int64}[
-            dtype
-        ]
-        arr = np.frombuffer(body[b:e], dtype=np_dtype)
-        if arr.size != math.prod(shape):
-            raise CheckpointError(f"{p}: tensor {name!r} has {arr.size} values for shape {shape}")
-        model[name] = torch.from_numpy(arr.copy()).reshape(shape)
-    try:
-        config = json.loads(meta["config"])
-        return {
-            "format_version": int(meta.get("format_version", 0)),
-            "config": config,
-            "step": int(meta.get("step", 0)),
-            "model": model,
-            "optimizer": None,
-        }
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-        raise CheckpointError(f"{p}: safetensors metadata lacks a DUFM Lab config") from None
-
-
-def _torch_load(p: Path, device: torch.device | str) -> Any:
-    """``torch.load(weights_only=True)`` with its many failure types turned into one message."""
-    try:
-        return torch.load(p, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises several types for bad files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise CheckpointError(
-                f"{p}: refused: the file carries Python objects or code that a safe load does "
-                f"not allow ({msg[:200]})"
-            ) from None
-        raise CheckpointError(
-            f"{p}: not a readable PyTorch checkpoint (truncated or another format): {msg[:200]}"
-        ) from None
-
-
-def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> CheckpointState:
-    """Read a ``.pt`` checkpoint with ``weights_only=True`` (or a ``.safetensors`` export): its
-    format and config checked, its tensors not yet in a model. Building the model is the model
-    kind's part (:func:`dufm_core.kinds.load_checkpoint`).
-
-    Raises :class:`CheckpointError` with a one-line reason for a missing, truncated, foreign or
-    code-carrying file; never unpickles arbitrary objects.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file")
-    state = _read_safetensors(p) if p.suffix == ".safetensors" else _torch_load(p, device)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(
-            f"{p}: not a DUFM Lab checkpoint: expected a dict with keys format_version, config, "
-            "step, model, optimizer"
-        )
-    version = state.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{p}: checkpoint format_version {version!r} is not supported "
-            f"(this version reads {FORMAT_VERSION})"
-        )
-    try:
-        cfg = RunConfig.from_dict(state["config"])
-        cfg.validate()
-    except ValueError as exc:
-        raise CheckpointError(f"{p}: its config is invalid: {exc}") from None
-    return CheckpointState(
-        config=cfg,
-        step=int(state.get("step", 0)),
-        model=state["model"],
-        optimizer=state.get("optimizer"),
-        path=p,
-    )

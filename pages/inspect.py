@@ -5,8 +5,8 @@ import hashlib
 import streamlit as st
 
 from dufm_core import kinds
+from dufm_core.checkpoints import CheckpointError
 from dufm_core.config import ConfigError
-from dufm_core.store import CheckpointError
 from ui import analysis_view as av
 from ui import shell, state
 

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from dufm_core import analysis, reports, theory
+from dufm_core.checkpoints import save_checkpoint
 from dufm_core.config import RunConfig
 from dufm_core.kinds import train
 from dufm_core.models import build_model
-from dufm_core.store import create_run, open_run, save_checkpoint
+from dufm_core.store import create_run, open_run
 
 LAYER_KEYS = {
     "layer", "hessian_top", "hessian_predicted", "outlier_count", "outlier_ratio", "alignment_f",

@@ -15,9 +15,10 @@ import numpy as np
 import streamlit as st
 
 from dufm_core import reports
+from dufm_core.checkpoints import CheckpointError
 from dufm_core.kinds import load_checkpoint
 from dufm_core.report_types import LayerRecord, Report
-from dufm_core.store import CheckpointError, Run, read_json
+from dufm_core.store import Run, read_json
 from ui import docs, figures
 
 

@@ -15,19 +15,13 @@ from pathlib import Path
 
 import torch
 
+from dufm_core.checkpoints import Checkpoint, read_checkpoint
 from dufm_core.config import MODELS, ConfigError, RunConfig
 from dufm_core.kinds.base import ModelKind
 from dufm_core.kinds.resnet20 import ResNet20Kind
 from dufm_core.kinds.ufm import UFMKind
 from dufm_core.predictions import TheoryFor
-from dufm_core.store import (
-    Checkpoint,
-    Run,
-    atomic_write_json,
-    create_run,
-    open_run,
-    read_checkpoint,
-)
+from dufm_core.store import Run, atomic_write_json, create_run, open_run
 from dufm_core.training.loop import Trainer, TrainResult
 
 __all__ = ["KINDS", "ModelKind", "TheoryFor", "get", "load_checkpoint", "predict_for", "resume",
@@ -59,7 +53,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     :class:`~dufm_core.networks.RealNetwork` (parameters and BatchNorm buffers; ``labels`` are
     those of the class-ordered training set, ``arange(K).repeat_interleave(n)``).
 
-    Raises :class:`~dufm_core.store.CheckpointError` with a one-line reason for a missing,
+    Raises :class:`~dufm_core.checkpoints.CheckpointError` with a one-line reason for a missing,
     truncated, foreign or code-carrying file, or tensors that do not fit the config; never
     unpickles arbitrary objects.
     """

@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from dufm_core.checkpoints import Checkpoint, CheckpointState, read_checkpoint
 from dufm_core.config import RunConfig
 from dufm_core.predictions import TheoryFor
 from dufm_core.report_types import Report
-from dufm_core.store import Checkpoint, CheckpointState, Run, read_checkpoint
+from dufm_core.store import Run
 from dufm_core.training.loop import Trainer, TrainingSession
 
 Progress = Callable[[str, float], None] | None
@@ -55,7 +56,7 @@ class ModelKind(ABC):
         """Class index of every training sample, in the class order the model uses."""
 
     def restore(self, state: CheckpointState, device: torch.device | str = "cpu") -> Checkpoint:
-        """The model of a checkpoint read by :func:`dufm_core.store.read_checkpoint`."""
+        """The model of a checkpoint read by :func:`dufm_core.checkpoints.read_checkpoint`."""
         model = self.build(state.config, device=device, init=False)
         state.load_into(model)
         return Checkpoint(

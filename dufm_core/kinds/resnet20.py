@@ -9,13 +9,13 @@ from typing import Any, ClassVar
 import torch
 
 from dufm_core import network_report
+from dufm_core.checkpoints import Checkpoint
 from dufm_core.config import RunConfig
 from dufm_core.curvature.network import NETWORK_PARAMS
 from dufm_core.data import RealData, load_data
 from dufm_core.kinds.base import ModelKind, Progress
 from dufm_core.models import class_labels
 from dufm_core.networks import RealNetwork, build_network
-from dufm_core.store import Checkpoint
 from dufm_core.training.real import RealSession, check_device
 
 

@@ -8,12 +8,12 @@ from typing import Any, ClassVar
 import torch
 
 from dufm_core import analysis
+from dufm_core.checkpoints import Checkpoint
 from dufm_core.config import RunConfig
 from dufm_core.kinds.base import ModelKind, Progress
 from dufm_core.models import DeepUFM, build_model, class_labels
 from dufm_core.report_types import Report
 from dufm_core.runtime import cpu_threads, threads_for
-from dufm_core.store import Checkpoint
 from dufm_core.training.ufm import UFMSession
 
 

@@ -30,10 +30,11 @@ from typing import Any
 
 import torch
 
+from dufm_core.checkpoints import save_checkpoint
 from dufm_core.config import RunConfig
 from dufm_core.process.signals import stop_signals
 from dufm_core.runtime import cpu_threads
-from dufm_core.store import Run, save_checkpoint
+from dufm_core.store import Run
 
 STATUS_EVERY_S = 0.5  # status.json is rewritten at most this often (at log points)
 PROGRESS_EVERY_S = 2.0  # progress lines on stderr at most this often

@@ -268,7 +268,7 @@ def test_an_uploaded_resnet20_checkpoint_gets_the_real_network_report(real_env: 
 
 
 def test_a_broken_upload_is_named_by_its_file_name(real_env: Path) -> None:
-    from dufm_core.store import CheckpointError
+    from dufm_core.checkpoints import CheckpointError
     from ui import analysis_view as av
 
     ckpt = sorted((real_env / _real_id(real_env) / "checkpoints").glob("step_*.pt"))[-1]
