@@ -118,7 +118,15 @@ if st.button("Launch", type="primary", disabled=error is not None):
     st.session_state["watch"] = run.id
     st.rerun()
 
+# the run to watch: the one just launched, else the link's ?run= (only a run of the runs folder)
 watch = st.session_state.get("watch") or st.query_params.get("run")
-if watch and (state.runs_dir() / watch / "config.json").is_file():
+watched = state.find(watch)
+if watched is not None:
     st.divider()
-    live.watch_run(state.runs_dir() / watch)
+    live.watch_run(watched)
+elif watch:
+    st.warning(
+        f"Run `{state.shown(watch)}` was not found in the runs folder; the **Runs** page lists "
+        "every run.",
+        icon=":material/search_off:",
+    )
