@@ -29,6 +29,7 @@ from ui import docs, figures, shell
 
 UPLOAD_CHUNK = 1 << 20  # bytes copied at a time from an upload to its temporary file
 UPLOAD_SUFFIXES = (".pt", ".safetensors")  # the reader picks the format by the suffix
+MAX_REFUSAL = 500  # characters of a refusal shown (on one line)
 
 
 def stage_upload(source: BinaryIO, folder: Path, name: str) -> tuple[Path, str]:
@@ -99,12 +100,12 @@ def upload_report(up: UploadedFile) -> Report | None:
                 up.name, path, lambda msg, f: bar.progress(min(max(f, 0.0), 1.0), text=msg)
             )
         except (CheckpointError, ConfigError) as exc:  # refused file, or absent data set
-            st.error(str(exc))
+            st.error(shell.flat(str(exc), MAX_REFUSAL))
             return None
         except Exception as exc:  # a hostile file must not show a traceback
             shell.log_exception(exc, f"Inspect's analysis of the upload {up.name!r}")
-            reason = shell.one_line(exc)
-            st.error(f"{up.name}: could not be analysed: {_renamed(reason, path, up.name)}")
+            reason = shell.one_line(exc, _renamed(str(exc), path, up.name))
+            st.error(f"{up.name}: could not be analysed: {reason}")
             return None
         finally:
             bar.empty()

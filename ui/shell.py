@@ -55,14 +55,18 @@ _ABS_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s'\"`/:,;()\[\]<>]+/)+([^\s'\"`/:,
 MAX_MESSAGE = 300
 
 
-def one_line(exc: BaseException) -> str:
-    """``Type: message`` of an exception for a visitor: its first line, absolute paths cut to
-    their last part (``…/config.json``), at most MAX_MESSAGE characters; never a traceback."""
-    lines = str(exc).strip().splitlines()
-    message = _ABS_PATH.sub(lambda m: "…/" + m.group(1), lines[0] if lines else "")
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+def flat(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line (runs of white space, newlines included, become one space), absolute
+    paths cut to their last part (``…/config.json``), at most ``limit`` characters."""
+    text = _ABS_PATH.sub(lambda m: "…/" + m.group(1), " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def one_line(exc: BaseException, message: str | None = None) -> str:
+    """``Type: message`` of an exception for a visitor (``message`` instead of ``str(exc)`` if
+    given), through :func:`flat`; never a traceback."""
+    text = flat(str(exc) if message is None else message)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def log_exception(exc: BaseException, where: str) -> None:

@@ -178,8 +178,20 @@ def _zip_of(name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _mismatched(ckpt: bytes) -> bytes:
+    """A well-formed checkpoint whose tensors do not fit its config (a multi-line torch error)."""
+    import torch
+
+    state = torch.load(io.BytesIO(ckpt), weights_only=True)
+    state["model"] = {"nonsense": torch.zeros(3)}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
 def _hostile_files(ckpt: bytes, marker: Path) -> dict[str, bytes]:
     return {
+        "mismatched.pt": _mismatched(ckpt),
         "empty.pt": b"",
         "random.pt": os.urandom(4096),
         "truncated.pt": ckpt[: len(ckpt) // 2],
@@ -205,8 +217,26 @@ def test_inspect_refuses_hostile_uploads_in_one_line(dash_env: Path, tmp_path: P
         assert len(errors) == 1, (name, errors)
         assert errors[0].startswith(name), (name, errors[0])
         assert "dufm-upload" not in errors[0] and "/tmp" not in errors[0], errors[0]
+        assert "\n" not in errors[0]
         assert not at.get("plotly_chart")
     assert not marker.exists()  # no pickle ran
+
+
+def test_an_unexpected_failure_on_an_upload_is_one_line_naming_the_file(
+    dash_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from ui import analysis_view as av
+
+    def explode(path: Path, *args, **kwargs):
+        raise RuntimeError(f"cannot map {path}\nsecond line")
+
+    monkeypatch.setattr(av, "load_checkpoint", explode)
+    at = run_page("inspect")
+    at.file_uploader[0].set_value(("mine.pt", b"x" * 10, "application/octet-stream")).run()
+    _no_traceback(at)
+    (error,) = [e.value for e in at.error]
+    assert error == "mine.pt: could not be analysed: RuntimeError: cannot map mine.pt second line"
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_inspect_analyses_a_good_upload_once(
