@@ -2,7 +2,9 @@
 
 Pages live in ``pages/`` and stay thin: every number comes from ``dufm_core``, every figure from
 ``ui.figures``. The selected run, checkpoint and layer live in the URL (``?run=…&step=…&
-layer=…``) so a view can be shared.
+layer=…``) so a view can be shared; a link that names a run, step or layer that is not there
+gets a plain "not found" line and the pickers. An unexpected exception on a page is one
+``st.error`` line (``ui.shell.run_page``); its traceback goes to the server's stderr.
 """
 
 import streamlit as st
@@ -41,4 +43,4 @@ nav = st.navigation(pages)
 goto = shell.mark_shell()
 if goto is not None:  # a direct link opened before the shell existed: go there inside it
     st.switch_page(goto[0], query_params=goto[1])
-nav.run()
+shell.run_page(nav)

@@ -64,12 +64,13 @@ c2.plotly_chart(
 )
 
 pred = kinds.predict_for(cfg).prediction()  # the run's UFM (λ_H/N for real networks)
-layer = state.select_layer(cfg.depth)
+layer = state.select_layer(cfg.depth)  # None: the link's layer is out of range (it says so)
 c1, c2 = st.columns(2)
-c1.plotly_chart(
-    figures.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
-    config=figures.CONFIG,
-)
+if layer is not None:
+    c1.plotly_chart(
+        figures.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
+        config=figures.CONFIG,
+    )
 c2.plotly_chart(
     figures.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None, rows[-1]["step"]),
     config=figures.CONFIG,

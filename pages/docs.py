@@ -4,21 +4,27 @@ documents of docs/, section by section. Captions elsewhere link here with
 
 import streamlit as st
 
-from ui import docs, shell
+from ui import docs, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Docs")
 
 names = list(docs.DOCUMENTS)
 wanted = st.query_params.get("doc", "theory")
+if wanted not in names:
+    st.warning(
+        f"There is no document `{state.shown(wanted)}`; showing docs/theory.md (pick another "
+        "below).",
+        icon=":material/search_off:",
+    )
 doc = st.segmented_control(
     "Document",
     names,
     default=wanted if wanted in names else "theory",
-    format_func=lambda d: docs.DOCUMENTS[d][1],
+    format_func=lambda d: docs.DOCUMENTS[d][1] if d in docs.DOCUMENTS else str(d),
     key="docs_doc",
 )
-doc = doc or "theory"  # a click on the selected choice clears it: keep showing the document
+doc = doc if doc in names else "theory"  # a click on the selected choice clears it: keep it
 text = docs.read(doc)
 sections = docs.parse(text)
 by_number = {s.number: s for s in sections}
@@ -31,13 +37,21 @@ pick = st.selectbox(
     format_func=lambda n: by_number[n].label if n else "The whole document",
     key=f"docs_section_{doc}_{asked}",
 )
-st.query_params["doc"] = doc
-if pick:
-    st.query_params["section"] = pick
-else:
-    st.query_params.pop("section", None)
+pick = pick if pick in by_number else ""  # a value that is not one of the choices: none
+bad_link = wanted not in names or bool(asked and asked not in by_number)
+untouched = doc == (wanted if wanted in names else "theory") and not pick
+if not (bad_link and untouched):  # a bad link stays in the URL until the visitor picks
+    st.query_params["doc"] = doc
+    if pick:
+        st.query_params["section"] = pick
+    else:
+        st.query_params.pop("section", None)
 if asked and asked not in by_number:
-    st.warning(f"{docs.DOCUMENTS[doc][0]} has no section §{asked}; showing the whole document.")
+    st.warning(
+        f"{docs.DOCUMENTS[doc][0]} has no section §{state.shown(asked)}; showing the whole "
+        "document (pick a section above).",
+        icon=":material/search_off:",
+    )
 
 st.caption(f"docs/{docs.DOCUMENTS[doc][0]} in this project · the same file renders on GitHub.")
 lines = text.splitlines()

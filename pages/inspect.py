@@ -1,12 +1,8 @@
 """Inspect checkpoint: upload a .pt / .safetensors checkpoint (or pick one) and analyse it."""
 
-import hashlib
-
 import streamlit as st
 
 from dufm_core import kinds
-from dufm_core.checkpoints import CheckpointError
-from dufm_core.config import ConfigError
 from ui import analysis_view as av
 from ui import shell, state
 
@@ -22,20 +18,7 @@ report = None
 if source == "upload a file":
     up = st.file_uploader("Checkpoint", type=["pt", "safetensors"])
     if up is not None:
-        data = up.getvalue()
-        key = "inspect_" + hashlib.sha256(data).hexdigest()
-        if key not in st.session_state:
-            bar = st.progress(0.0, text="Analysing…")
-            try:
-                st.session_state[key] = av.report_of_file(
-                    up.name, data, lambda msg, f: bar.progress(min(f, 1.0), text=msg)
-                )
-            except (CheckpointError, ConfigError) as exc:  # refused file, or absent data set
-                bar.empty()
-                st.error(str(exc))
-                st.stop()
-            bar.empty()
-        report = st.session_state[key]
+        report = av.upload_report(up)  # streamed to a temporary file; one error line if refused
 else:
     run = state.select_run(where=st)
     step = state.select_step(run, where=st) if run else None

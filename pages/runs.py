@@ -90,8 +90,9 @@ st.dataframe(
 st.subheader("Compare")
 ids = [r.id for r in rows]
 chosen = st.multiselect("Runs to compare", ids, default=ids[: min(2, len(ids))])
-if chosen:
-    series = {i: open_run(state.runs_dir() / i).metrics() for i in chosen}
+compared = {i: run for i in chosen if (run := state.find(i)) is not None}  # a form value: checked
+if compared:
+    series = {i: run.metrics() for i, run in compared.items()}
     c1, c2 = st.columns(2)
     c1.plotly_chart(figures.metric_curves(series, "loss", title="Loss"), config=figures.CONFIG)
     c2.plotly_chart(
@@ -100,7 +101,9 @@ if chosen:
 
 st.subheader("One run")
 pick = st.selectbox("Run", ids, key="runs_pick")
-run = open_run(state.runs_dir() / pick)
+run = state.find(pick)
+if run is None:
+    st.stop()
 metrics = run.metrics()
 c1, c2, c3 = st.columns(3)
 if metrics:

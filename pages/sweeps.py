@@ -48,13 +48,26 @@ if not listing:
     st.stop()
 ids = list(listing)
 wanted = st.query_params.get("sweep")
+missing = bool(wanted) and wanted not in ids
+if missing:
+    st.warning(
+        f"Sweep `{state.shown(wanted)}` was not found in the runs folder; pick one below.",
+        icon=":material/search_off:",
+    )
 pick = st.selectbox(
     "Sweep",
     ids,
-    index=ids.index(wanted) if wanted in ids else 0,
-    format_func=lambda n: f"{n} · {listing[n]['driver']}",
+    index=None if missing else ids.index(wanted) if wanted else 0,
+    format_func=lambda n: f"{n} · {listing[n]['driver']}" if n in listing else str(n),
+    placeholder="Pick a sweep",
+    key="sweep_pick_missing" if missing else "sweep_pick",
 )
-st.query_params["sweep"] = pick
+if pick not in listing:  # nothing picked yet, or a value that is not one of the choices
+    st.stop()
+if pick != wanted:
+    st.query_params["sweep"] = pick
+    if missing:
+        st.rerun()
 folder = sweeps.sweep_dir(pick, root)
 
 

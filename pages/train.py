@@ -12,6 +12,15 @@ from ui import config_form, data_check, docs, live, shell, state
 
 shell.ensure_shell(__file__)
 title = st.empty()
+# the run watched below: the one just launched, else the link's ?run= (a run of the runs folder)
+watch = st.session_state.get("watch") or st.query_params.get("run")
+watched = state.find(watch)
+if watch and watched is None:
+    st.warning(
+        f"Run `{state.shown(watch)}` was not found in the runs folder; the **Runs** page lists "
+        "every run.",
+        icon=":material/search_off:",
+    )
 c = st.columns([3, 1])
 preset = c[0].selectbox("Preset", list(PRESETS), format_func=DESCRIPTIONS.get, key="preset")
 preset_model = PRESETS[preset].get("model", "ufm")
@@ -118,7 +127,6 @@ if st.button("Launch", type="primary", disabled=error is not None):
     st.session_state["watch"] = run.id
     st.rerun()
 
-watch = st.session_state.get("watch") or st.query_params.get("run")
-if watch and (state.runs_dir() / watch / "config.json").is_file():
+if watched is not None:
     st.divider()
-    live.watch_run(state.runs_dir() / watch)
+    live.watch_run(watched)

@@ -1,40 +1,116 @@
 """Analysis sections shared by the Spectrum, Alignment, Gradients and Inspect pages.
 
 Each ``show_*`` function renders one part of an analysis report (docs/design.md §5) with its
-caption; the report itself always comes from ``dufm_core.reports``.
+caption; the report itself always comes from ``dufm_core.reports``. An uploaded checkpoint
+(Inspect) is copied in chunks to a temporary file, hashed on the way, and read from there by the
+engine: the upload is never copied again in memory, and its name never becomes a path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from dufm_core import reports
 from dufm_core.checkpoints import CheckpointError
+from dufm_core.config import ConfigError
 from dufm_core.kinds import load_checkpoint
 from dufm_core.report_types import LayerRecord, Report
 from dufm_core.store import Run, read_json
-from ui import docs, figures
+from ui import docs, figures, shell
+
+UPLOAD_CHUNK = 1 << 20  # bytes copied at a time from an upload to its temporary file
+UPLOAD_SUFFIXES = (".pt", ".safetensors")  # the reader picks the format by the suffix
+MAX_REFUSAL = 500  # characters of a refusal shown (on one line)
 
 
-def report_of_file(name: str, data: bytes, progress: reports.Progress = None) -> Report:
-    """The report of an uploaded checkpoint file ``name`` (its bytes ``data``), made by its model
+def stage_upload(source: BinaryIO, folder: Path, name: str) -> tuple[Path, str]:
+    """Copy the uploaded file ``source`` into ``folder`` in chunks (never a second copy of it in
+    memory), hashing it on the way; return (the file's path, its SHA-256 hex digest). The file is
+    called ``upload`` with the suffix of ``name`` (``.pt`` unless it is ``.safetensors``): the
+    visitor's file name never becomes a path."""
+    suffix = Path(name).suffix.lower()
+    path = folder / ("upload" + (suffix if suffix in UPLOAD_SUFFIXES else ".pt"))
+    digest = hashlib.sha256()
+    source.seek(0)
+    with path.open("xb") as out:
+        while chunk := source.read(UPLOAD_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return path, digest.hexdigest()
+
+
+def report_of_path(name: str, path: Path, progress: reports.Progress = None) -> Report:
+    """The report of the checkpoint file at ``path``, uploaded as ``name``, made by its model
     kind: a real network's on its head layers, from the data set its config names. Raises
-    CheckpointError (a refused or broken file; the message names ``name``, not the temporary
-    path) or ConfigError (e.g. a real network's data set is not on this machine)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        path.write_bytes(data)
+    CheckpointError (a refused or broken file) or ConfigError (e.g. a real network's data set is
+    not on this machine), their messages naming ``name``, never the temporary path."""
+    try:
+        checkpoint = load_checkpoint(path)
+        return reports.analyze_checkpoint(checkpoint, run_id=name, full=True, progress=progress)
+    except ConfigError as exc:
+        message = _renamed(str(exc), path, name).removeprefix(f"{exc.field}: ")
+        raise ConfigError(exc.field, message) from None
+    except CheckpointError as exc:
+        raise CheckpointError(_renamed(str(exc), path, name)) from None
+
+
+def _renamed(message: str, path: Path, name: str) -> str:
+    """``message`` with the temporary ``path`` (and its folder) replaced by the upload's name."""
+    return message.replace(str(path), name).replace(str(path.parent), "(upload)")
+
+
+def report_of_file(
+    name: str, source: bytes | BinaryIO, progress: reports.Progress = None
+) -> Report:
+    """The report of an uploaded checkpoint file ``name`` whose content is ``source`` (an open
+    binary file such as Streamlit's UploadedFile, or bytes): staged to a temporary file in
+    chunks, then :func:`report_of_path`."""
+    with tempfile.TemporaryDirectory(prefix="dufm-upload-") as tmp:
+        path, _ = stage_upload(_as_file(source), Path(tmp), name)
+        return report_of_path(name, path, progress)
+
+
+def _as_file(source: bytes | BinaryIO) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+
+
+def upload_report(up: UploadedFile) -> Report | None:
+    """Inspect's upload: the report of the uploaded checkpoint ``up``, computed once per content
+    in this session (keyed by its SHA-256) with a progress bar. A file that is refused or cannot
+    be analysed gets one ``st.error`` line naming the file, and None: whatever its bytes (empty,
+    random, truncated, a zip, a pickle), never a traceback (that goes to the server's stderr
+    when the failure is not a plain refusal)."""
+    with tempfile.TemporaryDirectory(prefix="dufm-upload-") as tmp:
+        path, digest = stage_upload(up, Path(tmp), up.name)
+        key = "inspect_" + digest
+        if key in st.session_state:
+            return st.session_state[key]
+        bar = st.progress(0.0, text="Analysing…")
         try:
-            checkpoint = load_checkpoint(path)
-        except CheckpointError as exc:
-            raise CheckpointError(str(exc).replace(str(path), name)) from None
-    return reports.analyze_checkpoint(checkpoint, run_id=name, full=True, progress=progress)
+            report = report_of_path(
+                up.name, path, lambda msg, f: bar.progress(min(max(f, 0.0), 1.0), text=msg)
+            )
+        except (CheckpointError, ConfigError) as exc:  # refused file, or absent data set
+            st.error(shell.flat(str(exc), MAX_REFUSAL))
+            return None
+        except Exception as exc:  # a hostile file must not show a traceback
+            shell.log_exception(exc, f"Inspect's analysis of the upload {up.name!r}")
+            reason = shell.one_line(exc, _renamed(str(exc), path, up.name))
+            st.error(f"{up.name}: could not be analysed: {reason}")
+            return None
+        finally:
+            bar.empty()
+    st.session_state[key] = report
+    return report
 
 
 def get_report(run: Run, step: int, full: bool = False) -> Report:

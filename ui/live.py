@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -10,14 +9,18 @@ import streamlit as st
 from dufm_core import kinds
 from dufm_core.config import RunConfig
 from dufm_core.process import jobs
-from dufm_core.store import open_run
-from ui import figures
+from dufm_core.store import Run
+from ui import figures, shell
 
 ACTIVE = ("queued", "running")
 
 
-def _body(run_dir: Path) -> None:
-    run = open_run(run_dir)
+def _body(run: Run) -> None:
+    with shell.errors_as_one_line(f"the live view of {run.id}"):  # a fragment reruns alone
+        _show(run)
+
+
+def _show(run: Run) -> None:
     status = run.status()
     cfg = run.config()
     state = status.get("state")
@@ -110,7 +113,8 @@ def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> No
     )
 
 
-def watch_run(run_dir: Path) -> None:
-    """Show the run; while it is queued or running, refresh every 0.5 s."""
-    active = open_run(run_dir).status().get("state") in ACTIVE
-    st.fragment(_body, run_every=0.5 if active else None)(run_dir)
+def watch_run(run: Run) -> None:
+    """Show ``run`` (a run of the runs folder: :func:`ui.state.find`); while it is queued or
+    running, refresh every 0.5 s."""
+    active = run.status().get("state") in ACTIVE
+    st.fragment(_body, run_every=0.5 if active else None)(run)

@@ -1,15 +1,27 @@
 """Shared dashboard state: the runs folder, the selected run / checkpoint / layer (kept in the
-URL query parameters ``run``, ``step``, ``layer`` so a view can be shared as a link)."""
+URL query parameters ``run``, ``step``, ``layer`` so a view can be shared as a link).
+
+Everything a visitor sends is untrusted: a link's query parameters, and a picker's value too
+(the browser sends the chosen option as text; Streamlit resets one that is not an option, but
+nothing here relies on that). So a run id becomes a run folder only through :func:`find`
+(``store.find_run``: a plain name listed in the runs folder, never a path or a symbolic link),
+and a step or layer only if it is one of the choices. A link that names a run, step or layer
+that is not there gets one warning line saying so and the picker with nothing chosen; the URL
+keeps what the link said until the visitor picks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
 
 from dufm_core.config import RunConfig
 from dufm_core.process import jobs
-from dufm_core.store import Run, RunSummary, default_runs_dir, list_runs, open_run
+from dufm_core.store import Run, RunSummary, default_runs_dir, find_run, list_runs
+
+MAX_SHOWN = 40  # characters of a visitor's value repeated in a message
 
 
 def runs_dir() -> Path:
@@ -22,61 +34,135 @@ def all_runs() -> list[RunSummary]:
     return list(reversed(list_runs(runs_dir())))
 
 
+def find(run_id: str | None) -> Run | None:
+    """The run called ``run_id`` in the runs folder, or None: the only way a run id from a link
+    or a form becomes a folder (:func:`dufm_core.store.find_run`)."""
+    return find_run(run_id, runs_dir()) if run_id else None
+
+
+def shown(value: str) -> str:
+    """A visitor's value, safe to repeat inside a Markdown code span: one line, no backticks,
+    at most MAX_SHOWN characters."""
+    text = " ".join(str(value).split()).replace("`", "'")
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
 def _param(name: str) -> str | None:
     value = st.query_params.get(name)
     return value if value else None
 
 
+def _pick_hint(where) -> str:
+    return "pick one in the sidebar" if where is st.sidebar else "pick one below"
+
+
+def _listing(values: Sequence[int | str], most: int = 8) -> str:
+    """``0, 10, 100, …, 3000``: the first values and the last of a long list."""
+    items = [str(v) for v in values]
+    if len(items) > most:
+        items = [*items[: most - 2], "…", items[-1]]
+    return ", ".join(items)
+
+
 def select_run(rows: list[RunSummary] | None = None, where=st.sidebar) -> Run | None:
-    """Sidebar run picker bound to the ``run`` query parameter."""
+    """Run picker bound to the ``run`` query parameter (no parameter: the newest run). None when
+    there is no run, or the link named a run that is not there (then a warning says so and the
+    picker waits for a choice)."""
     rows = all_runs() if rows is None else rows
     if not rows:
         where.info("No runs yet: start one on the **Train** page.")
         return None
     ids = [r.id for r in rows]
     wanted = _param("run")
-    index = ids.index(wanted) if wanted in ids else 0
+    missing = wanted is not None and wanted not in ids
+    if missing:
+        st.warning(
+            f"Run `{shown(wanted)}` was not found in the runs folder; {_pick_hint(where)}.",
+            icon=":material/search_off:",
+        )
     labels = {r.id: f"{r.id} · {r.state}" for r in rows}
-    choice = where.selectbox("Run", ids, index=index, format_func=labels.get, key="run_pick")
+    choice = where.selectbox(
+        "Run",
+        ids,
+        index=None if missing else ids.index(wanted) if wanted else 0,
+        format_func=lambda i: labels.get(i, str(i)),
+        placeholder="Pick a run",
+        key="run_pick_missing" if missing else "run_pick",
+    )
+    run = find(choice) if choice in ids else None
+    if run is None:
+        return None
     if choice != wanted:
         st.query_params["run"] = choice
         st.query_params.pop("step", None)
-    return open_run(runs_dir() / choice)
+        if missing:
+            st.rerun()  # the page again, with the picked run as a normal link
+    return run
 
 
 def select_step(run: Run, where=st.sidebar) -> int | None:
-    """Checkpoint picker bound to the ``step`` query parameter (defaults to the last)."""
+    """Checkpoint picker bound to the ``step`` query parameter (no parameter: the last). None
+    when the run has no checkpoint yet, or the link named a step the run does not have (a
+    warning lists the steps it has)."""
     steps = run.checkpoints()
     if not steps:
         where.warning("This run has no checkpoint yet.")
         return None
     wanted = _param("step")
-    index = (
-        steps.index(int(wanted))
-        if wanted and wanted.isdigit() and int(wanted) in steps
-        else len(steps) - 1
+    missing = wanted is not None and not (wanted.isdigit() and int(wanted) in steps)
+    if missing:
+        st.warning(
+            f"Checkpoint step `{shown(wanted)}` does not exist in run `{run.id}`: it has steps "
+            f"{_listing(steps)}; {_pick_hint(where)}.",
+            icon=":material/search_off:",
+        )
+    step = where.selectbox(
+        "Checkpoint step",
+        steps,
+        index=None if missing else steps.index(int(wanted)) if wanted else len(steps) - 1,
+        placeholder="Pick a checkpoint",
+        key=f"step_pick_{run.id}" + ("_missing" if missing else ""),
     )
-    step = where.selectbox("Checkpoint step", steps, index=index, key=f"step_pick_{run.id}")
-    st.query_params["step"] = str(step)
+    if step not in steps:
+        return None
+    if str(step) != wanted:
+        st.query_params["step"] = str(step)
+        if missing:
+            st.rerun()
     return int(step)
 
 
-def select_layer(depth: int, where=st.sidebar) -> int:
-    """Layer picker 1..L bound to the ``layer`` query parameter."""
+def select_layer(depth: int, where=st.sidebar) -> int | None:
+    """Layer picker 1..L bound to the ``layer`` query parameter (no parameter: layer 3, or L if
+    smaller). None when the link named a layer outside 1..L (a warning gives the range)."""
+    layers = list(range(1, depth + 1))
     wanted = _param("layer")
-    default = (
-        int(wanted) if wanted and wanted.isdigit() and 1 <= int(wanted) <= depth else min(3, depth)
-    )
+    missing = wanted is not None and not (wanted.isdigit() and int(wanted) in layers)
+    if missing:
+        st.warning(
+            f"Layer `{shown(wanted)}` is out of range 1–{depth}; {_pick_hint(where)}.",
+            icon=":material/search_off:",
+        )
     layer = where.selectbox(
-        "Layer l (W_l)", list(range(1, depth + 1)), index=default - 1, key="layer_pick"
+        "Layer l (W_l)",
+        layers,
+        index=None if missing else int(wanted) - 1 if wanted else min(3, depth) - 1,
+        placeholder="Pick a layer",
+        key="layer_pick_missing" if missing else "layer_pick",
     )
-    st.query_params["layer"] = str(layer)
+    if layer not in layers:
+        return None
+    if str(layer) != wanted:
+        st.query_params["layer"] = str(layer)
+        if missing:
+            st.rerun()
     return int(layer)
 
 
 def select_analysis_target() -> tuple[Run, int, RunConfig, int]:
     """Sidebar pickers of the analysis pages: (run, checkpoint step, its config, layer).
-    Stops the page with a hint when there is no run or no checkpoint yet."""
+    Stops the page with a hint when there is no run or no checkpoint yet, or when the link
+    named a run, step or layer that is not there (until one is picked)."""
     run = select_run()
     if run is None:
         st.stop()
@@ -84,4 +170,7 @@ def select_analysis_target() -> tuple[Run, int, RunConfig, int]:
     if step is None:
         st.stop()
     cfg = run.config()
-    return run, step, cfg, select_layer(cfg.depth)
+    layer = select_layer(cfg.depth)
+    if layer is None:
+        st.stop()
+    return run, step, cfg, layer

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # dufm_core/: what a Ray cluster is shipped
@@ -37,17 +38,20 @@ def worker_command(role: str, *args: str) -> list[str]:
     return [sys.executable, "-m", WORKER_MODULE, role, *args]
 
 
-def spawn_detached(command: list[str], log_path: Path | None = None) -> subprocess.Popen:
+def spawn_detached(
+    command: list[str], log_path: Path | None = None, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
     """Start ``command`` as a detached process: its own session (it outlives the caller and a
     signal to the caller's group), no standard input, output appended to ``log_path`` (or
-    discarded)."""
+    discarded), its environment :func:`child_env` plus ``extra_env``."""
+    env = child_env() | dict(extra_env or {})
     if log_path is None:
         return subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env=child_env(),
+            env=env,
             start_new_session=True,
         )
     with log_path.open("ab") as log:
@@ -56,6 +60,6 @@ def spawn_detached(command: list[str], log_path: Path | None = None) -> subproce
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=child_env(),
+            env=env,
             start_new_session=True,
         )

@@ -91,3 +91,17 @@ def test_without_ray_the_page_says_how_to_install_it(
     assert not at.exception
     assert any("pip install 'ray>=2.9,<3'" in w.value for w in at.warning)
     assert next(b for b in at.button if b.label == "Launch sweep").disabled
+
+
+def test_a_link_to_a_missing_sweep_says_so_and_waits_for_a_pick(env: Path) -> None:
+    at = _page(sweep="../nope")
+    assert not at.exception, [e.value for e in at.exception]
+    assert [w.value for w in at.warning] == [
+        "Sweep `../nope` was not found in the runs folder; pick one below."
+    ]
+    assert at.query_params["sweep"] == "../nope"  # not rewritten to another sweep
+    assert not at.dataframe  # no sweep is shown until one is picked
+    at.selectbox(key="sweep_pick_missing").set_value("phase-mini").run()
+    assert not at.exception and not at.warning
+    assert at.query_params["sweep"] == "phase-mini"
+    assert list(at.dataframe[0].value["state"]) == ["finished"] * 3
