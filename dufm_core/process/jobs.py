@@ -179,6 +179,8 @@ def cancel(run: Run) -> str:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return "the worker had already exited"
+        except PermissionError:
+            return f"not signalled: no permission to signal process {pid} (another user's)"
         return f"sent SIGTERM to worker {pid}"
     return f"nothing to cancel (state {state})"
 
