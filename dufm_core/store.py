@@ -363,15 +363,26 @@ def _run_name(cfg: RunConfig) -> str:
     return f"{stamp}-{desc}-{secrets.token_hex(2)}"
 
 
+def _remove_abandoned_staging(root: Path, min_age_s: float = 3600.0) -> None:
+    """Remove ``.new-…`` folders that a creator killed mid-way left over an hour ago."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if entry.name.startswith(".new-") and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime > min_age_s:
+                        shutil.rmtree(entry.path, ignore_errors=True)
+
+
 def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Run:
     """Make a new run folder with config.json and a `queued` status.json.
 
     Atomic: the folder is built under a hidden name (``.new-…``, never listed) and renamed into
     place, so a run folder either is complete or does not exist; if anything fails (a full
     disk) the partial folder is removed and :class:`StoreError` says, in one line, which runs
-    folder and why."""
+    folder and why. (A folder left by a creator that was killed is removed an hour later.)"""
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     staging = root / f".new-{secrets.token_hex(8)}"
+    _remove_abandoned_staging(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging.mkdir()

@@ -211,6 +211,12 @@ def test_a_run_being_made_is_never_listed(runs_dir: Path) -> None:
     shutil.copytree(run.path, staging)
     assert [r.id for r in iter_runs(runs_dir)] == [run.id]
     assert find_run(staging.name, runs_dir) is None
+    create_run(small_cfg(), runs_dir)
+    assert staging.is_dir()  # it may still be in the making
+    old = time.time() - 7200
+    os.utime(staging, (old, old))
+    create_run(small_cfg(), runs_dir)
+    assert not staging.exists()  # its creator was killed long ago
 
 
 # --------------------------------------------------------------------------- temp files
