@@ -9,16 +9,27 @@
       checkpoints/step_<8 digits>.pt   temp file + os.replace (dufm_core.checkpoints)
       analysis/step_<8 digits>.json    cached analysis reports
       log.txt          worker stdout/stderr
+      lock             flock'ed by whatever trains (or deletes) the run (dufm_core.runlock)
 
-Checkpoint files are :mod:`dufm_core.checkpoints`' part.
+Checkpoint files are :mod:`dufm_core.checkpoints`' part; who may train a run is
+:mod:`dufm_core.runlock`'s.
+
+Reading never fails on a bad file: an unreadable or malformed ``status.json`` is reported as
+state ``unknown`` with an ``error`` saying why, every status field comes back well typed, a
+metrics row whose step cannot be read is skipped, and a run whose ``config.json`` cannot be read
+is listed as ``unknown``. Creating a run is atomic: its folder is built under a hidden name and
+renamed into place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -30,13 +41,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from dufm_core.config import RunConfig
+from dufm_core.config import MODELS, ConfigError, RunConfig
 from dufm_core.report_types import Report
+from dufm_core.run_schema import (
+    ENDED_STATES,
+    INTERRUPTED,
+    STATES,
+    UNKNOWN,
+    as_number,
+    file_problem,
+    typed_metrics_row,
+    typed_status,
+)
+from dufm_core.runlock import RunBusyError, hold, pid_alive, same_process
 
-STATES = ("queued", "running", "finished", "failed", "cancelled", "diverged")
-INTERRUPTED = "interrupted"  # reported (never written) for `running` runs whose process is gone
+__all__ = ["ENDED_STATES", "INTERRUPTED", "STATES", "UNKNOWN", "Run", "RunBusyError",
+           "RunSummary", "StoreError", "atomic_write_bytes", "atomic_write_json", "create_run",
+           "default_runs_dir", "find_run", "iter_runs", "list_runs", "open_run", "pid_alive",
+           "read_json", "read_jsonl", "to_jsonable"]
+
 RUNS_DIR_ENV = "DUFM_RUNS_DIR"
+STALE_TEMP_S = 60.0  # a temp file of an atomic write older than this is an orphan
 _CKPT_RE = re.compile(r"^step_(\d{8,})\.pt$")
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_WRITER_RE = re.compile(r"\.([0-9a-f]{8})-(\d+)-[^.]*\.tmp$")  # .NAME.HOST-PID-XXXX.tmp
+
+
+class StoreError(OSError):
+    """The run store cannot write where it must (a full disk, no permission); one line."""
 
 
 def default_runs_dir() -> Path:
@@ -49,7 +81,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temp file in the same folder, fsync, then ``os.replace``: a reader
     sees the old file or the new one, never a half-written one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's host and pid in the name let a trainer remove the orphans of dead writers
+    prefix = f".{path.name}.{_HOST_TAG}-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -122,24 +156,6 @@ def _now() -> float:
     return round(time.time(), 3)
 
 
-def pid_alive(pid: int) -> bool:
-    """Is process ``pid`` (on this host) alive? A zombie counts as dead; pid ≤ 0 means none."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (finished but not reaped) counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 @dataclass
 class Run:
     """Handle on one run folder; every accessor reads the disk (the single source of truth)."""
@@ -167,47 +183,79 @@ class Run:
         return self.path / "log.txt"
 
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(read_json(self.path / "config.json"))
+        """The run's config. FileNotFoundError when config.json is missing; ConfigError (one
+        line naming config.json, or the bad key) when it cannot be read as a config."""
+        path = self.path / "config.json"
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.path} is not a run folder (no config.json)") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError("config.json", f"{file_problem(str(path), exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config.json", f"{path} holds a JSON {type(data).__name__}, "
+                                             "not a config object")
+        try:
+            return RunConfig.from_dict(data)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("config.json", f"{path} is not a config ({exc})") from None
+
+    def _read_status(self) -> dict[str, Any]:
+        try:
+            raw = read_json(self.path / "status.json")
+        except (OSError, ValueError) as exc:
+            return typed_status({}) | {"state": UNKNOWN, "error": file_problem("status.json", exc)}
+        return typed_status(raw)
 
     def status(self) -> dict[str, Any]:
-        """status.json, with ``state`` reported as ``interrupted`` for a `running` run whose
-        worker process on this host is gone."""
-        try:
-            status = read_json(self.path / "status.json")
-        except (OSError, json.JSONDecodeError):
-            return {"state": "unknown", "step": 0, "total_steps": 0, "error": "no status.json"}
+        """status.json with well-typed fields (:func:`typed_status`; ``unknown`` when it cannot
+        be read), and ``state`` reported as ``interrupted`` for a `running` run whose worker on
+        this host is gone (its pid is dead, or now names a process started at another time)."""
+        status = self._read_status()
         if (
-            status.get("state") == "running"
-            and status.get("host") == socket.gethostname()
-            and not pid_alive(int(status.get("pid") or 0))
+            status["state"] == "running"
+            and status["host"] == socket.gethostname()
+            and not same_process(status["pid"] or 0, status["pid_start"])
         ):
             status = {
                 **status,
                 "state": INTERRUPTED,
-                "error": status.get("error") or "worker process is gone; resume it",
+                "error": status["error"] or "worker process is gone; resume it",
             }
         return status
 
     def write_status(self, **updates: Any) -> dict[str, Any]:
-        """Merge ``updates`` into status.json and replace it atomically."""
+        """Merge ``updates`` into status.json and replace it atomically (a corrupt status.json
+        is replaced by the updates alone)."""
         path = self.path / "status.json"
         try:
             status = read_json(path)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
+            status = {}
+        if not isinstance(status, dict):
             status = {}
         status.update(updates)
         status["updated_at"] = _now()
         atomic_write_json(path, status)
         return status
 
-    def metrics(self) -> list[dict[str, Any]]:
-        """Every logged step (torn lines skipped; if a step was logged twice the later wins)."""
-        rows = read_jsonl(self.metrics_path)
+    def _rows(self, typed: bool = True) -> list[dict[str, Any]]:
+        """The logged rows by step (a later line of a step wins); rows whose step cannot be read
+        are skipped; ``typed`` rows have well-typed known fields (else as written, step int)."""
         by_step: dict[int, dict[str, Any]] = {}
-        for row in rows:
-            if "step" in row:
-                by_step[int(row["step"])] = row
+        for raw in read_jsonl(self.metrics_path):
+            row = typed_metrics_row(raw)
+            if row is not None:
+                by_step[row["step"]] = row if typed else {**raw, "step": row["step"]}
         return [by_step[s] for s in sorted(by_step)]
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every logged step, ascending (torn and malformed lines skipped; if a step was logged
+        twice the later wins); each row has an int ``step`` and well-typed known fields
+        (:func:`typed_metrics_row`), but any field may be missing."""
+        return self._rows()
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Append one JSON line and flush it to the OS (one write call per line)."""
@@ -216,8 +264,8 @@ class Run:
             fh.write(line)
 
     def truncate_metrics(self, max_step: int) -> None:
-        """Keep only logged steps <= ``max_step`` (used on resume); atomic."""
-        rows = [r for r in self.metrics() if int(r["step"]) <= max_step]
+        """Keep only logged steps <= ``max_step`` (used on resume); atomic. Malformed lines go."""
+        rows = [r for r in self._rows(typed=False) if r["step"] <= max_step]
         atomic_write_bytes(
             self.metrics_path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows).encode()
         )
@@ -237,6 +285,52 @@ class Run:
     def latest_checkpoint(self) -> int | None:
         steps = self.checkpoints()
         return steps[-1] if steps else None
+
+    def set_aside_checkpoint(self, step: int) -> Path:
+        """Rename the unloadable checkpoint of ``step`` to ``step_<step>.pt.unreadable`` (kept,
+        but no longer a checkpoint of the run) and return its new path. Call it holding the run
+        lock (a resume that falls back to an earlier checkpoint does)."""
+        src = self.checkpoint_path(step)
+        dst = src.with_name(src.name + ".unreadable")
+        os.replace(src, dst)
+        return dst
+
+    # who trains the run (docs/design.md §3.6)
+    def lock(self, purpose: str = "trained") -> contextlib.AbstractContextManager[None]:
+        """The run lock for a block (:func:`dufm_core.runlock.hold`): RunBusyError at once, and
+        nothing changed, if another process or thread trains (or deletes) the run."""
+        return hold(self.path, purpose)
+
+    def clean_stale_temps(self, min_age_s: float = STALE_TEMP_S) -> list[Path]:
+        """Remove the temp files of atomic writes (``.NAME….tmp``) that no writer will finish, in
+        the run folder, ``checkpoints/`` and ``analysis/``: those of a writer on this host that
+        is gone, and any older than ``min_age_s``. Run it holding the run lock (a trainer does,
+        on start), so that no checkpoint is being written; a live process's fresh temp file
+        (e.g. the dashboard caching a report) is left alone. Returns the files removed."""
+        now, me = time.time(), os.getpid()
+        removed = []
+        for folder in (self.path, self.checkpoint_dir, self.analysis_dir):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    age = now - entry.stat(follow_symlinks=False).st_mtime
+                except OSError:
+                    continue
+                m = _TEMP_WRITER_RE.search(entry.name)
+                writer = int(m.group(2)) if m and m.group(1) == _HOST_TAG else None
+                dead = writer is not None and writer != me and not pid_alive(writer)
+                if dead or age > min_age_s:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+        return removed
 
     # the report cache (docs/design.md §5.4); reports are made by dufm_core.reports
     def report_path(self, step: int) -> Path:
@@ -261,40 +355,61 @@ class Run:
                           report.to_json() if isinstance(report, Report) else report)
 
 
-def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Run:
-    """Make a new run folder with config.json and a `queued` status.json."""
-    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    root.mkdir(parents=True, exist_ok=True)
+def _run_name(cfg: RunConfig) -> str:
+    """``<YYYYmmdd-HHMMSS>-<label>-<4 hex digits>`` (docs/design.md §3.1)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip("-")
     desc = tag or f"{cfg.model}-{cfg.activation}-{cfg.loss}-K{cfg.K}-L{cfg.depth}"
-    for _ in range(100):
-        run_dir = root / f"{stamp}-{desc}-{secrets.token_hex(2)}"
-        try:
-            run_dir.mkdir()
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of a random tag
-        raise RuntimeError(f"could not create a run folder in {root}")
-    run = Run(run_dir)
-    run.checkpoint_dir.mkdir()
-    run.analysis_dir.mkdir()
-    atomic_write_json(run_dir / "config.json", cfg.to_dict())
-    run.write_status(
-        state="queued",
-        step=0,
-        total_steps=cfg.steps,
-        pid=None,
-        host=None,
-        created_at=_now(),
-        started_at=None,
-        finished_at=None,
-        error=None,
-        device=None,
-    )
-    run.metrics_path.touch()
-    return run
+    return f"{stamp}-{desc}-{secrets.token_hex(2)}"
+
+
+def _remove_abandoned_staging(root: Path, min_age_s: float = 3600.0) -> None:
+    """Remove ``.new-…`` folders that a creator killed mid-way left over an hour ago."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if entry.name.startswith(".new-") and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime > min_age_s:
+                        shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Run:
+    """Make a new run folder with config.json and a `queued` status.json.
+
+    Atomic: the folder is built under a hidden name (``.new-…``, never listed) and renamed into
+    place, so a run folder either is complete or does not exist; if anything fails (a full
+    disk) the partial folder is removed and :class:`StoreError` says, in one line, which runs
+    folder and why. (A folder left by a creator that was killed is removed an hour later.)"""
+    root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    staging = root / f".new-{secrets.token_hex(8)}"
+    _remove_abandoned_staging(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        run = Run(staging)
+        run.checkpoint_dir.mkdir()
+        run.analysis_dir.mkdir()
+        atomic_write_json(staging / "config.json", cfg.to_dict())
+        run.write_status(state="queued", step=0, total_steps=cfg.steps, pid=None, host=None,
+                         created_at=_now(), started_at=None, finished_at=None, error=None,
+                         device=None)
+        run.metrics_path.touch()
+        for _ in range(100):
+            run_dir = root / _run_name(cfg)
+            if run_dir.exists():
+                continue
+            try:
+                os.rename(staging, run_dir)  # fails if another run took the name meanwhile
+            except OSError:
+                if run_dir.exists():
+                    continue
+                raise
+            return Run(run_dir)
+        raise FileExistsError(0, "no free run folder name after 100 tries")
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StoreError(f"cannot create a run folder in {root}: "
+                         f"{exc.strerror or exc}") from None
 
 
 def open_run(path: str | Path) -> Run:
@@ -322,16 +437,16 @@ class RunSummary:
 
 def iter_runs(runs_dir: str | Path | None = None) -> Iterator[Run]:
     """Every run folder directly under the runs folder, in name order. A symbolic link is never
-    a run (it could lead outside the runs folder)."""
+    a run (it could lead outside the runs folder), nor is a hidden folder (a run being made)."""
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not root.is_dir():
         return
     for p in sorted(root.iterdir()):
-        if not p.is_symlink() and (p / "config.json").is_file():
+        if not p.name.startswith(".") and not p.is_symlink() and (p / "config.json").is_file():
             yield Run(p)
 
 
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 
 
 def find_run(run_id: str, runs_dir: str | Path | None = None) -> Run | None:
@@ -341,7 +456,7 @@ def find_run(run_id: str, runs_dir: str | Path | None = None) -> Run | None:
     only a plain name that :func:`iter_runs` lists is accepted, so an absolute path, ``..``, a
     separator or a symbolic link never reaches a folder outside the runs folder.
     """
-    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id) or run_id in (".", ".."):
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
         return None
     root = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     path = root / run_id
@@ -356,7 +471,8 @@ def find_run(run_id: str, runs_dir: str | Path | None = None) -> Run | None:
 
 
 def _last_metrics_row(path: Path) -> dict[str, Any] | None:
-    """The last parsable line of a metrics file, reading only its tail."""
+    """The last well-formed row of a metrics file (:func:`typed_metrics_row`), reading only its
+    tail."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -367,35 +483,46 @@ def _last_metrics_row(path: Path) -> dict[str, Any] | None:
         return None
     for raw in reversed(tail):
         try:
-            obj = json.loads(raw)
+            row = typed_metrics_row(json.loads(raw))
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if isinstance(obj, dict):
-            return obj
+        if row is not None:
+            return row
     return None
 
 
+def _listed_config(run: Run) -> tuple[dict[str, Any], str | None]:
+    """(config dict, None), or ({}, why) when config.json cannot be read as a config of a known
+    model: such a run is listed as ``unknown`` (it can still be deleted)."""
+    try:
+        cfg = run.config()
+    except (OSError, ConfigError) as exc:
+        return {}, str(exc)
+    if cfg.model not in MODELS:
+        return {}, f"config.json: model {cfg.model!r} is not one of {', '.join(MODELS)}"
+    return cfg.to_dict(), None
+
+
 def list_runs(runs_dir: str | Path | None = None) -> list[RunSummary]:
-    """Every run under ``runs_dir`` (oldest first) with its reported state and last loss."""
+    """Every run under ``runs_dir`` (oldest first) with its reported state and last loss. A run
+    whose status.json or config.json cannot be read is listed with state ``unknown`` and the
+    reason in ``error``; nothing about one run stops the others from being listed."""
     out = []
     for run in iter_runs(runs_dir):
         status = run.status()
-        try:
-            cfg = read_json(run.path / "config.json")
-        except (OSError, json.JSONDecodeError):
-            cfg = {}
+        config, config_error = _listed_config(run)
         last = _last_metrics_row(run.metrics_path)
         out.append(
             RunSummary(
                 id=run.id,
                 path=run.path,
-                state=status.get("state", "unknown"),
-                step=int(status.get("step") or 0),
-                total_steps=int(status.get("total_steps") or 0),
-                config=cfg,
-                loss=None if last is None else last.get("loss"),
-                updated_at=status.get("updated_at"),
-                error=status.get("error"),
+                state=UNKNOWN if config_error else status["state"],
+                step=status["step"],
+                total_steps=status["total_steps"],
+                config=config,
+                loss=None if last is None else as_number(last.get("loss")),
+                updated_at=status["updated_at"],
+                error=config_error or status["error"],
             )
         )
     return out

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dufm_core import kinds
+from dufm_core import ConfigError, kinds
 from ui import analysis_view as av
 from ui import docs, figures, live, shell, state
 
@@ -18,7 +18,11 @@ docs.caption(
 run = state.select_run()
 if run is None:
     st.stop()
-cfg = run.config()
+try:
+    cfg = run.config()
+except ConfigError as exc:  # a damaged config.json: one line, not a traceback
+    st.error(str(exc))
+    st.stop()
 rows = run.metrics()
 if not rows:
     st.info("No metrics logged yet.")
@@ -71,10 +75,13 @@ if layer is not None:
         figures.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
         config=figures.CONFIG,
     )
-c2.plotly_chart(
-    figures.singular_values_at_step(rows[-1]["sv"], pred.sigma if pred else None, rows[-1]["step"]),
-    config=figures.CONFIG,
-)
+last_sv = next((r for r in reversed(rows) if r.get("sv")), None)  # a row may lack sv
+if last_sv is not None:
+    c2.plotly_chart(
+        figures.singular_values_at_step(last_sv["sv"], pred.sigma if pred else None,
+                                        last_sv["step"]),
+        config=figures.CONFIG,
+    )
 
 st.subheader("Effective ranks over training")
 st.caption(

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dufm_core import RunConfig, kinds
+from dufm_core import ConfigError, RunConfig, kinds
 from dufm_core.process import jobs
 from dufm_core.store import open_run
 from ui import docs, figures, shell, state
@@ -111,12 +111,15 @@ if metrics:
     c1.download_button(
         "metrics.csv", flat.to_csv(index=False), file_name=f"{pick}-metrics.csv", mime="text/csv"
     )
-c2.download_button(
-    "config.json",
-    json.dumps(run.config().to_dict(), indent=2),
-    file_name=f"{pick}-config.json",
-    mime="application/json",
-)
+try:
+    c2.download_button(
+        "config.json",
+        json.dumps(run.config().to_dict(), indent=2),
+        file_name=f"{pick}-config.json",
+        mime="application/json",
+    )
+except ConfigError as exc:  # a damaged config.json: the run can still be deleted
+    c2.warning(str(exc))
 reports = sorted(run.analysis_dir.glob("step_*.json")) if run.analysis_dir.is_dir() else []
 if reports:
     c3.download_button(
@@ -133,6 +136,10 @@ if run.status().get("state") in ("queued", "running"):
 else:
     confirm = st.checkbox(f"Yes, delete {pick} and all its files", key=f"confirm_{pick}")
     if st.button("Delete run", disabled=not confirm):
-        jobs.delete(run)
-        st.toast(f"deleted {pick}")
-        st.rerun()
+        try:
+            jobs.delete(run)
+        except RuntimeError as exc:  # something still trains it (its lock is held)
+            st.error(str(exc))
+        else:
+            st.toast(f"deleted {pick}")
+            st.rerun()

@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from dufm_core import kinds
-from dufm_core.config import RunConfig
+from dufm_core.config import ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run
 from ui import figures, shell
@@ -22,17 +22,22 @@ def _body(run: Run) -> None:
 
 def _show(run: Run) -> None:
     status = run.status()
-    cfg = run.config()
-    state = status.get("state")
-    total = int(status.get("total_steps") or cfg.steps)
-    step = int(status.get("step") or 0)
+    try:
+        cfg = run.config()
+    except ConfigError as exc:  # a damaged config.json: say so, never a traceback
+        st.error(f"Run `{run.id}` cannot be shown: {exc}")
+        return
+    state = status["state"]
+    total = status["total_steps"] or cfg.steps
+    step = status["step"]
     rows = run.metrics()
     real = figures.has_accuracy(rows)
+    loss = rows[-1].get("loss") if rows else None
     st.markdown(f"Run `{run.id}` — **state: {state}**")
     st.progress(
-        min(step / total, 1.0) if total else 0.0,
+        min(max(step / total, 0.0), 1.0) if total else 0.0,
         text=f"step {step} / {total}"
-        + (f" · loss {rows[-1]['loss']:.10g}" if rows else "")
+        + (f" · loss {loss:.10g}" if loss is not None else "")
         + (_accuracy_text(rows[-1]) if real else ""),
     )
     if status.get("error"):
@@ -66,7 +71,7 @@ def _show(run: Run) -> None:
 
 def _accuracy_text(row: dict[str, Any]) -> str:
     """' · train acc … · test acc … · epoch …' of a real-network metrics row."""
-    out = f" · train acc {row['train_acc']:.3f}"
+    out = f" · train acc {row['train_acc']:.3f}" if row.get("train_acc") is not None else ""
     if row.get("test_acc") is not None:
         out += f" · test acc {row['test_acc']:.3f}"
     if row.get("epoch") is not None:
@@ -116,5 +121,5 @@ def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> No
 def watch_run(run: Run) -> None:
     """Show ``run`` (a run of the runs folder: :func:`ui.state.find`); while it is queued or
     running, refresh every 0.5 s."""
-    active = run.status().get("state") in ACTIVE
+    active = run.status()["state"] in ACTIVE
     st.fragment(_body, run_every=0.5 if active else None)(run)

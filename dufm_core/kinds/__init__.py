@@ -99,22 +99,32 @@ def resume(
     progress: Progress = _stderr,
     device: str | None = None,
 ) -> TrainResult:
-    """Continue a run from its last checkpoint; ``steps`` extends (or sets) the total.
+    """Continue a run from its last loadable checkpoint; ``steps`` extends (or sets) the total.
 
     ``device`` moves the run (e.g. trained on a GPU, continued on the CPU). The checkpoint is
     device-independent, so the continuation is the same computation, but floating-point
     results then differ from an uninterrupted run in the last bits (bit-exact resumption holds
     on the same device only).
+
+    The run lock is taken first: if another process trains the run this raises
+    :class:`~dufm_core.runlock.RunBusyError` ("run X is being trained by pid P") and changes
+    nothing. The new ``steps``/``device`` are written to config.json only once a checkpoint
+    has loaded, just before training starts; a checkpoint that does not load is set aside and
+    the one before it used (:class:`~dufm_core.training.loop.Trainer`).
     """
     run = open_run(run_dir)
-    cfg = run.config()
-    if device is not None:
-        cfg.device = device
-    if steps is not None:
-        last = run.latest_checkpoint() or 0
-        if steps < last:
-            raise ConfigError("steps", f"must be >= the last checkpoint step {last} (got {steps})")
-        cfg.steps = steps
-    cfg.validate()
-    atomic_write_json(run.path / "config.json", cfg.to_dict())
-    return trainer_for(run, cfg, progress).train(resume=True)
+    with run.lock():
+        cfg = run.config()
+        if device is not None:
+            cfg.device = device
+        if steps is not None:
+            last = run.latest_checkpoint() or 0
+            if steps < last:
+                raise ConfigError(
+                    "steps", f"must be >= the last checkpoint step {last} (got {steps})"
+                )
+            cfg.steps = steps
+        cfg.validate()
+        trainer = trainer_for(run, cfg, progress)
+        trainer.on_start = lambda: atomic_write_json(run.path / "config.json", cfg.to_dict())
+        return trainer.train(resume=True)

@@ -41,23 +41,45 @@ CHILD_DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD)
 def train_run(run_dir: str | Path) -> int:
     """Train the queued run folder ``run_dir`` (made by :func:`jobs.launch`), then start the next
     queued runs of its runs folder. Prints the run folder last; exit code 0 when it finished, 1
-    when it did not, 2 (with one ``error:`` line) for a config or data error."""
-    from dufm_core import kinds
-    from dufm_core.config import ConfigError
+    when it did not, 2 (with one ``error:`` line) for a config or data error or when another
+    process already trains the run (then nothing is changed).
+
+    The run lock is held from before the config is read until training ends (and released
+    before the queue is pumped: a worker started then must not inherit it)."""
+    from dufm_core.runlock import RunBusyError
     from dufm_core.store import open_run
 
     try:
         run = open_run(run_dir)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    try:
+        with run.lock():
+            return _train_locked(run)
+    except RunBusyError as exc:
+        return _error(str(exc))
+    finally:
+        jobs.pump(run.path.parent)
+
+
+def _train_locked(run: Any) -> int:
+    """:func:`train_run`'s body, holding the run lock: a config that cannot be read or is
+    invalid marks the run `failed` (its worker is about to exit) and is one ``error:`` line."""
+    import time
+
+    from dufm_core import kinds
+    from dufm_core.config import ConfigError
+
+    try:
         cfg = run.config()
         cfg.validate()
     except (ConfigError, FileNotFoundError) as exc:
+        run.write_status(state="failed", error=str(exc), finished_at=time.time())
         return _error(str(exc))
     try:
         result = kinds.train(cfg, run=run)
     except ConfigError as exc:  # e.g. a real network's data folder (status.json says failed)
         return _error(str(exc))
-    finally:
-        jobs.pump(run.path.parent)
     print(result.run.path)
     return 0 if result.state == "finished" else 1
 

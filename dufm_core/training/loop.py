@@ -12,16 +12,28 @@ ends the run as ``cancelled``; a checkpoint step writes one; the session's
 :meth:`~TrainingSession.step` gives the gradient, the row (at log points) and what became
 non-finite, if anything; the row is appended to ``metrics.jsonl`` (non-finite values as null);
 a non-finite value ends the run as ``diverged`` with a suggestion; otherwise the session
-updates the parameters. Any exception marks the run ``failed`` with its message.
+updates the parameters. Any exception marks the run ``failed`` with its message, except that a
+run whose last word was written (finished, failed, cancelled, diverged) keeps it when a resume
+fails before training starts.
+
+**One trainer a run.** :meth:`Trainer.train` holds the run lock (:mod:`dufm_core.runlock`) from
+before anything is read or written until the end: a second trainer of the same run (a resume,
+a queue worker, a sweep member) is refused at once with :class:`~dufm_core.runlock.RunBusyError`
+and changes nothing. Holding it, the trainer first removes orphaned temp files of atomic writes
+(:meth:`~dufm_core.store.Run.clean_stale_temps`).
+
+**Resume falls back.** If the last checkpoint cannot be loaded (garbage, truncated, empty, not
+matching the config), it is set aside as ``step_<step>.pt.unreadable`` with a progress line
+saying why, and the next newest is tried; metrics are then truncated to the checkpoint used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import socket
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -30,11 +42,12 @@ from typing import Any
 
 import torch
 
-from dufm_core.checkpoints import save_checkpoint
+from dufm_core.checkpoints import CheckpointError, save_checkpoint
 from dufm_core.config import RunConfig
 from dufm_core.process.signals import stop_signals
+from dufm_core.runlock import identity
 from dufm_core.runtime import cpu_threads
-from dufm_core.store import Run
+from dufm_core.store import ENDED_STATES, Run
 
 STATUS_EVERY_S = 0.5  # status.json is rewritten at most this often (at log points)
 PROGRESS_EVERY_S = 2.0  # progress lines on stderr at most this often
@@ -212,26 +225,37 @@ class Trainer:
     open_session: OpenSession
     threads: Callable[[torch.device], int | None] = lambda _device: None
     progress: Progress = None
+    # called once the session is open, before status.json says running (kinds.resume writes the
+    # new config.json there, so a resume that fails before training leaves it as it was)
+    on_start: Callable[[], None] | None = None
     _stop_signal: int | None = field(default=None, init=False, repr=False)
     _last_status: float = field(default=0.0, init=False, repr=False)
     _last_progress: float = field(default=0.0, init=False, repr=False)
 
     def train(self, resume: bool = False) -> TrainResult:
-        """Train (or resume) the run; any error is written to status.json as ``failed``."""
-        try:
-            device = pick_device(self.cfg.device)
-            with cpu_threads(self.threads(device)):
-                return self._loop(device, resume)
-        except Exception as exc:
-            if self.run.status().get("state") not in ("failed", "diverged", "cancelled"):
-                self.run.write_status(
-                    state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time()
-                )
-            raise
+        """Train (or resume) the run holding its lock; RunBusyError (nothing written) if another
+        process trains it. Any other error is written to status.json as ``failed``, unless the
+        run had already ended and the error came before training started."""
+        with self.run.lock():
+            for path in self.run.clean_stale_temps():
+                self._say(f"removed an orphaned temp file {path.relative_to(self.run.path)}")
+            try:
+                device = pick_device(self.cfg.device)
+                with cpu_threads(self.threads(device)):
+                    return self._loop(device, resume)
+            except Exception as exc:
+                if self.run.status()["state"] not in ENDED_STATES:
+                    self.run.write_status(
+                        state="failed", error=f"{type(exc).__name__}: {exc}",
+                        finished_at=time.time(),
+                    )
+                raise
 
     def _loop(self, device: torch.device, resume: bool) -> TrainResult:
         cfg, run = self.cfg, self.run
-        session = self.open_session(device, resume)
+        session = self._open_session(device, resume)
+        if self.on_start is not None:
+            self.on_start()
         start = session.start
         logged_before: set[int] = set()
         if resume:  # drop rows after the checkpoint; remember the steps already logged
@@ -278,6 +302,34 @@ class Trainer:
         return self._finish(state, step, error, last_loss)
 
     # ------------------------------------------------------------------ helpers
+    def _say(self, msg: str) -> None:
+        """A progress line (standard error when there is no progress callback)."""
+        if self.progress:
+            self.progress(msg)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _open_session(self, device: torch.device, resume: bool) -> TrainingSession:
+        """The kind's session; on resume from the newest checkpoint that loads: one that does
+        not (CheckpointError) is set aside, with a line saying which and why."""
+        set_aside: list[str] = []
+        while True:
+            try:
+                return self.open_session(device, resume)
+            except CheckpointError as exc:
+                step = self.run.latest_checkpoint() if resume else None
+                if step is None:
+                    raise
+                name = self.run.checkpoint_path(step).name
+                moved = self.run.set_aside_checkpoint(step)
+                set_aside.append(name)
+                self._say(f"skipped checkpoint {name} (set aside as {moved.name}): {exc}")
+            except RuntimeError as exc:
+                if set_aside:  # no checkpoint left after setting the bad ones aside
+                    raise RuntimeError(f"{exc} (set aside as unreadable: "
+                                       f"{', '.join(set_aside)})") from None
+                raise
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop_signal = signum
 
@@ -295,8 +347,8 @@ class Trainer:
             state="running",
             step=start,
             total_steps=self.cfg.steps,
-            pid=os.getpid(),
             host=socket.gethostname(),
+            **identity(),
             started_at=t_start,
             finished_at=None,
             error=None,

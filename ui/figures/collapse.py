@@ -18,9 +18,11 @@ def singular_values_over_training(
     fig = go.Figure()
     steps = [int(r["step"]) for r in rows]
     xs, log_x = steps_axis(steps)
-    count = max((len(r["sv"][layer - 1]) for r in rows if r.get("sv")), default=0)
+    # a row may lack sv, or (malformed) have fewer layers or values: gaps
+    svs = [sv[layer - 1] if len(sv := r.get("sv") or []) >= layer else [] for r in rows]
+    count = max((len(s) for s in svs), default=0)
     for j in range(count):
-        ys = [r["sv"][layer - 1][j] if r.get("sv") else None for r in rows]
+        ys = [s[j] if j < len(s) else None for s in svs]
         fig.add_trace(
             go.Scatter(
                 x=xs,

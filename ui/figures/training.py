@@ -61,7 +61,7 @@ def layer_curves(
     xs, log_x = steps_axis(steps)
     n_layers = max((len(r.get(key) or []) for r in rows), default=0)
     for l in range(n_layers):
-        ys = [(r.get(key) or [None] * n_layers)[l] for r in rows]
+        ys = [v[l] if l < len(v := r.get(key) or []) else None for r in rows]  # gaps if short
         name = layer_names[l] if layer_names else f"layer {l + 1}"
         fig.add_trace(
             go.Scatter(
