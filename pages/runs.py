@@ -30,9 +30,13 @@ if not rows:
         from dufm_core import RunConfig
         from dufm_core.presets import PRESETS
 
-        run = jobs.launch(RunConfig(**PRESETS["paper-linear"]), state.runs_dir())
-        st.query_params["run"] = run.id
-        st.switch_page("pages/train.py")
+        try:
+            run = jobs.launch(RunConfig(**PRESETS["paper-linear"]), state.runs_dir())
+        except (ValueError, OSError) as exc:  # a full disk, a memory cap set very low
+            st.error(str(exc))
+            st.stop()
+        st.session_state["watch"] = run.id
+        st.switch_page("pages/train.py", query_params={"run": run.id})  # lands on its live view
     st.stop()
 
 

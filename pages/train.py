@@ -122,7 +122,11 @@ else:
         )
 
 if st.button("Launch", type="primary", disabled=error is not None):
-    run = jobs.launch(cfg, state.runs_dir())
+    try:
+        run = jobs.launch(cfg, state.runs_dir())
+    except (ConfigError, OSError) as exc:  # over the memory cap, a full disk: one line
+        st.error(str(exc))
+        st.stop()
     st.query_params["run"] = run.id
     st.session_state["watch"] = run.id
     st.rerun()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dufm_core.config import RunConfig
+from dufm_core.config import ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run, RunSummary, default_runs_dir, find_run, list_runs
 
@@ -169,7 +169,11 @@ def select_analysis_target() -> tuple[Run, int, RunConfig, int]:
     step = select_step(run)
     if step is None:
         st.stop()
-    cfg = run.config()
+    try:
+        cfg = run.config()
+    except ConfigError as exc:  # a damaged config.json: one line, never a traceback
+        st.error(f"Run `{run.id}` cannot be analysed: {exc}")
+        st.stop()
     layer = select_layer(cfg.depth)
     if layer is None:
         st.stop()
