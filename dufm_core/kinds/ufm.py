@@ -4,8 +4,8 @@ W_1..W_L, trained full batch; its report is the UFM analysis of :mod:`dufm_core.
 Its memory estimates (:mod:`dufm_core.resources`) count what the code here allocates: H_1 and
 every W_l with their gradient and optimiser state (gd none, momentum one buffer, Adam two and a
 temporary), the targets and labels, the layer features H_2..H_{L+1} that the metrics form at a
-log point (and the centred copies DNC1 makes), and for autograd (ReLU or CE) the activations the
-backward pass keeps. A report adds, for its largest layer, the dense object its Hessian method
+log point (and the centred copies DNC1 makes), for autograd (ReLU or CE) the activations the
+backward pass keeps, and the two copies of the state that writing a checkpoint makes. A report adds, for its largest layer, the dense object its Hessian method
 builds (Kronecker factors, a dense Hessian, or a block-Krylov basis) and the K² predicted
 eigen-matrices; ``--full`` adds the Krylov basis over all weights. The estimates are upper
 bounds of the same order as the measured peak (tests/test_resources.py measures one).
@@ -134,6 +134,7 @@ class UFMKind(ModelKind):
                  "width × depth × K × n"),
             Part("activations", 0 if fast else (hidden + 2 * max(dims) * N) * b,
                  "width × depth × K × n"),
+            Part("checkpoint buffer", 2 * (dims[0] * N + weights) * b, "width × K × n"),
         ))
 
     def analysis_memory(self, cfg: RunConfig, full: bool = False,
