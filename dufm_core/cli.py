@@ -189,7 +189,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
         cfg.validate()
         if min([*cfg.lam_ws, cfg.lam_h]) <= 0:
             raise ConfigError("lam", "must be > 0 for the closed forms")
-        tau = None if args.tau is None else check_float("tau", args.tau, -1e6, 1e6)
+        tau = None if args.tau is None else check_float("tau", args.tau, 0.0, 1.0)
         resources.check(_theory_memory(cfg.K, cfg.depth, tau is not None))
     except ConfigError as exc:
         return _die(str(exc))
@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument(
         "--tau",
         default=None,
-        help="also give the ReLU DNC-point eigenvalues with σ'(0) = τ",
+        help="also give the ReLU DNC-point eigenvalues with σ'(0) = τ, in [0, 1]",
     )
     th.set_defaults(func=cmd_theory)
 

@@ -85,6 +85,7 @@ MAX_DEPTH = 64
 MAX_WIDTH = 65_536
 MAX_K = 10_000
 MAX_STEPS = 1_000_000_000
+MAX_LAMBDA = 1e100  # λ_W, λ_H: far past λ_crit; beyond it the closed forms overflow a float
 # λ within this factor below λ_crit (critical_scale ≤ 1.25) gets the near-threshold warning
 NEAR_CRITICAL = 1.25
 
@@ -200,8 +201,9 @@ class RunConfig:
             data.setdefault("lam_h", lam)
         unknown = sorted((str(k) for k in set(data) - names), key=lambda k: (len(k), k))
         if unknown:
+            key = unknown[0]
             raise ConfigError(
-                shown(unknown[0])[1:-1] if len(unknown[0]) > 60 else unknown[0],
+                key if key.isidentifier() and len(key) <= 60 else shown(key),
                 f"unknown config key; known keys: {', '.join(sorted(names))}"
             )
         model = data.get("model", "ufm")
@@ -228,8 +230,8 @@ class RunConfig:
         self.width = check_int_or_list("width", self.width, self.depth, 1, MAX_WIDTH)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("loss", self.loss, LOSSES)
-        self.lam_w = check_float_or_list("lam_w", self.lam_w, self.depth, 0.0, math.inf)
-        self.lam_h = check_float("lam_h", self.lam_h, 0.0, math.inf)
+        self.lam_w = check_float_or_list("lam_w", self.lam_w, self.depth, 0.0, MAX_LAMBDA)
+        self.lam_h = check_float("lam_h", self.lam_h, 0.0, MAX_LAMBDA)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         self.lr = check_float("lr", self.lr, 0.0, math.inf, lo_open=True)
         self.momentum = check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
@@ -446,10 +448,10 @@ FIELDS: dict[str, FieldSpec] = {
     "loss": FieldSpec("loss", "fit term: squared error to one-hot targets, or cross-entropy",
                       row=2, choices=LOSSES),
     "lam_w": FieldSpec("λ_W (one or per layer)", f"weight decay (λ_W/2)‖W_l‖²: {_EACH_LAYER}",
-                       row=2, lo=0.0, hi=math.inf),
+                       row=2, lo=0.0, hi=MAX_LAMBDA),
     "lam_h": FieldSpec(
         "λ_H", "feature penalty: (λ_H/2)‖H_1‖² (a real network: (λ_H/2)·mean_i ‖h(x_i)‖²)",
-        row=2, lo=0.0, hi=math.inf),
+        row=2, lo=0.0, hi=MAX_LAMBDA),
     # optimisation
     "optimizer": FieldSpec("optimizer", "gd: gradient descent; momentum: heavy ball; adam",
                            row=3, choices=OPTIMIZERS),

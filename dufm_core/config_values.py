@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
     def __init__(self, field_name: str, message: str) -> None:
         self.field = field_name
-        super().__init__(f"{field_name}: {' '.join(message.split())}")
+        name = " ".join(str(field_name).split()) or repr(field_name)
+        super().__init__(f"{name}: {' '.join(message.split())}")
 
 
 class _Short(reprlib.Repr):

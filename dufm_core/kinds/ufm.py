@@ -5,10 +5,11 @@ Its memory estimates (:mod:`dufm_core.resources`) count what the code here alloc
 every W_l with their gradient and optimiser state (gd none, momentum one buffer, Adam two and a
 temporary), the targets and labels, the layer features H_2..H_{L+1} that the metrics form at a
 log point (and the centred copies DNC1 makes), for autograd (ReLU or CE) the activations the
-backward pass keeps, and the two copies of the state that writing a checkpoint makes. A report adds, for its largest layer, the dense object its Hessian method
-builds (Kronecker factors, a dense Hessian, or a block-Krylov basis) and the K² predicted
-eigen-matrices; ``--full`` adds the Krylov basis over all weights. The estimates are upper
-bounds of the same order as the measured peak (tests/test_resources.py measures one).
+backward pass keeps, and the two copies of the state that writing a checkpoint makes. A report
+adds, for its largest layer, the dense object its Hessian method builds (Kronecker factors, a
+dense Hessian, or a block-Krylov basis) and the K² predicted eigen-matrices; ``--full`` adds the
+Krylov basis over all weights. The estimates add the parts up (peaks of different phases do not
+coincide), so they lean high; tests/test_resources.py holds them within 0.5–3× of a measured peak.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
         raise SpecError(
             "name",
             "must be 1-64 characters: letters, digits, '-', '_' or '.', starting with a letter "
-            f"or digit (got {name!r})",
+            f"or digit (got {shown(name)})",
         )
     base = data.get("base", {})
     if not isinstance(base, dict):
