@@ -68,12 +68,18 @@ def analysis_parts(cfg: RunConfig, N: int, full: bool, full_params: str | None) 
         m = min(K2b, dim)
         if kron:  # P, Q and their eigenvectors, the whole spectrum, the top m matrices
             method = 2 * (d_out * d_out + d_in * d_in) + 2 * dim + m * dim
-        elif dim <= DENSE_MAX:  # the dense Hessian, its symmetrised copy and eigenvectors
-            method = 4 * dim * dim + m * dim
+        elif dim <= DENSE_MAX:  # the dense Hessian, its transposed and symmetrised copies,
+            method = 7 * dim * dim + m * dim  # eigh's work and eigenvectors, flipped (measured)
         else:  # Krylov basis plus the vmapped Hessian-matrix products' tangents
             chunk = max(1, min(K2b, HVP_BUDGET // (16 * dim * f64)))
             method = krylov_numbers(dim, K2b) + chunk * (16 * dim + 2 * hidden)
-        layer = max(layer, method + 2 * K * K * dim + K * dim)  # + predicted basis, per class
+        # Papyan's GN split (curvature/gauss_newton.py): Gram/dense matrices up to GN_FULL_MAX,
+        # else block Krylov on products through the factored vectors (b × d × N each)
+        side = min(N * K, dim)
+        gn = (3 * side * side if side <= analysis.GN_FULL_MAX
+              else krylov_numbers(dim, K2b) + 2 * K2b * (d_out + d_in) * N)
+        cotangents = 3 * N * K * (d_out + d_in)  # g_{i,k} of every sample and logit
+        layer = max(layer, method + gn + cotangents + 2 * K * K * dim + K * dim)
     parts = [
         Part("model (float64)", (dims[0] * N + weights) * f64 + 8 * N, "width × K × n"),
         Part("layer features", head_feature_numbers(cfg, N) * f64 * 2, "width × depth × K × n"),
