@@ -2,6 +2,7 @@
 
 For each layer l = 1..L of a checkpoint the report holds the fit-Hessian's top eigenvalues (and a
 log-binned histogram of its whole spectrum), the outlier count and max/min ratio of the top K²,
+(null, with ``outlier_ratio_note`` saying why, when the K²-th is zero up to rounding),
 the alignment f_cc' and subspace capture of the predicted eigen-matrices μ_c^{(l+1)}μ_{c'}^{(l)ᵀ},
 the gradient coefficients (natural basis and Hessian eigenbasis), Papyan's Gauss–Newton split,
 the weight's singular structure and the DNC metrics; ``--full`` adds the top of the full
@@ -88,6 +89,31 @@ def spectrum_histogram(values: torch.Tensor, bins: int = HIST_BINS) -> dict[str,
     neg = np.histogram(np.log10((-v[(v < -floor)]).numpy()), bins=edges)[0]
     return {"edges": edges.tolist(), "positive": pos.tolist(), "negative": neg.tolist(),
             "zeros": int(zero.sum()), "floor": floor}
+
+
+def outlier_ratio(top: torch.Tensor, K2: int, dim: int, exact: bool,
+                  tol: float) -> tuple[float | None, str | None]:
+    """(max/min of the top K² eigenvalues, None) — or (None, the reason) when that ratio would
+    divide by a number that is zero up to rounding.
+
+    The K²-th eigenvalue counts as a numerical zero when it is at most ``floor`` · λ_max with
+    floor = dim · ε(float64) (the rank tolerance of ``numpy.linalg.matrix_rank``: dim · ε · the
+    largest value) for an exact or dense spectrum, and at least the eigensolver's relative
+    tolerance ``tol`` for an iterative one. Below that the layer's Hessian has rank < K² (e.g.
+    cross-entropy with K = 2, or ReLU layers with dead units) and the ratio, ~1e16, would be noise.
+    """
+    top_k2 = top[:K2].double()
+    if top_k2.numel() < K2:
+        return None, f"the layer has {dim} weights, fewer than K² = {K2}"
+    first, last = float(top_k2[0]), float(top_k2[-1])
+    floor = dim * torch.finfo(torch.float64).eps if exact else max(
+        dim * torch.finfo(torch.float64).eps, tol)
+    if not (first > 0 and math.isfinite(first) and math.isfinite(last)):
+        return None, "the largest eigenvalue is not positive and finite"
+    if last <= floor * first:
+        return None, (f"the K²-th eigenvalue ({last:.3g}) is zero up to rounding (≤ {floor:.2g} "
+                      f"× λ_max): the Hessian has rank < K² = {K2} here")
+    return first / last, None
 
 
 def _erank(values: torch.Tensor) -> float:
@@ -177,9 +203,7 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     nc = collapse.nc1(H_in, model.labels, K)
     frame = "etf" if cfg.loss == "ce" else "orthogonal"
     predicted, predicted_top = _layer_predicted(cfg, th, l)
-    top_k2 = top[:K2]
-    ratio = float(top_k2[0] / top_k2[-1]) if top_k2.numel() == K2 and float(top_k2[-1]) > 0 \
-        else None
+    ratio, ratio_note = outlier_ratio(top, K2, d_out * d_in, hess.exact_spectrum, tol)
     f = torch.as_tensor(align["alignment_f"], dtype=torch.float64)
     return {
         "layer": l,
@@ -197,6 +221,7 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
         "outlier_count": count_outliers(top, rule="gap", m=m),
         "outlier_count_relative": count_outliers(top, rule="relative"),
         "outlier_ratio": ratio,
+        "outlier_ratio_note": ratio_note,
         "alignment_f": align["alignment_f"],
         "alignment_f_mean": _f(f.mean()),
         "subspace_capture": align["subspace_capture"],

@@ -6,20 +6,33 @@ the model's state dict and the optimizer state: tensors and plain values only. T
 ``.safetensors`` export (config, step and format in its metadata) is parsed here with strict
 bounds checks. Building a model from a checkpoint is its model kind's part
 (:func:`dufm_core.kinds.load_checkpoint`).
+
+Nothing a file declares is allocated before it is checked: a safetensors header is read with
+bounded reads and every entry checked (dtype, non-negative shape, byte size equal to its
+offsets, offsets inside the file and not overlapping) before any tensor data is read, and the
+tensors' names, shapes and dtypes are compared with those the embedded config implies (the
+``expect`` of :func:`read_checkpoint`, which also applies the memory cap) before the data are
+read from a memory map, one copy per tensor. A ``.pt`` larger than the memory cap is refused
+unread. Every refusal is a :class:`CheckpointError` of one line, in our own words.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
+import mmap
+import re
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
-from dufm_core.config import RunConfig
+from dufm_core import resources
+from dufm_core.config import ConfigError, RunConfig
 from dufm_core.store import Run, atomic_write_bytes
 
 FORMAT_VERSION = 1
@@ -27,6 +40,49 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be loaded safely; the message says why."""
+
+
+class TensorSpec(NamedTuple):
+    """What a tensor of a checkpoint must be: its shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+Expect = Callable[[RunConfig], Mapping[str, TensorSpec]]
+
+
+def compare_tensors(
+    path: Path, expected: Mapping[str, TensorSpec], found: Mapping[str, TensorSpec]
+) -> None:
+    """CheckpointError naming the missing or unexpected tensors (the first few names) or the
+    first tensor whose shape or dtype differs from what the config implies."""
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    if missing or extra:
+        words = []
+        if missing:
+            words.append(f"missing {_names(missing)}")
+        if extra:
+            words.append(f"unexpected {_names(extra)}")
+        raise CheckpointError(f"{path}: its tensors do not match its config: "
+                              f"{'; '.join(words)}")
+    for name, want in expected.items():
+        got = found[name]
+        if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{path}: its tensors do not match its config: {name[:80]!r} should be "
+                f"{_spec_text(want)}, the file has {_spec_text(got)}")
+
+
+def _names(names: list[str], most: int = 3) -> str:
+    shown = ", ".join(repr(n[:60]) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _spec_text(spec: TensorSpec) -> str:
+    dims = spec.shape if len(spec.shape) <= 8 else (*spec.shape[:8], "…")
+    return f"{list(dims)} {str(spec.dtype).replace('torch.', '')}"
 
 
 @dataclass
@@ -40,16 +96,14 @@ class CheckpointState:
     optimizer: dict[str, Any] | None
     path: Path
 
-    def load_into(self, model: torch.nn.Module) -> None:
-        """Load the state dict into ``model`` (built for this config); CheckpointError names the
-        first mismatch."""
-        try:
-            model.load_state_dict(self.model)
-        except (RuntimeError, KeyError, TypeError) as exc:
-            raise CheckpointError(
-                f"{self.path}: its tensors do not match its config: "
-                f"{str(exc).splitlines()[0][:200]}"
-            ) from None
+    def check(self, expected: Mapping[str, TensorSpec]) -> None:
+        """CheckpointError naming the first tensor that differs from ``expected``
+        (:func:`compare_tensors`)."""
+        compare_tensors(self.path, expected, _specs_of(self.model))
+
+
+def _specs_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, TensorSpec]:
+    return {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in tensors.items()}
 
 
 @dataclass
@@ -93,7 +147,9 @@ def save_checkpoint(
 # --------------------------------------------------------------------------- safetensors
 _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "I64": torch.int64}
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+_ST_NUMPY = {"F64": "<f8", "F32": "<f4", "I64": "<i8"}
 _ST_MAX_HEADER = 16 * 1024 * 1024
+_MAX_DIMS = 16
 
 
 def save_safetensors(path: str | Path, ck: Checkpoint) -> None:
@@ -122,72 +178,163 @@ def save_safetensors(path: str | Path, ck: Checkpoint) -> None:
     atomic_write_bytes(path, len(head).to_bytes(8, "little") + head + b"".join(blobs))
 
 
-def _read_safetensors(p: Path) -> dict[str, Any]:
-    """Parse a .safetensors file into the checkpoint dict layout (strict bounds checks)."""
-    import numpy as np
+@dataclass(frozen=True)
+class _Entry:
+    """One tensor a safetensors header declares, checked against the file's size."""
 
-    raw = p.read_bytes()
-    if len(raw) < 8:
-        raise CheckpointError(f"{p}: truncated safetensors file (no header)")
-    n = int.from_bytes(raw[:8], "little")
-    if n > _ST_MAX_HEADER or 8 + n > len(raw):
-        raise CheckpointError(f"{p}: truncated or malformed safetensors header")
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def _json(text: bytes | str, what: str, p: Path) -> Any:
+    """json.loads with every failure (bad bytes, syntax, nesting too deep, a number too long to
+    convert) as one CheckpointError line."""
     try:
-        header = json.loads(raw[8 : 8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{p}: malformed safetensors header (not JSON)") from None
-    meta = header.pop("__metadata__", {}) or {}
-    body = raw[8 + n :]
-    model = {}
-    for name, spec in header.items():
-        try:
-            dtype = _ST_DTYPES[spec["dtype"]]
-            b, e = (int(x) for x in spec["data_offsets"])
-            shape = [int(x) for x in spec["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{p}: unsupported or malformed tensor entry {name!r}") from None
-        if not 0 <= b <= e <= len(body):
-            raise CheckpointError(f"{p}: truncated safetensors data for {name!r}")
-        np_dtype = {torch.float64: np.float64, torch.float32: np.float32, torch.int64: np.int64}[
-            dtype
-        ]
-        arr = np.frombuffer(body[b:e], dtype=np_dtype)
-        if arr.size != math.prod(shape):
-            raise CheckpointError(f"{p}: tensor {name!r} has {arr.size} values for shape {shape}")
-        model[name] = torch.from_numpy(arr.copy()).reshape(shape)
+        return json.loads(text)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int limits
+        raise CheckpointError(f"{p}: malformed safetensors {what} (not JSON)") from None
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _st_entry(p: Path, name: str, spec: Any, body: int) -> _Entry:
+    """Check one header entry: dtype, shape (at most 16 non-negative dimensions), offsets inside
+    the data and a byte size equal to the shape's."""
+    shown = repr(name[:80])
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+        raise CheckpointError(f"{p}: malformed safetensors entry {shown} (needs exactly dtype, "
+                              "shape and data_offsets)")
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
+        raise CheckpointError(f"{p}: tensor {shown} has dtype {str(dtype)[:20]!r}; this version "
+                              f"reads {', '.join(_ST_DTYPES)}")
+    if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
+            or not all(_is_int(d) and d >= 0 for d in shape)):
+        raise CheckpointError(f"{p}: tensor {shown} has a malformed shape (at most {_MAX_DIMS} "
+                              "non-negative integers)")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(_is_int(x) for x in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{p}: tensor {shown} has malformed data_offsets")
+    begin, end = offsets
+    if end > body:
+        raise CheckpointError(f"{p}: truncated safetensors data for {shown} (it ends at byte "
+                              f"{end} of a {body}-byte data section)")
+    nbytes = resources.numel(shape) * _ST_DTYPES[dtype].itemsize
+    if nbytes != end - begin:
+        raise CheckpointError(f"{p}: tensor {shown} of shape {shape[:8]} needs {nbytes} bytes "
+                              f"but its offsets span {end - begin}")
+    return _Entry(dtype, tuple(shape), begin, end)
+
+
+def _st_header(p: Path) -> tuple[dict[str, Any], dict[str, _Entry], int]:
+    """(metadata, checked entries, where the data start) of a safetensors file, from bounded
+    reads of its first 8 + n bytes; no tensor data is read."""
+    size = p.stat().st_size
+    with p.open("rb") as f:
+        first = f.read(8)
+        if len(first) < 8:
+            raise CheckpointError(f"{p}: truncated safetensors file (no header)")
+        n = int.from_bytes(first, "little")
+        if n > _ST_MAX_HEADER or 8 + n > size:
+            raise CheckpointError(f"{p}: truncated or malformed safetensors header (it declares "
+                                  f"{n} bytes; the file has {size})")
+        raw = f.read(n)
+    header = _json(raw, "header", p)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{p}: malformed safetensors header (not a JSON object)")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{p}: malformed safetensors metadata (not a JSON object)")
+    body = size - 8 - n
+    entries = {name: _st_entry(p, name, spec, body) for name, spec in header.items()}
+    last = 0
+    for name, e in sorted(entries.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if e.begin < last:
+            raise CheckpointError(f"{p}: tensor {name[:80]!r} overlaps another tensor's data")
+        last = e.end
+    return meta, entries, 8 + n
+
+
+def _st_state(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint fields a safetensors export keeps in its metadata."""
     try:
-        config = json.loads(meta["config"])
-        return {
-            "format_version": int(meta.get("format_version", 0)),
-            "config": config,
-            "step": int(meta.get("step", 0)),
-            "model": model,
+        version = meta.get("format_version", "0")
+        step = meta.get("step", "0")
+        out = {
+            "format_version": int(version) if isinstance(version, str) and len(version) < 20
+            else None,
+            "config": _json(meta["config"], "metadata", p),
+            "step": int(step) if isinstance(step, str) and len(step) < 20 else -1,
             "optimizer": None,
         }
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+    except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{p}: safetensors metadata lacks a DUFM Lab config") from None
+    return out
+
+
+def _st_tensors(p: Path, entries: dict[str, _Entry], start: int) -> dict[str, torch.Tensor]:
+    """The declared tensors, read through a memory map: one copy each, nothing else."""
+    out: dict[str, torch.Tensor] = {}
+    with p.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for name, e in entries.items():
+            dtype = np.dtype(_ST_NUMPY[e.dtype])
+            view = np.frombuffer(mm, dtype=dtype, count=(e.end - e.begin) // dtype.itemsize,
+                                 offset=start + e.begin)
+            out[name] = torch.from_numpy(view.astype(dtype.newbyteorder("="))).reshape(e.shape)
+            del view  # the map closes only when no view of it is left
+    return out
+
+
+# --------------------------------------------------------------------------- .pt
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def _torch_load(p: Path, device: torch.device | str) -> Any:
-    """``torch.load(weights_only=True)`` with its many failure types turned into one message."""
+    """``torch.load(weights_only=True)`` with its many failure types turned into one line in our
+    own words: never PyTorch's advice to turn the safety off."""
+    size = p.stat().st_size
+    cap, source = resources.memory_cap()
+    if size > cap:
+        raise CheckpointError(f"{p}: {resources.format_bytes(size)} is more than the memory cap "
+                              f"{resources.format_bytes(cap)} ({source}); not read")
+    with p.open("rb") as f:
+        magic = f.read(4)
     try:
-        return torch.load(p, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for bad files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise CheckpointError(
-                f"{p}: refused: the file carries Python objects or code that a safe load does "
-                f"not allow ({msg[:200]})"
-            ) from None
+        text = str(exc)
+    found = _GLOBAL_RE.search(text)
+    if found:
         raise CheckpointError(
-            f"{p}: not a readable PyTorch checkpoint (truncated or another format): {msg[:200]}"
-        ) from None
+            f"{p}: refused: it carries Python objects or code (it asks for {found.group(1)}), "
+            "which a safe load never runs; nothing was executed") from None
+    if magic == b"PK\x03\x04":  # a zip archive, as torch.save writes
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint: truncated or corrupt "
+                              f"({size} bytes)") from None
+    if magic[:1] == b"\x80":  # a bare pickle stream (old torch.save format, or any objects)
+        raise CheckpointError(f"{p}: refused: a pickle stream that a safe load cannot read "
+                              "(it may carry Python objects or code); nothing was executed"
+                              ) from None
+    raise CheckpointError(f"{p}: not a PyTorch or safetensors file ({size} bytes that are "
+                          "neither a zip archive nor a pickle stream)") from None
 
 
-def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> CheckpointState:
+def read_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", expect: Expect | None = None
+) -> CheckpointState:
     """Read a ``.pt`` checkpoint with ``weights_only=True`` (or a ``.safetensors`` export): its
     format and config checked, its tensors not yet in a model. Building the model is the model
     kind's part (:func:`dufm_core.kinds.load_checkpoint`).
+
+    ``expect(config)`` gives the tensors the config implies (names, shapes, dtypes) and may
+    refuse the config (a ConfigError, e.g. above the memory cap); the declared tensors are
+    compared with it before a safetensors file's data are read.
 
     Raises :class:`CheckpointError` with a one-line reason for a missing, truncated, foreign or
     code-carrying file; never unpickles arbitrary objects.
@@ -195,27 +342,57 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
-    state = _read_safetensors(p) if p.suffix == ".safetensors" else _torch_load(p, device)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+    entries: dict[str, _Entry] | None = None
+    if p.suffix == ".safetensors":
+        meta, entries, start = _st_header(p)
+        state: Any = _st_state(p, meta)
+    else:
+        state = _torch_load(p, device)
+    if (not isinstance(state, dict) or "config" not in state
+            or (entries is None and not isinstance(state.get("model"), dict))):
         raise CheckpointError(
             f"{p}: not a DUFM Lab checkpoint: expected a dict with keys format_version, config, "
             "step, model, optimizer"
         )
     version = state.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        shown = repr(version) if isinstance(version, (int, str, type(None))) else "malformed"
         raise CheckpointError(
-            f"{p}: checkpoint format_version {version!r} is not supported "
+            f"{p}: checkpoint format_version {shown[:20]} is not supported "
             f"(this version reads {FORMAT_VERSION})"
         )
+    step = state.get("step", 0)
+    if not _is_int(step) or step < 0:
+        raise CheckpointError(f"{p}: malformed step (a non-negative integer is needed)")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{p}: its config is invalid: config: not a table of config keys")
     try:
         cfg = RunConfig.from_dict(state["config"])
         cfg.validate()
-    except ValueError as exc:
-        raise CheckpointError(f"{p}: its config is invalid: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{p}: its config is invalid: {reason}") from None
+    if entries is None:
+        model = state["model"]
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+            raise CheckpointError(f"{p}: not a DUFM Lab checkpoint: its model is not a dict of "
+                                  "named tensors")
+        found = _specs_of(model)
+    else:
+        found = {k: TensorSpec(e.shape, _ST_DTYPES[e.dtype]) for k, e in entries.items()}
+    if expect is not None:
+        try:
+            expected = expect(cfg)
+        except ConfigError as exc:
+            raise CheckpointError(f"{p}: {exc}") from None
+        compare_tensors(p, expected, found)
+    if entries is not None:
+        model = _st_tensors(p, entries, start)
+    optimizer = state.get("optimizer")
     return CheckpointState(
         config=cfg,
-        step=int(state.get("step", 0)),
-        model=state["model"],
-        optimizer=state.get("optimizer"),
+        step=step,
+        model=model,
+        optimizer=optimizer if isinstance(optimizer, dict) else None,
         path=p,
     )

@@ -9,7 +9,9 @@
 
 ``train`` prints the run folder as its last line of standard output; progress goes to standard
 error. Every bad value is refused with one line naming the field and its allowed range (exit 2),
-before any run folder is created.
+before any run folder is created, and so is a run, a resume, an analysis or a ``theory`` output
+that would need more memory than the cap (:mod:`dufm_core.resources`). Numbers are read in the
+same forms everywhere (``--steps 1e3`` is 1000 steps, for a new run and for ``--resume``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dufm_core import resources
 from dufm_core.config import (
+    MAX_STEPS,
     ConfigError,
     FieldSpec,
     RunConfig,
     field_specs,
     load_config_file,
 )
+from dufm_core.config_values import check_float, check_int
+
+THEORY_BYTES_PER_VALUE = 140  # measured: one K²-list value costs ~130 bytes up to its JSON text
 
 
 def _die(msg: str) -> int:
@@ -83,7 +90,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         data["lam_h"] = given.get("lam_h", lam)
         data.pop("lam", None)
     if "betas" in given:
-        given["betas"] = [v.strip() for v in given["betas"].split(",")]
+        given["betas"] = [v.strip() for v in given["betas"].split(",")][:3]
     data.update(given)
     return RunConfig.from_dict(data)
 
@@ -109,21 +116,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         ]
         if extra or args.config:
             return _die("--resume takes only --steps and --device; the run keeps its own config")
-        steps = None
-        if args.cfg_steps is not None:
-            try:
-                steps = int(args.cfg_steps)
-            except ValueError:
-                return _die(f"steps: must be an integer (got {args.cfg_steps!r})")
         try:
+            steps = (None if args.cfg_steps is None
+                     else check_int("steps", args.cfg_steps, 1, MAX_STEPS))
+            _check_resume_memory(args.resume, args.cfg_device)
             result = kinds.resume(args.resume, steps=steps, device=args.cfg_device)
-        except (ConfigError, FileNotFoundError, RuntimeError) as exc:
+        except (ConfigError, FileNotFoundError, RuntimeError, ValueError) as exc:
             return _die(str(exc))
         print(result.run.path)
         return 0 if result.state == "finished" else 1
     try:
         cfg = _config_from_args(args)
         warnings = cfg.validate()
+        kinds.check_memory(cfg)
     except ConfigError as exc:
         return _die(str(exc))
     for w in warnings:
@@ -143,14 +148,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.state == "finished" else 1
 
 
-# --------------------------------------------------------------------------- theory
-def _float_list(text: str, name: str) -> list[float]:
+def _check_resume_memory(run_dir: str, device: str | None) -> None:
+    """Refuse resuming a run whose training would exceed the memory cap (before anything is
+    loaded); a folder that is not a run is left to kinds.resume to name."""
+    from dufm_core import kinds
+    from dufm_core.store import open_run
+
     try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(
-            name, f"must be a number or a comma-separated list (got {text!r})"
-        ) from None
+        cfg = open_run(run_dir).config()
+    except (FileNotFoundError, ValueError, TypeError, OSError):
+        return
+    if device is not None:
+        cfg.device = device
+    cfg.validate()
+    kinds.check_memory(cfg)
+
+
+# --------------------------------------------------------------------------- theory
+def _theory_memory(K: int, L: int, tau: bool) -> resources.MemoryEstimate:
+    """The output of ``theory``: six K²-long lists (five outlier lists and the K×K gradient
+    coefficients) and, with ``--tau``, L more (the ReLU layer eigenvalues), each value costing
+    :data:`THEORY_BYTES_PER_VALUE` up to its JSON text. Nothing grows with n."""
+    return resources.MemoryEstimate("this theory output", (
+        resources.Part("K² lists", 6 * K * K * THEORY_BYTES_PER_VALUE, "K"),
+        resources.Part("ReLU layer eigenvalues", L * K * K * THEORY_BYTES_PER_VALUE * tau,
+                       "K × depth"),
+    ))
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
@@ -159,22 +182,23 @@ def cmd_theory(args: argparse.Namespace) -> int:
     try:
         if args.lam is None and (args.lam_w is None or args.lam_h is None):
             raise ConfigError("lam", "give --lam, or both --lam-w and --lam-h")
-        lam_w = _float_list(args.lam_w, "lam_w") if args.lam_w else [float(args.lam)]
-        lam_h = float(args.lam_h) if args.lam_h is not None else float(args.lam)
-        cfg = RunConfig(
-            K=args.K, n=args.n, depth=args.depth, lam_w=lam_w, lam_h=lam_h, width=max(args.K, 1)
-        )
+        lam_w = args.lam_w if args.lam_w is not None else args.lam
+        lam_h = args.lam_h if args.lam_h is not None else args.lam
+        K = check_int("K", args.K, 2, 10_000)
+        cfg = RunConfig(K=K, n=args.n, depth=args.depth, lam_w=lam_w, lam_h=lam_h, width=K)
         cfg.validate()
         if min([*cfg.lam_ws, cfg.lam_h]) <= 0:
             raise ConfigError("lam", "must be > 0 for the closed forms")
+        tau = None if args.tau is None else check_float("tau", args.tau, 0.0, 1.0)
+        resources.check(_theory_memory(cfg.K, cfg.depth, tau is not None))
     except ConfigError as exc:
         return _die(str(exc))
     pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h)
     out = pred.to_dict()
-    if args.tau is not None:
-        out["relu_tau"] = args.tau
+    if tau is not None:
+        out["relu_tau"] = tau
         out["relu_layer_eigenvalues"] = theory.relu_layer_eigenvalues(
-            cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h, args.tau
+            cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h, tau
         )
     print(json.dumps(out, indent=2))
     return 0
@@ -315,17 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     th = sub.add_parser("theory", help="closed-form predictions as JSON")
-    th.add_argument("--K", type=int, required=True)
-    th.add_argument("--n", type=int, required=True)
-    th.add_argument("--depth", type=int, required=True, help="number of weight matrices L")
+    th.add_argument("--K", required=True, help="classes, in [2, 10000]")
+    th.add_argument("--n", required=True, help="samples per class, in [1, 10000000]")
+    th.add_argument("--depth", required=True, help="number of weight matrices L, in [1, 64]")
     th.add_argument("--lam", default=None, help="one λ for every λ_W and λ_H")
     th.add_argument("--lam-h", dest="lam_h", default=None)
     th.add_argument("--lam-w", dest="lam_w", default=None, help="λ_W: one value or a,b,c per layer")
     th.add_argument(
         "--tau",
-        type=float,
         default=None,
-        help="also give the ReLU DNC-point eigenvalues with σ'(0) = τ",
+        help="also give the ReLU DNC-point eigenvalues with σ'(0) = τ, in [0, 1]",
     )
     th.set_defaults(func=cmd_theory)
 

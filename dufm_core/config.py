@@ -9,7 +9,9 @@ the range it must lie in, e.g.::
     lr: must be a positive finite number (got -0.1)
 
 Warnings (not errors) flag runs the theory says are special: a width below K (the collapsed
-optimum needs d_l >= K), or λ above the critical value (the global optimum is then W = 0, H_1 = 0).
+optimum needs d_l >= K), λ above the critical value (the global optimum is then W = 0, H_1 = 0)
+or just below it; they say what the theory guarantees (the global optimum) and what it does not
+(that gradient descent reaches it).
 """
 
 from __future__ import annotations
@@ -17,11 +19,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dufm_core.config_values import (
+    MAX_FILE_BYTES,
+    ConfigError,
+    check_bool,
+    check_choice,
+    check_float,
+    check_float_or_list,
+    check_int,
+    check_int_or_list,
+    parse_table,
+    shown,
+)
+
+__all__ = ["FIELDS", "ConfigError", "FieldSpec", "RunConfig", "field_specs", "load_config_file"]
 
 ACTIVATIONS = ("linear", "relu")
 LOSSES = ("mse", "ce")
@@ -69,14 +85,9 @@ MAX_DEPTH = 64
 MAX_WIDTH = 65_536
 MAX_K = 10_000
 MAX_STEPS = 1_000_000_000
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range; the message is one line naming the field."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        self.field = field_name
-        super().__init__(f"{field_name}: {message}")
+MAX_LAMBDA = 1e100  # λ_W, λ_H: far past λ_crit; beyond it the closed forms overflow a float
+# λ within this factor below λ_crit (critical_scale ≤ 1.25) gets the near-threshold warning
+NEAR_CRITICAL = 1.25
 
 
 @dataclass
@@ -180,15 +191,20 @@ class RunConfig:
         config.json holds every key, so reloading it never changes a value.
         """
         names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, Mapping):
+            raise ConfigError("config", f"must be a table/object of config keys (got "
+                                        f"{type(data).__name__})")
         data = dict(data)
         if "lam" in data:  # convenience: one λ for every λ_W and λ_H
             lam = data.pop("lam")
             data.setdefault("lam_w", lam)
             data.setdefault("lam_h", lam)
-        unknown = sorted(set(data) - names)
+        unknown = sorted((str(k) for k in set(data) - names), key=lambda k: (len(k), k))
         if unknown:
+            key = unknown[0]
             raise ConfigError(
-                unknown[0], f"unknown config key; known keys: {', '.join(sorted(names))}"
+                key if key.isidentifier() and len(key) <= 60 else shown(key),
+                f"unknown config key; known keys: {', '.join(sorted(names))}"
             )
         model = data.get("model", "ufm")
         if isinstance(model, str):
@@ -207,31 +223,31 @@ class RunConfig:
         Normalises list-valued fields in place (a one-element list becomes a scalar) and returns the
         list of theory warnings (empty when the run is ordinary).
         """
-        _choice("model", self.model, MODELS)
-        self.K = _int("K", self.K, 2, MAX_K)
-        self.n = _int("n", self.n, 1, 10_000_000)
-        self.depth = _int("depth", self.depth, 1, MAX_DEPTH)
-        self.width = _int_or_list("width", self.width, self.depth, 1, MAX_WIDTH)
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("loss", self.loss, LOSSES)
-        self.lam_w = _float_or_list("lam_w", self.lam_w, self.depth, 0.0, math.inf)
-        self.lam_h = _float("lam_h", self.lam_h, 0.0, math.inf)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        self.lr = _float("lr", self.lr, 0.0, math.inf, lo_open=True)
-        self.momentum = _float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_choice("model", self.model, MODELS)
+        self.K = check_int("K", self.K, 2, MAX_K)
+        self.n = check_int("n", self.n, 1, 10_000_000)
+        self.depth = check_int("depth", self.depth, 1, MAX_DEPTH)
+        self.width = check_int_or_list("width", self.width, self.depth, 1, MAX_WIDTH)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("loss", self.loss, LOSSES)
+        self.lam_w = check_float_or_list("lam_w", self.lam_w, self.depth, 0.0, MAX_LAMBDA)
+        self.lam_h = check_float("lam_h", self.lam_h, 0.0, MAX_LAMBDA)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.lr = check_float("lr", self.lr, 0.0, math.inf, lo_open=True)
+        self.momentum = check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
         if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
-            raise ConfigError("betas", f"must be two numbers in [0, 1) (got {self.betas!r})")
-        self.betas = [_float("betas", b, 0.0, 1.0, hi_open=True) for b in self.betas]
-        self.steps = _int("steps", self.steps, 1, MAX_STEPS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        self.log_points = _int("log_points", self.log_points, 2, 100_000)
-        self.checkpoint_points = _int("checkpoint_points", self.checkpoint_points, 1, 10_000)
-        self.seed = _int("seed", self.seed, 0, 2**63 - 1)
-        _choice("dtype", self.dtype, DTYPES)
-        _choice("device", self.device, DEVICES)
-        _choice("init", self.init, INITS)
-        self.init_scale = _float("init_scale", self.init_scale, 0.0, math.inf, lo_open=True)
-        self.init_noise = _float("init_noise", self.init_noise, 0.0, math.inf)
+            raise ConfigError("betas", f"must be two numbers in [0, 1) (got {shown(self.betas)})")
+        self.betas = [check_float("betas", b, 0.0, 1.0, hi_open=True) for b in self.betas]
+        self.steps = check_int("steps", self.steps, 1, MAX_STEPS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        self.log_points = check_int("log_points", self.log_points, 2, 100_000)
+        self.checkpoint_points = check_int("checkpoint_points", self.checkpoint_points, 1, 10_000)
+        self.seed = check_int("seed", self.seed, 0, 2**63 - 1)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("device", self.device, DEVICES)
+        check_choice("init", self.init, INITS)
+        self.init_scale = check_float("init_scale", self.init_scale, 0.0, math.inf, lo_open=True)
+        self.init_noise = check_float("init_noise", self.init_noise, 0.0, math.inf)
         if not isinstance(self.name, str) or len(self.name) > 80:
             raise ConfigError("name", "must be a string of at most 80 characters")
         self._validate_real()
@@ -245,20 +261,20 @@ class RunConfig:
 
     def _validate_real(self) -> None:
         """Checks of the real-network fields (and of the UFM fields they constrain)."""
-        _choice("dataset", self.dataset, DATASETS)
+        check_choice("dataset", self.dataset, DATASETS)
         if not isinstance(self.data_dir, str) or len(self.data_dir) > 4096:
             raise ConfigError("data_dir", "must be a folder path of at most 4096 characters")
-        self.batch_size = _int("batch_size", self.batch_size, 0, 100_000_000)
-        self.test_fraction = _float("test_fraction", self.test_fraction, 0.0, 0.9)
-        self.lam_backbone = _float("lam_backbone", self.lam_backbone, 0.0, math.inf)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        self.amp = _bool("amp", self.amp)
+        self.batch_size = check_int("batch_size", self.batch_size, 0, 100_000_000)
+        self.test_fraction = check_float("test_fraction", self.test_fraction, 0.0, 0.9)
+        self.lam_backbone = check_float("lam_backbone", self.lam_backbone, 0.0, math.inf)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.amp = check_bool("amp", self.amp)
         if self.model == "ufm":
             for key, default in _REAL_ONLY.items():
                 if getattr(self, key) != default:
                     raise ConfigError(
                         key,
-                        f"must be {default!r} for model ufm (got {getattr(self, key)!r}): it "
+                        f"must be {default!r} for model ufm (got {shown(getattr(self, key))}): it "
                         "applies to real networks only (--model resnet20)",
                     )
             return
@@ -287,7 +303,9 @@ class RunConfig:
             raise ConfigError("amp", f"needs dtype float32 (got {self.dtype})")
 
     def warnings(self) -> list[str]:
-        """Theory warnings: the run is valid but special (see docs/theory.md §3.1, §9)."""
+        """Theory warnings: the run is valid but special (docs/theory.md §3.1, §3.2, §9). They
+        say what the theory guarantees (where the global optimum is) and what it does not (that
+        gradient descent from a random start reaches it)."""
         from dufm_core import theory
 
         out: list[str] = []
@@ -296,30 +314,38 @@ class RunConfig:
                 f"width {min(self.widths)} < K = {self.K}: the collapsed optimum needs d_l >= K, "
                 "so the network cannot reach neural collapse and the closed forms do not apply"
             )
-        positive = min([*self.lam_ws, self.lam_h]) > 0
         lam_h = self.ufm_lam_h  # λ_H/N for a real network (it penalises the mean feature norm)
-        if (
-            self.loss == "mse"
-            and positive
-            and not theory.is_nontrivial(self.K, self.n, self.lam_ws, lam_h)
-        ):
-                lhs = theory.threshold_lhs(self.K, self.n, self.lam_ws, lam_h)
-                rhs = theory.threshold_rhs(self.depth)
-                msg = (
-                    f"λ is above the critical value (K^(L+1) n λ_H Πλ_W = {lhs:.4g} >= {rhs:.4g}): "
-                    "the global optimum is W = 0, H_1 = 0, so training collapses to zero"
-                )
-                if self.model != "ufm":
-                    msg += f" (λ_H here is the UFM's λ_H/N = {lam_h:.4g}, N = {self.N})"
-                if len(set(self.lam_ws)) == 1 and self.lam_ws[0] == lam_h:
-                    msg += f" (λ_crit = {theory.lambda_crit(self.K, self.n, self.depth):.6g})"
-                out.append(msg)
+        if self.loss == "mse" and min([*self.lam_ws, self.lam_h]) > 0:
+            out.extend(self._threshold_warnings(theory, lam_h))
         if min([*self.lam_ws, self.lam_h]) == 0:
             out.append(
                 "a λ is 0: the loss has no regulariser on some factor, so no finite optimum "
                 "with the closed-form structure exists"
             )
         return out
+
+    def _threshold_warnings(self, theory: Any, lam_h: float) -> list[str]:
+        """Above λ_crit, or within :data:`NEAR_CRITICAL` below it (MSE, every λ > 0)."""
+        scale = theory.critical_scale(self.K, self.n, self.lam_ws, lam_h)
+        if scale > NEAR_CRITICAL:
+            return []
+        where = ""
+        if self.model != "ufm":
+            where += f" (λ_H here is the UFM's λ_H/N = {lam_h:.4g}, N = {self.N})"
+        if len(set(self.lam_ws)) == 1 and self.lam_ws[0] == lam_h:
+            where += f" (λ_crit = {theory.lambda_crit(self.K, self.n, self.depth):.6g})"
+        stall = ("the theory does not say that gradient descent from a random start reaches it: "
+                 "near λ_crit it can stall at another critical point")
+        if not theory.is_nontrivial(self.K, self.n, self.lam_ws, lam_h):
+            lhs = theory.threshold_lhs(self.K, self.n, self.lam_ws, lam_h)
+            rhs = theory.threshold_rhs(self.depth)
+            return [f"λ is above the critical value (K^(L+1) n λ_H Πλ_W = {lhs:.4g} >= "
+                    f"{rhs:.4g}){where}: the global optimum is W = 0, H_1 = 0 with loss 1/2 "
+                    f"(docs/theory.md §3.1); {stall} (a lower-rank one, or the non-zero local "
+                    "minimum of docs/theory.md §3.2)"]
+        return [f"λ is close below the critical value (every λ × {scale:.4g} reaches it){where}: "
+                "the global optimum is the collapsed one of docs/theory.md §3.3; "
+                f"{stall} (of lower rank, or a stationary point of docs/theory.md §3.2)"]
 
 
 # --------------------------------------------------------------------- field metadata
@@ -422,10 +448,10 @@ FIELDS: dict[str, FieldSpec] = {
     "loss": FieldSpec("loss", "fit term: squared error to one-hot targets, or cross-entropy",
                       row=2, choices=LOSSES),
     "lam_w": FieldSpec("λ_W (one or per layer)", f"weight decay (λ_W/2)‖W_l‖²: {_EACH_LAYER}",
-                       row=2, lo=0.0, hi=math.inf),
+                       row=2, lo=0.0, hi=MAX_LAMBDA),
     "lam_h": FieldSpec(
         "λ_H", "feature penalty: (λ_H/2)‖H_1‖² (a real network: (λ_H/2)·mean_i ‖h(x_i)‖²)",
-        row=2, lo=0.0, hi=math.inf),
+        row=2, lo=0.0, hi=MAX_LAMBDA),
     # optimisation
     "optimizer": FieldSpec("optimizer", "gd: gradient descent; momentum: heavy ball; adam",
                            row=3, choices=OPTIMIZERS),
@@ -472,106 +498,12 @@ def field_specs() -> list[tuple[dataclasses.Field, FieldSpec]]:
     return [(f, FIELDS[f.name]) for f in fields]
 
 
-# --------------------------------------------------------------------- field checks
-def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, f"must be one of {' | '.join(allowed)} (got {value!r})")
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(name, f"must be true or false (got {value!r})")
-
-
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(name, f"must be an integer in [{lo}, {hi}] (got {value!r})")
-    try:
-        as_float = float(value)
-        ok = math.isfinite(as_float) and as_float == int(as_float)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConfigError(name, f"must be an integer in [{lo}, {hi}] (got {value!r})")
-    iv = int(float(value))
-    if not lo <= iv <= hi:
-        raise ConfigError(name, f"must be an integer in [{lo}, {hi}] (got {iv})")
-    return iv
-
-
-def _float(
-    name: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
-) -> float:
-    left = "(" if lo_open else "["
-    right = ")" if hi_open or math.isinf(hi) else "]"
-    rng = f"{left}{lo:g}, {'inf' if math.isinf(hi) else f'{hi:g}'}{right}"
-    try:
-        fv = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(name, f"must be a number in {rng} (got {value!r})") from None
-    if isinstance(value, bool) or not math.isfinite(fv):
-        raise ConfigError(name, f"must be a finite number in {rng} (got {value!r})")
-    below = fv <= lo if lo_open else fv < lo
-    above = fv >= hi if hi_open else fv > hi
-    if below or above:
-        raise ConfigError(name, f"must be a number in {rng} (got {fv:g})")
-    return fv
-
-
-def _as_list(value: Any) -> list[Any] | None:
-    if isinstance(value, str) and "," in value:
-        return [v.strip() for v in value.split(",")]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return None
-
-
-def _int_or_list(name: str, value: Any, length: int, lo: int, hi: int) -> int | list[int]:
-    items = _as_list(value)
-    if items is None:
-        return _int(name, value, lo, hi)
-    if len(items) == 1:
-        return _int(name, items[0], lo, hi)
-    if len(items) != length:
-        raise ConfigError(
-            name,
-            f"must be one value or one per layer ({length} values for depth {length}); "
-            f"got {len(items)}",
-        )
-    return [_int(name, v, lo, hi) for v in items]
-
-
-def _float_or_list(name: str, value: Any, length: int, lo: float, hi: float) -> float | list[float]:
-    items = _as_list(value)
-    if items is None:
-        return _float(name, value, lo, hi)
-    if len(items) == 1:
-        return _float(name, items[0], lo, hi)
-    if len(items) != length:
-        raise ConfigError(
-            name,
-            f"must be one value or one per layer ({length} values for depth {length}); "
-            f"got {len(items)}",
-        )
-    return [_float(name, v, lo, hi) for v in items]
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or TOML config file into a dict (not yet validated)."""
+    """Read a JSON or TOML config file into a dict (not yet validated); any bad file (missing,
+    over 1 MiB, not UTF-8, not parseable, not a table) is one ConfigError line."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("config", f"file not found: {p}")
-    text = p.read_text()
-    try:
-        data = tomllib.loads(text) if p.suffix.lower() == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError("config", f"cannot parse {p}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError("config", f"{p} must hold a table/object of config keys")
-    return data
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError("config", f"{p} is larger than {MAX_FILE_BYTES // 1024} KiB")
+    return parse_table(p.read_bytes(), p.suffix.lower() == ".toml", "config", str(p))

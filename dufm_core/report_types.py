@@ -173,6 +173,7 @@ class LayerRecord(_Record):
     outlier_count: int | None = None
     outlier_count_relative: int | None = None
     outlier_ratio: float | None = None
+    outlier_ratio_note: str | None = None  # why outlier_ratio is null (analysis.outlier_ratio)
     alignment_f: list[list[float]] | None = None
     alignment_f_mean: float | None = None
     subspace_capture: list[list[float]] | None = None

@@ -54,6 +54,7 @@ Hessians, including the unequal-λ Case E.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
@@ -191,7 +192,8 @@ def _threshold_lhs(K: int, n: int, lams: Sequence[float], lam_h: float) -> float
     direct = float(K) ** (len(lams) + 1) * n * lam_h * math.prod(lams)
     if direct > 0.0 and math.isfinite(direct):
         return direct
-    return math.exp(_log_threshold_lhs(K, n, lams, lam_h))  # under/overflow: log form
+    log_lhs = _log_threshold_lhs(K, n, lams, lam_h)  # under/overflow: log form
+    return math.exp(log_lhs) if log_lhs < 709.0 else math.inf
 
 
 def threshold_rhs(L: int) -> float:
@@ -263,6 +265,8 @@ def _solve_t(log_lhs: float, L: int) -> float:
         return (L - 1) * math.log1p(-t) + (L + 1) * math.log(t) - log_lhs
 
     lo = math.exp(log_lhs / (L + 1))  # (1−γ)^{L+1} ≥ lhs, so t ≥ lhs^{1/(L+1)}; f(lo) ≤ 0
+    if lo < 1e-300:  # λ so small that t underflows: the smallest normal float keeps γ/t finite
+        return max(lo, sys.float_info.min)
     hi = 1.0 / L  # f(hi) = log rhs − log lhs > 0
     f_lo, f_hi = f(lo), f(hi)
     if f_hi <= 0.0:  # within rounding of the threshold
@@ -316,8 +320,12 @@ def stationary_gammas(
 
     if f(g_peak) <= 0.0:
         return ()
-    small = float(brentq(f, math.exp(log_lhs / (L - 1)), g_peak, **_BRENT))
-    t = float(brentq(lambda t: f(1.0 - t), math.exp(log_lhs / (L + 1)), 1.0 - g_peak, **_BRENT))
+    lo_g, lo_t = math.exp(log_lhs / (L - 1)), math.exp(log_lhs / (L + 1))
+    # tiny λ: a bracket end that underflows is the root itself to double precision
+    # (γ ≈ lhs^{1/(L−1)} for the small root, t ≈ lhs^{1/(L+1)} for the large one)
+    small = float(brentq(f, lo_g, g_peak, **_BRENT)) if lo_g > 1e-300 else lo_g
+    t = (float(brentq(lambda t: f(1.0 - t), lo_t, 1.0 - g_peak, **_BRENT)) if lo_t > 1e-15
+         else lo_t)
     return (small, 1.0 - t)
 
 

@@ -1,6 +1,8 @@
 """Sweeps: create, launch and monitor a grid of runs; the phase diagram and the depth, width and
 regularisation studies drawn from its summary table."""
 
+import os
+
 import pandas as pd
 import streamlit as st
 
@@ -17,6 +19,18 @@ st.caption(
 )
 root = state.runs_dir()
 
+
+@st.cache_resource(max_entries=8, show_spinner="Validating the spec…")
+def _validated(text: str, cap: str | None) -> tuple[sweeps.SweepSpec | None, str | None]:
+    """The pasted spec validated once per text (a 10 000-member grid takes seconds), or its
+    error; ``cap`` ($DUFM_MEMORY_CAP) is part of the key because the members are checked
+    against it."""
+    try:
+        return sweeps.load_spec("<pasted>", text), None
+    except sweeps.SpecError as exc:
+        return None, str(exc)
+
+
 with st.expander("New sweep", expanded=not sweeps.list_sweeps(root)):
     presets = sweeps.presets.spec_files()
     preset = st.selectbox("Start from", [*presets, "custom"], key="sweep_preset")
@@ -29,12 +43,12 @@ with st.expander("New sweep", expanded=not sweeps.list_sweeps(root)):
     ray_missing = executors.ray_missing() if executor == "ray" else None
     if ray_missing:
         st.warning(ray_missing)
-    try:
-        spec = sweeps.load_spec("<pasted>", text)
+    spec, error = _validated(text, os.environ.get("DUFM_MEMORY_CAP"))
+    if spec is not None:
         where = sweeps.sweep_dir(spec.name, root)
         st.success(f"{len(spec.members())} members over {', '.join(spec.axes)}; folder `{where}`")
-    except sweeps.SpecError as exc:
-        st.error(str(exc))
+    else:
+        st.error(error)
     if st.button("Launch sweep", type="primary", disabled=spec is None or bool(ray_missing)):
         try:
             st.query_params["sweep"] = sweeps.launch_sweep(spec, root, executor, jobs).name

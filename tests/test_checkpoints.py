@@ -65,7 +65,7 @@ def test_truncated_and_foreign_checkpoints(runs_dir: Path, tmp_path: Path) -> No
     good = save_checkpoint(run, 1, build_model(cfg), None, cfg)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated or another format"):
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt \(\d+ bytes\)"):
         load_checkpoint(cut)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
@@ -83,7 +83,8 @@ def test_truncated_and_foreign_checkpoints(runs_dir: Path, tmp_path: Path) -> No
     state["format_version"] = 1
     state["model"]["features"] = torch.zeros(2, 2, dtype=torch.float64)
     torch.save(state, tmp_path / "shape.pt")
-    with pytest.raises(CheckpointError, match="do not match"):
+    with pytest.raises(CheckpointError, match=r"'features' should be \[5, 12\] float64, the "
+                                              r"file has \[2, 2\] float64"):
         load_checkpoint(tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match="no such"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -117,3 +118,135 @@ def test_safetensors_roundtrip_and_bad_files(runs_dir: Path, tmp_path: Path) -> 
         load_checkpoint(tmp_path / "nometa.safetensors")
 
 
+
+
+# --------------------------------------------------------------------------- issue #12
+def _safetensors(path: Path, header: object, body: bytes = b"") -> Path:
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + body)
+    return path
+
+
+def _meta(**cfg) -> dict:
+    base = {"K": 3, "n": 4, "width": 5, "depth": 2}
+    return {"format_version": "1", "step": "0", "config": json.dumps({**base, **cfg})}
+
+
+def test_a_tiny_file_whose_config_is_huge_allocates_nothing(tmp_path: Path) -> None:
+    """A 600-byte checkpoint whose config asks for width 65536 and n 100000 (half a terabyte)
+    is refused before any model is built: its tensors do not match, and with matching
+    declarations the memory cap refuses it."""
+    meta = _meta(width=65536, n=100000, K=10, steps=10)
+    small = _safetensors(tmp_path / "a.safetensors", {"__metadata__": meta, "features": {
+        "dtype": "F64", "shape": [1], "data_offsets": [0, 8]}}, bytes(8))
+    assert small.stat().st_size < 1000
+    with pytest.raises(CheckpointError, match="memory cap"):
+        load_checkpoint(small)
+    pt = tmp_path / "a.pt"
+    torch.save({"format_version": 1, "config": json.loads(meta["config"]), "step": 0,
+                "model": {"features": torch.zeros(1)}, "optimizer": None}, pt)
+    with pytest.raises(CheckpointError, match="memory cap"):
+        load_checkpoint(pt)
+    # under the cap, the first bad tensor is named with both shapes
+    ok = _safetensors(tmp_path / "b.safetensors", {"__metadata__": _meta(), "features": {
+        "dtype": "F64", "shape": [1], "data_offsets": [0, 8]}}, bytes(8))
+    with pytest.raises(CheckpointError, match=r"missing 'weights\.0', 'weights\.1'"):
+        load_checkpoint(ok)
+
+
+def test_safetensors_headers_that_lie_are_one_line(tmp_path: Path) -> None:
+    meta = _meta()
+    cases = {
+        "list": [1, 2, 3],
+        "nested": json.loads("[" * 50 + "]" * 50),
+        "negative": {"__metadata__": meta, "w": {"dtype": "F64", "shape": [-1, 2],
+                                                 "data_offsets": [0, 16]}},
+        "overflow": {"__metadata__": meta, "w": {"dtype": "F64", "shape": [2**62, 2**62],
+                                                 "data_offsets": [0, 16]}},
+        "past_end": {"__metadata__": meta, "w": {"dtype": "F64", "shape": [4],
+                                                 "data_offsets": [0, 32]}},
+        "overlap": {"__metadata__": meta,
+                    "a": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]},
+                    "b": {"dtype": "F64", "shape": [2], "data_offsets": [8, 24]}},
+        "dtype": {"__metadata__": meta, "w": {"dtype": "BOOM", "shape": [2],
+                                              "data_offsets": [0, 16]}},
+        "meta_list": {"__metadata__": [1], "w": {"dtype": "F64", "shape": [2],
+                                                 "data_offsets": [0, 16]}},
+    }
+    for name, header in cases.items():
+        path = _safetensors(tmp_path / f"{name}.safetensors", header, bytes(24))
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert len(str(err.value).splitlines()) == 1, name
+    deep = tmp_path / "deep.safetensors"
+    text = b"[" * 100_000 + b"]" * 100_000
+    deep.write_bytes(len(text).to_bytes(8, "little") + text)
+    with pytest.raises(CheckpointError, match="not JSON"):
+        load_checkpoint(deep)
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match="declares 1099511627776 bytes"):
+        load_checkpoint(huge)
+
+
+def test_safetensors_data_are_read_once_through_a_map(runs_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader never reads the whole file into memory: the header with bounded reads, the
+    tensors from a memory map (Path.read_bytes is not called)."""
+    cfg = small_cfg()
+    run = create_run(cfg, runs_dir)
+    ck = load_checkpoint(save_checkpoint(run, 2, build_model(cfg), None, cfg))
+    out = tmp_path / "m.safetensors"
+    save_safetensors(out, ck)
+
+    def no_read_bytes(self: Path) -> bytes:
+        raise AssertionError(f"read_bytes({self}) called")
+
+    monkeypatch.setattr(Path, "read_bytes", no_read_bytes)
+    back = load_checkpoint(out)
+    assert torch.equal(back.model.features, ck.model.features)
+    assert back.model.features.requires_grad and back.model.features.is_contiguous()
+
+
+def test_restore_builds_on_meta_and_keeps_the_numbers(runs_dir: Path) -> None:
+    cfg = small_cfg(dtype="float32")
+    run = create_run(cfg, runs_dir)
+    model = build_model(cfg)
+    ck = load_checkpoint(save_checkpoint(run, 1, model, None, cfg))
+    assert ck.model.features.dtype == torch.float32
+    assert not any(t.is_meta for t in [*ck.model.parameters(), *ck.model.buffers()])
+    assert torch.equal(ck.model.labels, torch.arange(3).repeat_interleave(4))
+    for a, b in zip(ck.model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b) and isinstance(a, torch.nn.Parameter)
+    state = torch.load(run.checkpoint_path(1), weights_only=True)
+    state["model"]["features"] = state["model"]["features"].double()
+    bad = run.path / "dtype.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match=r"'features' should be .*float32, the file has "
+                                              r".*float64"):
+        load_checkpoint(bad)
+
+
+def test_refusal_messages_are_honest(runs_dir: Path, tmp_path: Path) -> None:
+    """Random bytes are not 'code'; code is named and PyTorch's advice to turn the safety off is
+    never passed on; a truncated file is 'truncated or corrupt (N bytes)' in our own words."""
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(7, 256)) * 3)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(noise)
+    assert "not a PyTorch or safetensors file" in str(err.value)
+    assert "code" not in str(err.value)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "model": {}, "config": {}, "x": _Evil()}, evil)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(evil)
+    msg = str(err.value)
+    assert "system" in msg and "nothing was executed" in msg
+    assert "weights_only" not in msg and "False" not in msg
+    cfg = small_cfg()
+    good = save_checkpoint(create_run(cfg, runs_dir), 1, build_model(cfg), None, cfg)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(cut)
+    assert str(err.value).endswith("truncated or corrupt (300 bytes)")

@@ -178,3 +178,63 @@ def test_resume_can_move_a_run_to_another_device(tmp_path: Path, capsys) -> None
     assert json.loads((Path(run_dir) / "status.json").read_text())["step"] == 20
     assert main(["train", "--resume", run_dir, "--device", "tpu"]) == 2
     assert "device" in capsys.readouterr().err
+
+
+def test_steps_take_the_same_number_forms_for_train_and_resume(tmp_path: Path, capsys) -> None:
+    """``--steps 1e3`` is 1000 steps for a new run and for ``--resume`` alike (issue #12)."""
+    runs = tmp_path / "runs"
+    assert main(["train", *SMALL[:-2], "--steps", "1e1", "--runs-dir", str(runs)]) == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads((Path(run_dir) / "config.json").read_text())["steps"] == 10
+    assert main(["train", "--resume", run_dir, "--steps", "2e1"]) == 0
+    assert json.loads((Path(run_dir) / "status.json").read_text())["step"] == 20
+    capsys.readouterr()
+    for bad in ("2.55e1", "lots", "9" * 5000, "1e999"):
+        assert main(["train", "--resume", run_dir, "--steps", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: steps: must be an integer in"), err
+
+
+def test_integers_are_checked_as_integers(capsys) -> None:
+    """A seed near 2**63 is exact (it used to go through float and be refused)."""
+    top = str(2**63 - 1)
+    assert main(["train", "--seed", top, "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["seed"] == 2**63 - 1
+    assert main(["train", "--seed", str(2**63), "--dry-run"]) == 2
+    assert "seed: must be an integer in [0, 9223372036854775807]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [
+    ["--K", "1e3x"], ["--K", "9" * 5000], ["--n", "0"], ["--depth", "65"], ["--lam", "[]"],
+    ["--lam-w", "0.1,nan", "--lam-h", "0.1", "--depth", "2"], ["--tau", "inf"],
+])
+def test_theory_options_are_one_line_errors(args: list[str], capsys) -> None:
+    base = {"--K": "3", "--n": "4", "--depth": "3", "--lam": "0.01"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    if "--lam-w" in base:
+        base.pop("--lam")
+    argv = ["theory", *[x for kv in base.items() for x in kv]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and len(err[0]) < 300, err
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"\xff\xfe\x00binary", "is not UTF-8 text"),
+    (b"[1, 2, 3]", "must hold a table/object of keys (got list)"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"K": ' + b"9" * 5000 + b"}", "a number has too many digits"),
+    (b'{"K": 1e999}', "K: must be an integer in [2, 10000] (got inf)"),
+    (b'{"K": ' + b"[" * 500 + b"]" * 500 + b"}", "K: must be an integer in [2, 10000]"),
+    (b'{"K": 3,', "cannot parse"),
+])
+def test_bad_config_files_are_one_line(content: bytes, words: str, tmp_path: Path,
+                                       capsys) -> None:
+    for suffix in (".json", ".toml") if content.startswith(b"\xff") else (".json",):
+        path = tmp_path / f"c{suffix}"
+        path.write_bytes(content)
+        assert main(["train", "--config", str(path), "--runs-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and len(err[0]) < 400, err
+        assert not (tmp_path / "r").exists()

@@ -655,3 +655,37 @@ def test_without_ray_the_cli_says_how_to_install_it_in_one_line(
     with pytest.raises(RuntimeError, match=r"pip install 'ray>=2\.9,<3'"):
         sweeps.launch_sweep(sweeps.load_spec("<t>", tiny()), tmp_path / "runs", "ray")
     assert not (tmp_path / "runs" / "sweeps").exists()
+
+
+# --------------------------------------------------------------------------- issue #12
+def test_a_huge_grid_is_refused_at_once() -> None:
+    """10⁸ members are counted from the axis lengths and refused before any is built."""
+    axes = "\n".join(f"{k} = {list(range(1, 101))}" for k in ("seed", "n", "log_points", "steps"))
+    text = f'name = "huge"\n[base]\nK = 3\n[grid]\n{axes}\n'
+    t0 = time.perf_counter()
+    with pytest.raises(sweeps.SpecError) as err:
+        sweeps.parse_spec("huge.toml", text)
+    assert time.perf_counter() - t0 < 2
+    assert str(err.value) == ("grid: has 100000000 members (100 × 100 × 100 × 100), more than "
+                              "the limit 10000 (sweeps.spec.MAX_MEMBERS); split the sweep")
+    ok = f'name = "ok"\n[base]\nK = 3\nsteps = 10\n[grid]\nseed = {list(range(100))}\n'
+    assert len(sweeps.load_spec("ok.toml", ok).members()) == 100
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"\x00\xff binary", "spec: the TOML spec is not UTF-8 text"),
+    (b"name = " + b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+    (b'name = "a"\n[grid]\nseed = [' + b"9" * 5000 + b"]\n", "a number has too many digits"),
+    (b'name = "a"\n[grid]\nseed = [1e999]\n', "seed: must be an integer"),
+    (b'name = "a"\n[grid]\nseed = [' + b"[" * 300 + b"]" * 300 + b"]\n", "seed: must be"),
+    (b'name = "a"\n[grid]\nlam_over_crit = [1e999]\n', "lam_over_crit: must be a finite"),
+    (b'name = "a"\n[grid]\nlam_over_crit = [' + b"9" * 400 + b"]\n", "lam_over_crit: must be"),
+    (b"# comment\n" * 200_000, "larger than 1024 KiB"),
+])
+def test_bad_spec_files_are_one_line(content: bytes, words: str, tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_bytes(content)
+    with pytest.raises(sweeps.SpecError) as err:
+        sweeps.load_spec(path)
+    msg = str(err.value)
+    assert words in msg and len(msg.splitlines()) == 1 and len(msg) < 400, msg

@@ -24,8 +24,8 @@ from dufm_core.predictions import TheoryFor
 from dufm_core.store import Run, atomic_write_json, create_run, open_run
 from dufm_core.training.loop import Trainer, TrainResult
 
-__all__ = ["KINDS", "ModelKind", "TheoryFor", "get", "load_checkpoint", "predict_for", "resume",
-           "train", "trainer_for"]
+__all__ = ["KINDS", "ModelKind", "TheoryFor", "check_memory", "get", "load_checkpoint",
+           "predict_for", "resume", "train", "trainer_for"]
 
 KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (UFMKind(), ResNet20Kind())}
 assert tuple(KINDS) == MODELS, "every model name of the config has its kind here"
@@ -41,6 +41,14 @@ def get(name: str) -> ModelKind:
         raise ValueError(f"model: must be one of {' | '.join(KINDS)} (got {name!r})") from None
 
 
+def check_memory(cfg: RunConfig) -> None:
+    """Refuse a validated ``cfg`` whose training would need more memory than the cap: a
+    :class:`~dufm_core.resources.MemoryCapError` (a ConfigError) with one line giving the
+    estimate, its biggest parts and the cap (:mod:`dufm_core.resources`). Every entry calls it
+    before a run folder is made (train, jobs.launch, sweeps, resume, the Train page)."""
+    get(cfg.model).check_memory(cfg)
+
+
 def predict_for(cfg: RunConfig) -> TheoryFor:
     """Which closed forms apply to a run of ``cfg`` and with which λ: its kind's UFM config
     (λ_H/N for a real network) and whether the global closed forms hold (MSE, positive λ)."""
@@ -54,10 +62,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     those of the class-ordered training set, ``arange(K).repeat_interleave(n)``).
 
     Raises :class:`~dufm_core.checkpoints.CheckpointError` with a one-line reason for a missing,
-    truncated, foreign or code-carrying file, or tensors that do not fit the config; never
-    unpickles arbitrary objects.
+    truncated, foreign or code-carrying file, tensors that do not fit the config (the first bad
+    name, expected and found shape), or a config whose model would exceed the memory cap
+    (:mod:`dufm_core.resources`): all checked before the model is allocated; never unpickles
+    arbitrary objects.
     """
-    state = read_checkpoint(path, device)
+    state = read_checkpoint(path, device, expect=lambda cfg: get(cfg.model).checkpoint_spec(cfg))
     return get(state.config.model).restore(state, device)
 
 
@@ -77,11 +87,12 @@ def train(
     run: Run | None = None,
 ) -> TrainResult:
     """Validate ``cfg``, let its kind check what it needs (a real network loads its data: a bad
-    data folder is a ConfigError) *before* a run folder is made, create the folder (unless
-    ``run`` is given) and train it."""
+    data folder is a ConfigError) and refuse a run above the memory cap *before* a run folder is
+    made, create the folder (unless ``run`` is given) and train it."""
     cfg.validate()
     kind = get(cfg.model)
     try:
+        kind.check_memory(cfg)
         prepared = kind.prepare(cfg)
     except Exception as exc:
         if run is not None:

@@ -7,6 +7,13 @@ be checked or loaded before a run folder is made, the training session the one l
 and how a checkpoint of it becomes the analysis report (docs/design.md §5). Nothing outside
 :mod:`dufm_core.kinds` asks ``config.model`` which of these to do.
 
+Each kind also says how much memory its work needs (:meth:`ModelKind.memory_estimate` for
+training, :meth:`ModelKind.analysis_memory` for a report, :meth:`ModelKind.load_memory` for a
+checkpoint), computed from the config alone, so that :mod:`dufm_core.resources` can refuse an
+absurd config before anything is allocated; and which tensors a checkpoint of a config must hold
+(:meth:`ModelKind.state_spec`, from a model built on PyTorch's ``meta`` device: shapes without
+storage), so that a checkpoint is checked before its model is built.
+
 A new kind is one new module beside :mod:`~dufm_core.kinds.ufm` and
 :mod:`~dufm_core.kinds.resnet20` with a subclass of :class:`ModelKind`, listed in the registry
 (:mod:`dufm_core.kinds`), plus its name and defaults in :data:`dufm_core.config.MODEL_DEFAULTS`
@@ -21,8 +28,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from dufm_core.checkpoints import Checkpoint, CheckpointState, read_checkpoint
-from dufm_core.config import RunConfig
+from dufm_core import resources
+from dufm_core.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointState,
+    TensorSpec,
+    read_checkpoint,
+)
+from dufm_core.config import ConfigError, RunConfig
 from dufm_core.predictions import TheoryFor
 from dufm_core.report_types import Report
 from dufm_core.store import Run
@@ -56,17 +70,77 @@ class ModelKind(ABC):
         """Class index of every training sample, in the class order the model uses."""
 
     def restore(self, state: CheckpointState, device: torch.device | str = "cpu") -> Checkpoint:
-        """The model of a checkpoint read by :func:`dufm_core.checkpoints.read_checkpoint`."""
-        model = self.build(state.config, device=device, init=False)
-        state.load_into(model)
+        """The model of a checkpoint read by :func:`dufm_core.checkpoints.read_checkpoint`.
+
+        The checkpoint's tensors are checked against the ones its config implies (names, shapes,
+        dtypes; :meth:`checkpoint_spec`, which also applies the memory cap) before anything is
+        allocated; the model is then built on the ``meta`` device and takes the checkpoint's
+        tensors as its own (``load_state_dict(assign=True)``): no second copy, the same numbers.
+        """
+        cfg = state.config
+        try:
+            expected = self.checkpoint_spec(cfg)
+        except ConfigError as exc:  # above the memory cap
+            raise CheckpointError(f"{state.path}: {exc}") from None
+        state.check(expected)
+        with torch.device("meta"):
+            model = self.build(cfg, device="meta", init=False)
+        model.load_state_dict(state.model, assign=True)
+        self.fill_buffers(model, cfg)
+        model = model.to(device)
         return Checkpoint(
             model=model,
-            labels=self.labels(state.config).to(device),
-            config=state.config,
+            labels=self.labels(cfg).to(device),
+            config=cfg,
             step=state.step,
             optimizer=state.optimizer,
             path=state.path,
         )
+
+    def fill_buffers(self, model: torch.nn.Module, cfg: RunConfig) -> None:
+        """Give a model restored on the ``meta`` device the buffers a state dict does not hold
+        (non-persistent ones; none by default)."""
+        return None
+
+    # ------------------------------------------------------------------ memory
+    def state_spec(self, cfg: RunConfig) -> dict[str, TensorSpec]:
+        """Name → (shape, dtype) of every tensor in the state dict of ``cfg``'s model, from a
+        model built on the ``meta`` device (no storage is allocated, whatever the sizes)."""
+        with torch.device("meta"):
+            model = self.build(cfg, device="meta", init=False)
+        return {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+    def load_memory(self, cfg: RunConfig) -> resources.MemoryEstimate:
+        """What a loaded checkpoint of ``cfg`` holds: its tensors and the labels."""
+        tensors = sum(resources.numel(s.shape) * s.dtype.itemsize
+                      for s in self.state_spec(cfg).values())
+        return resources.MemoryEstimate("loading this checkpoint", (
+            resources.Part("tensors", tensors, "width × depth"),
+            resources.Part("labels", 8 * cfg.N, "K × n"),
+        ))
+
+    def checkpoint_spec(self, cfg: RunConfig) -> dict[str, TensorSpec]:
+        """The tensors a checkpoint of ``cfg`` must hold, after refusing (MemoryCapError) a
+        config whose checkpoint would not fit under the memory cap; nothing is allocated."""
+        resources.check(self.load_memory(cfg))
+        return self.state_spec(cfg)
+
+    @abstractmethod
+    def memory_estimate(self, cfg: RunConfig) -> resources.MemoryEstimate:
+        """The peak memory of training ``cfg`` (parameters, gradients, optimiser state, data,
+        activations, metrics), from the config alone; it should not under-estimate."""
+
+    @abstractmethod
+    def analysis_memory(self, cfg: RunConfig, full: bool = False,
+                        full_params: str | None = None) -> resources.MemoryEstimate:
+        """The peak memory of the report of a checkpoint of ``cfg``: the model in float64, its
+        layer features and the largest dense object of one layer's analysis (and of the full
+        Hessian over ``full_params`` when ``full``)."""
+
+    def check_memory(self, cfg: RunConfig) -> resources.MemoryEstimate:
+        """Refuse (MemoryCapError, a ConfigError naming the fields) a run of ``cfg`` that would
+        need more than the memory cap; ``cfg`` must be validated."""
+        return resources.check(self.memory_estimate(cfg))
 
     # ------------------------------------------------------------------ theory
     def ufm_config(self, cfg: RunConfig) -> RunConfig:
@@ -114,8 +188,9 @@ class ModelKind(ABC):
                 step = run.latest_checkpoint()
                 if step is None:
                     raise RuntimeError(f"{run.path}: no checkpoint to resume from")
-                checkpoint = self.restore(read_checkpoint(run.checkpoint_path(step), device),
-                                          device)
+                path = run.checkpoint_path(step)
+                checkpoint = self.restore(
+                    read_checkpoint(path, device, expect=self.checkpoint_spec), device)
             return self.session(cfg, device, checkpoint, prepared)
 
         return Trainer(run, cfg, open_session, lambda d: self.threads(cfg, d), progress)
@@ -143,6 +218,8 @@ class ModelKind(ABC):
         completed with the asked-for full Hessian; ``full_params`` defaults to the kind's first
         parameter set and is normalised here, once for every kind."""
         params = self.normalise_full_params(full_params or self.full_params[0])
+        if cached is None or full:
+            resources.check(self.analysis_memory(checkpoint.config, full, params))
         return self._report(checkpoint, run_id, cached, full, params, progress)
 
     @abstractmethod

@@ -52,6 +52,9 @@ def max_jobs() -> int:
 def launch(cfg: RunConfig, runs_dir: str | Path | None = None, limit: int | None = None) -> Run:
     """Validate ``cfg``, make its `queued` run folder and start it if a slot is free."""
     cfg.validate()
+    from dufm_core import kinds  # imported here: torch only when a run is launched
+
+    kinds.check_memory(cfg)  # a run above the memory cap gets no folder (dufm_core/resources.py)
     run = create_run(cfg, runs_dir)
     pump(run.path.parent, limit)
     return run

@@ -20,8 +20,13 @@ weights to each member's analysis, for the depth study; ``full_params``) and ``[
 have the axis ``lam_over_crit``: every λ set to that multiple of the equal-λ critical value
 λ_crit(K, n, L) of docs/theory.md §3.1, the natural axis of a phase diagram.
 
-Every member is validated (:meth:`RunConfig.validate`) before anything starts; an error names the
-member and the field (``member 3 [lam=0.5, seed=1]: lr: must be ...``). A member is identified by
+A grid has at most :data:`MAX_MEMBERS` members: their number (the product of the axis lengths) is
+counted before any member is built, so a pasted 10⁸-member grid is refused at once. Every member
+is validated (:meth:`RunConfig.validate`) and checked against the memory cap
+(:mod:`dufm_core.resources`: its training, and its analysis with the spec's ``[analysis]``)
+before anything starts; an error names the member and the field
+(``member 3 [lam=0.5, seed=1]: lr: must be ...``). A spec of more than 1 MiB, or one that is not
+UTF-8 TOML, is one line too. A member is identified by
 its **key** (:func:`config_key`), a hash of its resolved config, so a rerun of the same spec finds
 the members it already ran.
 """
@@ -33,14 +38,15 @@ import itertools
 import json
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from dufm_core.config import ConfigError, RunConfig
+from dufm_core.config_values import MAX_FILE_BYTES, check_float, parse_table, shown
 
+MAX_MEMBERS = 10_000  # members of one grid at most (the product of its axis lengths)
 TOP_KEYS = ("name", "description", "base", "grid", "analysis", "resources")
 DERIVED_AXES = ("lam", "lam_over_crit")
 FULL_PARAMS = ("weights", "weights+features")
@@ -56,7 +62,7 @@ class SpecError(ConfigError):
         self.member = member
         ConfigError.__init__(self, field_name, message)
         if member is not None:
-            self.args = (f"{member}: {field_name}: {message}",)
+            self.args = (f"{member}: {field_name}: {' '.join(message.split())}",)
 
 
 @dataclass
@@ -107,21 +113,35 @@ class SweepSpec:
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    if isinstance(value, str):
+        return shown(value)[1:-1]
+    if isinstance(value, (list, dict)):
+        try:
+            text = json.dumps(value)
+        except (RecursionError, ValueError, TypeError):
+            return shown(value)
+        return text if len(text) <= 80 else shown(value)
+    return shown(value)
 
 
 def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
     """Parse a spec from TOML text (``text``) or a file path; check its shape (not yet the
     members: call :meth:`SweepSpec.members`, or :func:`load_spec` which does both)."""
+    raw: str | bytes
     if text is None:
         path = Path(source)
         if not path.is_file():
             raise SpecError("spec", f"file not found: {path}")
-        text = path.read_text()
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError("spec", f"{path} is larger than {MAX_FILE_BYTES // 1024} KiB")
+        raw = path.read_bytes()
+    else:
+        raw = text
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("spec", f"not valid TOML: {exc}") from None
+        data = parse_table(raw, True, "spec", "the TOML spec")
+        text = raw if isinstance(raw, str) else raw.decode("utf-8")
+    except ConfigError as exc:
+        raise SpecError("spec", str(exc).split(": ", 1)[-1]) from None
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         raise SpecError(unknown[0], f"unknown spec key; allowed: {', '.join(TOP_KEYS)}")
@@ -130,7 +150,7 @@ def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
         raise SpecError(
             "name",
             "must be 1-64 characters: letters, digits, '-', '_' or '.', starting with a letter "
-            f"or digit (got {name!r})",
+            f"or digit (got {shown(name)})",
         )
     base = data.get("base", {})
     if not isinstance(base, dict):
@@ -151,7 +171,13 @@ def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
         if key == "name":
             raise SpecError("grid.name", "members are named by the sweep; not an axis")
         if not isinstance(values, list) or not values:
-            raise SpecError(f"grid.{key}", f"must be a non-empty list of values (got {values!r})")
+            raise SpecError(f"grid.{key}",
+                            f"must be a non-empty list of values (got {shown(values)})")
+    count = math.prod(len(v) for v in grid.values())
+    if count > MAX_MEMBERS:
+        sizes = " × ".join(str(len(v)) for v in grid.values())
+        raise SpecError("grid", f"has {count} members ({sizes}), more than the limit "
+                                f"{MAX_MEMBERS} (sweeps.spec.MAX_MEMBERS); split the sweep")
     lam_axes = [k for k in ("lam", "lam_over_crit") if k in grid]
     clash = [k for k in ("lam_w", "lam_h") if k in grid]
     if len(lam_axes) > 1 or (lam_axes and clash):
@@ -165,17 +191,19 @@ def parse_spec(source: str | Path, text: str | None = None) -> SweepSpec:
         raise SpecError("analysis", "allowed keys: full_hessian (true/false), full_params")
     full = analysis.get("full_hessian", False)
     if not isinstance(full, bool):
-        raise SpecError("analysis.full_hessian", f"must be true or false (got {full!r})")
+        raise SpecError("analysis.full_hessian", f"must be true or false (got {shown(full)})")
     full_params = analysis.get("full_params", "weights")
     if full_params not in FULL_PARAMS:
-        raise SpecError("analysis.full_params", f"must be one of {' | '.join(FULL_PARAMS)}")
+        raise SpecError("analysis.full_params", f"must be one of {' | '.join(FULL_PARAMS)} "
+                                                f"(got {shown(full_params)})")
     res = data.get("resources", {})
     if not isinstance(res, dict) or set(res) - {"cpus", "gpus"}:
         raise SpecError("resources", "allowed keys: cpus, gpus (per member)")
     cpus, gpus = res.get("cpus", 1.0), res.get("gpus", 0.0)
     for key, value, lo in (("cpus", cpus, 0.0), ("gpus", gpus, 0.0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lo:
-            raise SpecError(f"resources.{key}", f"must be a number >= {lo:g} (got {value!r})")
+            raise SpecError(f"resources.{key}",
+                            f"must be a number >= {lo:g} (got {shown(value)})")
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise SpecError("description", "must be a string")
@@ -224,7 +252,7 @@ def _resolve(spec: SweepSpec, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _expand(spec: SweepSpec) -> list[Member]:
-    from dufm_core import theory
+    from dufm_core import kinds, resources, theory
 
     members: list[Member] = []
     seen: dict[str, int] = {}
@@ -237,20 +265,21 @@ def _expand(spec: SweepSpec) -> list[Member]:
             cfg.validate()
             if "lam_over_crit" in values:
                 factor = values["lam_over_crit"]
-                if (
-                    isinstance(factor, bool)
-                    or not isinstance(factor, (int, float))
-                    or not factor > 0
-                    or not math.isfinite(factor)
-                ):
-                    raise ConfigError("lam_over_crit", f"must be a number > 0 (got {factor!r})")
-                lam = float(factor) * theory.lambda_crit(cfg.K, cfg.n, cfg.depth)
+                if isinstance(factor, str):
+                    raise ConfigError("lam_over_crit", f"must be a number > 0 (got "
+                                                       f"{shown(factor)})")
+                factor = check_float("lam_over_crit", factor, 0.0, math.inf, lo_open=True)
+                lam = factor * theory.lambda_crit(cfg.K, cfg.n, cfg.depth)
                 cfg.lam_w, cfg.lam_h = lam, lam
                 cfg.validate()
+            kind = kinds.get(cfg.model)
+            kind.check_memory(cfg)
+            resources.check(kind.analysis_memory(cfg, spec.full_hessian, spec.full_params))
         except ConfigError as exc:
             raise SpecError(exc.field, str(exc).split(": ", 1)[-1], member=label) from None
-        except (TypeError, ValueError) as exc:
-            raise SpecError("config", str(exc), member=label) from None
+        except (TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
+            raise SpecError("config", str(exc)[:300] or type(exc).__name__,
+                            member=label) from None
         key = config_key(cfg)
         cfg.name = f"{spec.name}-{key[:8]}"[:80]
         if key in seen:
