@@ -119,9 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             steps = (None if args.cfg_steps is None
                      else check_int("steps", args.cfg_steps, 1, MAX_STEPS))
-            _check_resume_memory(args.resume, args.cfg_device)
             result = kinds.resume(args.resume, steps=steps, device=args.cfg_device)
-        except (ConfigError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        except (ConfigError, OSError, RuntimeError, ValueError) as exc:
             return _die(str(exc))
         print(result.run.path)
         return 0 if result.state == "finished" else 1
@@ -142,26 +141,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _die(str(exc))
     try:
         result = kinds.train(cfg, runs_dir=args.runs_dir)
-    except ConfigError as exc:  # real networks: data folder, n, K or amp, before any run folder
-        return _die(str(exc))
+    except (ConfigError, OSError) as exc:  # real networks: data folder, n, K or amp, before any
+        return _die(str(exc))  # run folder; a runs folder that cannot be written (a full disk)
     print(result.run.path)
     return 0 if result.state == "finished" else 1
-
-
-def _check_resume_memory(run_dir: str, device: str | None) -> None:
-    """Refuse resuming a run whose training would exceed the memory cap (before anything is
-    loaded); a folder that is not a run is left to kinds.resume to name."""
-    from dufm_core import kinds
-    from dufm_core.store import open_run
-
-    try:
-        cfg = open_run(run_dir).config()
-    except (FileNotFoundError, ValueError, TypeError, OSError):
-        return
-    if device is not None:
-        cfg.device = device
-    cfg.validate()
-    kinds.check_memory(cfg)
 
 
 # --------------------------------------------------------------------------- theory

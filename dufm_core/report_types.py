@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 __all__ = ["REPORT_VERSION", "FullHessian", "LayerRecord", "NetworkBlock", "Report", "Theory"]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: outlier_ratio null below rounding, with outlier_ratio_note
 """Bumped when the meaning of a key changes; a cached report of another version is recomputed."""
 
 _BASE_FIELDS = ("extra", "_keys")

@@ -76,6 +76,7 @@ counts: list[int] | None = None
 try:
     cfg = RunConfig.from_dict(values)
     warnings = cfg.validate()
+    kinds.check_memory(cfg)  # over the memory cap: refused before Launch, with the estimate
     if real:  # what the worker would refuse before making a folder: amp off a GPU, the data
         check_device(cfg)
         counts = data_check.check(cfg)

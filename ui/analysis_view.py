@@ -169,7 +169,9 @@ def show_spectrum(report: Report, layer: int, total: bool = False) -> None:
         f"Layer-{layer} {which} Hessian, {lay.hessian_method}. Theory (linear MSE "
         f"optimum): K² = {K2} equal outliers λ_W γ/(1−γ), every other eigenvalue 0 (fit) or λ_W "
         f"(total). Outliers counted by the largest log-gap: **{lay.outlier_count}**; max/min "
-        f"of the top K²: **{'—' if ratio is None else f'{ratio:.6g}'}**."
+        f"of the top K²: **{'—' if ratio is None else f'{ratio:.6g}'}**"
+        + (f" ({lay.outlier_ratio_note})" if ratio is None and lay.outlier_ratio_note else "")
+        + "."
     )
     c1, c2 = st.columns(2)
     if lay.hessian_histogram and not total:

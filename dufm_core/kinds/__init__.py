@@ -136,6 +136,7 @@ def resume(
                 )
             cfg.steps = steps
         cfg.validate()
+        check_memory(cfg)  # before anything is loaded
         trainer = trainer_for(run, cfg, progress)
         trainer.on_start = lambda: atomic_write_json(run.path / "config.json", cfg.to_dict())
         return trainer.train(resume=True)

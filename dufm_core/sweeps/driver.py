@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dufm_core import runlock
 from dufm_core.process import executors
 from dufm_core.process.env import cli_command, spawn_detached
 from dufm_core.process.jobs import cancel as cancel_run
@@ -121,7 +122,7 @@ def run_sweep(
     )
     driver = {
         "state": "running",
-        "pid": os.getpid(),
+        **runlock.identity(),  # pid, its start time and command line: cancel verifies them
         "host": socket.gethostname(),
         "executor": executor,
         "executor_detail": how,
@@ -311,8 +312,19 @@ def cancel_sweep(folder: str | Path) -> str:
         return f"nothing to cancel (driver {status.get('state')})"
     if status.get("host") != socket.gethostname():
         return f"the driver runs on another host ({status.get('host')})"
+    pid, start = _int_or_none(status.get("pid")) or 0, _int_or_none(status.get("pid_start"))
+    problem = runlock.worker_problem(pid, start, status.get("pid_cmd"))
+    if problem is not None:  # never signal a process that is not this sweep's driver
+        return f"not signalled: {problem}"
     try:
-        os.kill(int(status["pid"]), signal.SIGTERM)
-    except (ProcessLookupError, KeyError, ValueError):
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
         return "the driver had already exited"
-    return f"sent SIGTERM to the sweep driver {status['pid']}"
+    except PermissionError:
+        return f"not signalled: process {pid} belongs to another user"
+    return f"sent SIGTERM to the sweep driver {pid}"
+
+
+def _int_or_none(value: object) -> int | None:
+    """An int read from driver.json (None for anything else: the file may be damaged)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

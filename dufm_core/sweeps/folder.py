@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dufm_core import runlock
 from dufm_core.store import (
     atomic_write_bytes,
     atomic_write_json,
     default_runs_dir,
-    pid_alive,
     read_json,
 )
 from dufm_core.sweeps.spec import SweepSpec
@@ -112,10 +112,14 @@ def driver_status(folder: str | Path) -> dict[str, Any]:
         status = read_json(Path(folder) / "driver.json")
     except (OSError, ValueError):
         return {"state": "never started"}
+    if not isinstance(status, dict):
+        return {"state": "unknown", "error": "driver.json is not a JSON object"}
+    pid, start = status.get("pid"), status.get("pid_start")
     if (
         status.get("state") in ("running", "starting")
         and status.get("host") == socket.gethostname()
-        and not pid_alive(int(status.get("pid") or 0))
+        and not runlock.same_process(pid if isinstance(pid, int) else 0,
+                                     start if isinstance(start, int) else None)
     ):
-        status["state"] = "interrupted"
+        status["state"] = "interrupted"  # the driver is gone (or its pid now is another's)
     return status
