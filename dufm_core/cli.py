@@ -229,9 +229,12 @@ def cmd_launcher(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- runs
 def cmd_runs(args: argparse.Namespace) -> int:
-    from dufm_core.store import list_runs
+    from dufm_core.store import default_runs_dir, list_runs
 
-    rows = list_runs(args.runs_dir)
+    root = Path(args.runs_dir) if args.runs_dir is not None else default_runs_dir()
+    if root.exists() and not root.is_dir():
+        return _die(f"runs-dir: {root} is a file, not a runs folder")
+    rows = list_runs(root)
     if args.json:
         print(
             json.dumps(

@@ -238,3 +238,12 @@ def test_bad_config_files_are_one_line(content: bytes, words: str, tmp_path: Pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and len(err[0]) < 400, err
         assert not (tmp_path / "r").exists()
+
+
+def test_runs_refuses_a_file_as_runs_folder(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "not_a_folder"
+    f.write_text("x")
+    assert main(["runs", "--runs-dir", str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a runs folder" in err[0]
+    assert main(["runs", "--runs-dir", str(tmp_path / "missing")]) == 0  # empty: no runs yet

@@ -204,7 +204,7 @@ def _operations(run_dir: Path, runs: Path) -> dict[str, Callable[[], Any]]:
 def corrupt_matrix(tmp: Path, progress: Callable[[str], None] = print) -> list[CorruptResult]:
     """Every corruption of :data:`CORRUPTIONS` under every operation."""
     from dufm_core import RunConfig, train
-    from dufm_core.store import iter_runs
+    from dufm_core.store import Run, iter_runs
 
     base_runs = tmp / "base"
     train(RunConfig(K=3, n=4, width=5, depth=3, steps=400, checkpoint_points=6, log_points=40,
@@ -225,6 +225,7 @@ def corrupt_matrix(tmp: Path, progress: Callable[[str], None] = print) -> list[C
         for p in paths:
             damage(p)
         good_bytes = {p.name: p.read_bytes() for p in good}
+        rows_before = Run(base.path).metrics()
         res = CorruptResult(fault)
         for name, op in _operations(run_dir, runs).items():
             try:
@@ -237,13 +238,13 @@ def corrupt_matrix(tmp: Path, progress: Callable[[str], None] = print) -> list[C
         for p in good:
             if not p.is_file() or p.read_bytes() != good_bytes[p.name]:
                 res.data_lost.append(f"checkpoint {p.name} lost or changed")
-        if target != "metrics.jsonl" and good:
-            from dufm_core.store import Run
-
+        if target != "metrics.jsonl" and good:  # the rows up to the newest good checkpoint
             last_good = int(good[-1].stem.split("_")[1])
-            steps = {r["step"] for r in Run(run_dir).metrics()}
-            if not all(s in steps for s in (0, last_good)):
-                res.data_lost.append(f"metrics up to step {last_good} not all there")
+            kept = {r["step"]: r for r in Run(run_dir).metrics()}
+            lost = [r["step"] for r in rows_before if r["step"] <= last_good
+                    and kept.get(r["step"]) != r]
+            if lost:
+                res.data_lost.append(f"metrics rows up to step {last_good} lost: {lost[:5]}")
         if res.crashed or res.data_lost:
             progress(f"  {fault}: crashed {res.crashed} lost {res.data_lost}")
         out.append(res)
