@@ -167,22 +167,28 @@ def test_a_sweep_member_over_the_cap_is_refused(monkeypatch, tmp_path: Path) -> 
 
 
 _MEASURE = """
-import json, resource, sys, tempfile
+import json, sys, tempfile, threading, time
 import torch
 from dufm_core import kinds
 from dufm_core.config import RunConfig
 torch.set_num_threads(1)
 cfg = RunConfig.from_dict(json.loads(sys.argv[1])); cfg.validate()
 estimate = kinds.get(cfg.model).memory_estimate(cfg).total
-def rss():
+def anon():
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
+        if line.startswith("RssAnon"):
             return int(line.split()[1]) * 1024
-base = rss()
+base, peak, done = anon(), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], anon())
+        time.sleep(0.002)
+t = threading.Thread(target=sample, daemon=True)
+t.start()
 with tempfile.TemporaryDirectory() as d:
     kinds.train(cfg, runs_dir=d, progress=lambda m: None)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"estimate": estimate, "measured": peak - base}))
+done.set(); t.join()
+print(json.dumps({"estimate": estimate, "measured": max(peak[0], anon()) - base}))
 """
 
 
@@ -193,11 +199,13 @@ print(json.dumps({"estimate": estimate, "measured": peak - base}))
     {"model": "resnet20", "n": 100},  # digits, full batch of 1000 images
 ])
 def test_the_estimate_is_within_a_factor_of_the_measured_peak(config: dict) -> None:
-    """The estimate against the peak RSS of a short real run (after the imports), measured in a
-    fresh process: between half and three times it."""
+    """The estimate against the peak anonymous RSS of a short real run (after the imports),
+    sampled every 2 ms in a fresh process: between half and three times it. Anonymous memory
+    only: file-backed pages (the libraries' code) come and go with the page cache, which
+    depends on what else the machine runs, and are not what the estimate counts."""
     config = {**config, "steps": 2, "log_points": 2, "checkpoint_points": 1, "device": "cpu"}
     out = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(config)], cwd=ROOT,
                          capture_output=True, text=True, timeout=180, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     ratio = got["estimate"] / got["measured"]
-    assert 0.5 <= ratio <= 3.0, got
+    assert 0.5 <= ratio <= 3.0, {**got, "ratio": ratio}

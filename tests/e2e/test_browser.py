@@ -96,7 +96,7 @@ def test_inspect_upload(browser, server, tmp_path) -> None:
     _settle(page)
     page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(bad))
     _settle(page)
-    page.get_by_text("truncated or another format", exact=False).first.wait_for(timeout=30_000)
+    page.get_by_text("truncated or corrupt", exact=False).first.wait_for(timeout=30_000)
     page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(ckpt))
     # the upload starts a rerun asynchronously: wait for its result, not just for an idle app
     page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=90_000)
