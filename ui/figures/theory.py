@@ -99,8 +99,8 @@ def gamma_vs_lambda(
             if current_gamma is not None
             else {"y": 0.5, "yref": "paper"}
         )
-        notes.append({"x": math.log10(current), **at, "text": current_label, "showarrow": True,
-                      "arrowhead": 0, "ax": -20, "ay": 45, "xanchor": "right",
+        notes.append({"x": math.log10(current), **at, "text": current_label, "showarrow": False,
+                      "xanchor": "right", "yanchor": "top", "xshift": -8, "yshift": -8,
                       "bgcolor": "rgba(255,255,255,0.85)"})  # fmt: skip
         if current_gamma is not None:
             data.append(
@@ -115,7 +115,8 @@ def gamma_vs_lambda(
         if x["range"][1] - x["range"][0] >= 2:
             x["dtick"] = 1  # powers of ten only
     lay = _layout("Optimal shrinkage γ against λ", x, {"title": {"text": "γ"},
-                  "range": [-0.03, 1.05]}, shapes=shapes, annotations=notes)  # fmt: skip
+                  "range": [-0.03, 1.05]}, shapes=shapes, annotations=notes,
+                  showlegend=False)  # fmt: skip
     return go.Figure(data, lay)
 
 
@@ -225,14 +226,14 @@ def predicted_spectrum(
          "fixedrange": True},
         {"range": [-1.55 if negative else -0.1, 1.55], "visible": False, "fixedrange": True},
         height=420 if negative else 330,
-        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
-        margin={"l": 20, "r": 20, "t": 60, "b": 50},
+        margin={"l": 20, "r": 20, "t": 50, "b": 50},
         xaxis2={"domain": [split, 1.0], "type": "log", "range": [lo, hi], "exponentformat": "power",
                 "automargin": False,
                 "dtick": 1 if hi - lo >= 2 else None,
-                "title": {"text": "|eigenvalue| (log scale)"}},
+                "title": {"text": "|eigenvalue| (log scale); stems point down for negative "
+                                  "eigenvalues" if negative else "|eigenvalue| (log scale)"}},
         shapes=[{"type": "line", "xref": "x2 domain", "x0": 0, "x1": 1, "y0": 0, "y1": 0,
                  "yref": "y", "line": {"color": "#bbb", "width": 1}}],
-        showlegend=True,
+        showlegend=False,
     )  # fmt: skip
     return go.Figure(data, lay)
