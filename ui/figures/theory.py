@@ -2,9 +2,10 @@
 
 The explorer rebuilds these figures on every slider move, so each builder makes its figure in
 one ``go.Figure(data, layout)`` call with the whole layout as a dict (:func:`_layout`, the look
-of :func:`ui.figures.common.layout`): a figure costs ~15 ms that way against ~35 ms through
-``common.layout``'s separate ``update_*`` calls and ``add_vline`` (benchmarks/
-bench_theory_explorer.py, docs/benchmarks.md §6).
+of :func:`ui.figures.common.layout`) and a slim template (:data:`_TEMPLATE`): 5–8 ms a figure
+against ~33 ms through ``common.layout``'s separate ``update_*`` calls with the full template,
+plus ~19 ms for each ``add_vline`` (docs/benchmarks.md §6). Legends are left out (the axis
+titles and labels say what the colours are): less for the browser to draw on every move.
 
 A predicted spectrum is a list of (eigenvalue, multiplicity) groups (``dufm_core.theory``'s
 ``layer_hessian_spectrum`` and ``hessian_spectrum``). :func:`predicted_spectrum` draws each
@@ -25,8 +26,8 @@ import plotly.io as pio
 from ui.figures.common import COLORS, PRED_STYLE
 
 # plotly_white's layout for 2-D axes, without the template's per-trace defaults and its
-# geo/polar/3-D parts: the same look for these figures at a tenth of the build time (the full
-# template is copied and validated with every figure: ~20 ms of a ~25 ms build)
+# geo/polar/3-D parts: the same look for these figures (the full template is copied and
+# validated with every figure: 13-20 ms of a build; this one ~2 ms)
 _TEMPLATE = {
     "layout": {
         k: v
@@ -43,7 +44,7 @@ _LABEL_GAP = 0.15  # labels closer than this fraction of the log axis go to diff
 
 def _layout(title: str, x: dict, y: dict, height: int = 380, **extra: object) -> dict:
     """The layout of :func:`ui.figures.common.layout` as one dict (title at the left, the white
-    template, powers of ten, legend below), so that a figure is validated once."""
+    template, powers of ten, fixed margins), so that a figure is validated once."""
     axis = {"exponentformat": "power", "automargin": False}  # fixed margins: one drawing pass
     return {
         "title": {"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
@@ -52,7 +53,7 @@ def _layout(title: str, x: dict, y: dict, height: int = 380, **extra: object) ->
         "height": height,
         "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
         "template": _TEMPLATE,
-        "legend": {"orientation": "h", "y": -0.2},
+        "showlegend": False,
         **extra,
     }
 
@@ -115,8 +116,7 @@ def gamma_vs_lambda(
         if x["range"][1] - x["range"][0] >= 2:
             x["dtick"] = 1  # powers of ten only
     lay = _layout("Optimal shrinkage γ against λ", x, {"title": {"text": "γ"},
-                  "range": [-0.03, 1.05]}, shapes=shapes, annotations=notes,
-                  showlegend=False)  # fmt: skip
+                  "range": [-0.03, 1.05]}, shapes=shapes, annotations=notes)  # fmt: skip
     return go.Figure(data, lay)
 
 
@@ -234,6 +234,5 @@ def predicted_spectrum(
                                   "eigenvalues" if negative else "|eigenvalue| (log scale)"}},
         shapes=[{"type": "line", "xref": "x2 domain", "x0": 0, "x1": 1, "y0": 0, "y1": 0,
                  "yref": "y", "line": {"color": "#bbb", "width": 1}}],
-        showlegend=False,
     )  # fmt: skip
     return go.Figure(data, lay)
