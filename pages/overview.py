@@ -1,55 +1,102 @@
-"""Overview: what DUFM Lab is, and the closed-form optimum for a chosen setting."""
+"""Overview: what DUFM Lab is for, where to start, and the newest runs with links to them."""
 
-import pandas as pd
+from pathlib import Path
+from urllib.parse import urlencode
+
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
-from dufm_core import theory
-from ui import docs, shell
+from dufm_core import kinds
+from dufm_core.store import RunSummary, list_runs
+from ui import docs, shell, state
+
+RECENT = 5  # runs listed
+START = [  # (page, label, icon, what it is for): the three ways in
+    ("train", "Train a model", ":material/rocket_launch:",
+     "Presets for the paper's models; live loss and collapse curves; Cancel at any time."),
+    ("theory_explorer", "Theory explorer", ":material/functions:",
+     "γ, λ_crit and the predicted Hessian spectra for any K, n, L and λ."),
+    ("runs", "All runs", ":material/list:",
+     "Every run with its progress: compare, download, cancel or delete."),
+]  # fmt: skip
+STATE_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":material/play_circle:",
+    "finished": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/cancel:",
+    "diverged": ":material/warning:",
+}
+
+
+def link(page: str, label: str, icon: str | None = None, **query: str) -> None:
+    """``st.page_link`` to ``pages/<page>.py`` inside the app; a plain markdown link where this
+    page runs on its own (``AppTest``, ``streamlit run pages/overview.py``), since page_link
+    only knows pages that app.py's navigation registered."""
+    try:
+        st.page_link(f"pages/{page}.py", label=label, icon=icon, query_params=query or None)
+    except StreamlitPageNotFoundError:
+        st.markdown(f"[{label}]({page}{'?' + urlencode(query) if query else ''})")
+
+
+def describe(r: RunSummary) -> str:
+    """The model of a run in a few words: a UFM's activation/loss, K and L; a real network's
+    name, data set and head depth."""
+    c = r.config
+    try:
+        real = kinds.get(c.get("model", "ufm")).real_network
+    except ValueError:
+        return str(c.get("model", "?"))
+    if real:
+        return f"{c.get('model')} + {c.get('depth')} linear, {c.get('dataset')}"
+    return f"UFM {c.get('activation')}/{c.get('loss')}, K={c.get('K')}, L={c.get('depth')}"
+
 
 shell.ensure_shell(__file__)
 st.title("DUFM Lab")
 st.markdown(
-    "Train **deep unconstrained feature models** and compare what they learn with the closed "
-    "forms of Garrod & Keating, *Unifying Low Dimensional Observations in Deep Learning Through "
-    "the Deep Linear Unconstrained Feature Model* (arXiv 2404.06106). Start a run from the "
-    "command line (`python -m dufm_core train`) and find it under **Runs**."
+    "- **Train** a deep unconstrained feature model, or a ResNet-20 with a linear head on real "
+    "data, and watch it converge.\n"
+    "- **Analyse** any checkpoint: Hessian spectra, eigenvector alignment, gradients and "
+    "collapse, each beside its closed-form prediction.\n"
+    "- **Explore** those closed forms (Garrod & Keating, arXiv 2404.06106) live, with no "
+    "training."
 )
+for col, (page, label, icon, text) in zip(st.columns(3), START, strict=True):
+    with col.container(border=True):
+        link(page, label, icon)
+        st.caption(text)
 
-st.subheader("Closed-form optimum of the deep linear MSE UFM")
-docs.caption(
-    "At the global optimum the output is Z* = γY, where γ is the largest root of "
-    "γ^(L−1)(1−γ)^(L+1) = K^(L+1) n λ_H Π λ_W; every layer-wise fit Hessian has K² equal "
-    "outliers λ_W γ/(1−γ). Defaults are the paper's linear UFM (docs/theory.md case A)."
-)
-c1, c2, c3, c4 = st.columns(4)
-K = c1.number_input("K (classes)", min_value=2, max_value=100, value=3)
-n = c2.number_input("n (samples per class)", min_value=1, max_value=100_000, value=40)
-L = c3.number_input("L (weight matrices)", min_value=1, max_value=32, value=5)
-lam = c4.number_input(
-    "λ (all λ_W and λ_H)", min_value=1e-8, max_value=1.0, value=1e-2, format="%.6f"
-)
-pred = theory.predict(int(K), int(n), [float(lam)] * int(L), float(lam))
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("γ", f"{pred.gamma:.10f}")
-m2.metric("λ_crit", "—" if pred.lambda_crit is None else f"{pred.lambda_crit:.6g}")
-m3.metric("loss", f"{pred.loss:.10f}")
-m4.metric("layer outlier (×K²)", f"{pred.layer_outlier[0]:.10f}")
-if not pred.nontrivial:
-    st.warning("λ is above λ_crit: the global optimum is W = 0, H_1 = 0 (γ = 0).")
-table = pd.DataFrame(
-    {
-        "layer": list(range(1, int(L) + 1)),
-        "σ_l": pred.sigma,
-        "‖μ^(l)‖": pred.mean_norms[:-1],
-        "Hessian outlier (fit)": pred.layer_outlier,
-        "Hessian outlier (total)": pred.layer_outlier_total,
-    }
-)
-st.dataframe(table, hide_index=True, width="stretch")
-docs.caption(
-    f"Full weight fit-Hessian: K² = {int(K) ** 2} outliers, "
-    + ", ".join(
-        f"{v:.8f}" for v in sorted(set(round(x, 12) for x in pred.full_outliers), reverse=True)
+st.subheader("Recent runs")
+rows = list_runs(state.runs_dir())  # oldest first: run names start with their creation time
+if not rows:
+    st.info(
+        docs.linkify(
+            "No runs yet. The Train page opens on the paper's linear UFM (docs/theory.md case "
+            "A): press **Launch** there and it trains in a few seconds."
+        )
     )
-    + " (the ρ split of docs/theory.md §4.5)."
+    if st.button("Train the paper's linear UFM", icon=":material/rocket_launch:", type="primary"):
+        st.switch_page("pages/train.py")
+else:
+    newest = rows[::-1][:RECENT]
+    st.caption(
+        f"The {len(newest)} newest of {len(rows)} in `{Path(state.runs_dir()).resolve()}`; "
+        "a run's link opens its live view on the Train page."
+    )
+    widths = [5, 2, 3, 2, 2]
+    head = st.columns(widths)
+    for col, name in zip(head, ["run", "state", "model", "step / total", "last loss"],
+                         strict=True):  # fmt: skip
+        col.markdown(f"**{name}**")
+    for r in newest:
+        cols = st.columns(widths, vertical_alignment="center")
+        with cols[0]:
+            link("train", r.id, None, run=r.id)
+        cols[1].markdown(f"{STATE_ICONS.get(r.state, '')} {r.state}")
+        cols[2].markdown(describe(r))
+        cols[3].markdown(f"{r.step:,} / {r.total_steps:,}")
+        cols[4].markdown("—" if r.loss is None else f"{r.loss:.6g}")
+st.caption(
+    "Everything here also works from a terminal: `python -m dufm_core train --help` (README)."
 )

@@ -8,7 +8,7 @@ import streamlit as st
 from dufm_core import ConfigError, RunConfig, kinds
 from dufm_core.process import jobs
 from dufm_core.store import open_run
-from ui import docs, figures, shell, state
+from ui import docs, exports, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Runs")
@@ -111,7 +111,7 @@ if run is None:
 metrics = run.metrics()
 c1, c2, c3 = st.columns(3)
 if metrics:
-    flat = pd.json_normalize(metrics)
+    flat = exports.tidy_metrics(metrics)  # one column per layer value
     c1.download_button(
         "metrics.csv", flat.to_csv(index=False), file_name=f"{pick}-metrics.csv", mime="text/csv"
     )
