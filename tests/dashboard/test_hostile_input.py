@@ -349,12 +349,12 @@ def test_the_real_app_shows_a_failing_page_in_one_line(
     dash_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """app.py's default page (Overview) raises: the visitor sees one line without the path."""
-    from dufm_core import theory
+    from dufm_core import store
 
     def broken(*args, **kwargs):
         raise PermissionError(13, "Permission denied", "/srv/secret/runs/status.json")
 
-    monkeypatch.setattr(theory, "predict", broken)
+    monkeypatch.setattr(store, "list_runs", broken)  # the Overview lists the recent runs
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
     assert not at.exception
