@@ -23,6 +23,7 @@ DOCUMENTS = {
     "real_networks": ("real_networks.md", "Real networks"),
     "sweeps": ("sweeps.md", "Sweeps"),
     "benchmarks": ("benchmarks.md", "Benchmarks"),
+    "reliability": ("reliability.md", "Reliability"),
 }
 HEADING = re.compile(r"^(#{2,3}) (\d+(?:\.\d+)?)\.? (.*)$")
 # "theory.md §4.5", "design.md §5", "theory.md case A" (the reference cases live in §8)
