@@ -209,3 +209,44 @@ def test_the_estimate_is_within_a_factor_of_the_measured_peak(config: dict) -> N
     got = json.loads(out.stdout.strip().splitlines()[-1])
     ratio = got["estimate"] / got["measured"]
     assert 0.5 <= ratio <= 3.0, {**got, "ratio": ratio}
+
+
+_UNDER_LIMIT = """
+import json, resource, sys
+limit = 3 * 2**30  # an address-space limit: an attempted big allocation fails instead of swapping
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from dufm_core.cli import main
+from dufm_core.checkpoints import CheckpointError
+from dufm_core.kinds import load_checkpoint
+if sys.argv[1] == "train":
+    sys.exit(main(["train", "--width", "65536", "--n", "100000", "--K", "10", "--steps", "2",
+                   "--runs-dir", sys.argv[2]]))
+try:
+    load_checkpoint(sys.argv[2])
+except CheckpointError as exc:
+    print("refused:", exc, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
+def test_absurd_sizes_are_refused_under_an_address_space_limit(tmp_path: Path) -> None:
+    """A 524 GB run and a tiny safetensors file whose config asks for the same are refused with
+    one line by a process limited to 3 GB of address space: nothing was allocated first (an
+    attempted allocation would end in a traceback), and no run folder is made."""
+    cfg = RunConfig(K=10, n=100000, width=65536, depth=3).to_dict()
+    head = json.dumps({
+        "__metadata__": {"format_version": "1", "step": "0", "config": json.dumps(cfg)},
+        "features": {"dtype": "F64", "shape": [2, 2], "data_offsets": [0, 32]},
+    }).encode()
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(len(head).to_bytes(8, "little") + head + bytes(32))
+    runs = tmp_path / "runs"
+    for args in (["train", str(runs)], ["load", str(tiny)]):
+        out = subprocess.run([sys.executable, "-c", _UNDER_LIMIT, *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2, out.stderr[-500:]
+        assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-500:]
+        assert "memory cap" in lines[0], lines[0]
+    assert not runs.exists() or not any(runs.iterdir())
