@@ -1,7 +1,9 @@
 """Analysis sections shared by the Spectrum, Alignment, Gradients and Inspect pages.
 
 Each ``show_*`` function renders one part of an analysis report (docs/design.md §5) with its
-caption; the report itself always comes from ``dufm_core.reports``. An uploaded checkpoint
+caption, which states only the theory that applies to the report's run (:func:`theory_applies`:
+the linear-MSE closed forms, the ReLU caveat, or measurements with CE's DNC-point values); the
+report itself always comes from ``dufm_core.reports``. An uploaded checkpoint
 (Inspect) is copied in chunks to a temporary file, hashed on the way, and read from there by the
 engine: the upload is never copied again in memory, and its name never becomes a path.
 """
@@ -12,6 +14,7 @@ import hashlib
 import io
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,8 +24,8 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from dufm_core import reports
 from dufm_core.checkpoints import CheckpointError
-from dufm_core.config import ConfigError
-from dufm_core.kinds import load_checkpoint
+from dufm_core.config import ConfigError, RunConfig
+from dufm_core.kinds import load_checkpoint, predict_for
 from dufm_core.report_types import LayerRecord, Report
 from dufm_core.store import Run, read_json
 from ui import docs, figures, shell
@@ -152,6 +155,115 @@ def get_series(run: Run) -> dict[str, Any] | None:
     return None
 
 
+# --------------------------------------------------------------------------- which theory
+RELU_CAVEAT = (
+    "Gradient descent need not reach the linear optimum (the best ReLU DNC point): trained ReLU "
+    "UFMs keep K² outliers that do not become equal and a gradient with K unequal coefficients "
+    "(docs/theory.md §4.6, §5.2). Read the prediction as the best point's, not training's."
+)
+
+
+@dataclass(frozen=True)
+class Applies:
+    """Which theory applies to a report's run (``report.config``), for the captions.
+
+    ``closed_form``: the linear-MSE closed forms hold (MSE, every λ positive;
+    :meth:`dufm_core.predictions.TheoryFor.closed_form`); ``relu``: they hold at the best ReLU
+    DNC point only; ``ce``: cross-entropy, whose report carries DNC-point values at the measured
+    logit scale (``ce_alpha``) when it could measure one; ``real``: a real network, compared
+    with the UFM of the same K, L and λ (λ_H/N)."""
+
+    closed_form: bool
+    relu: bool
+    ce: bool
+    real: bool
+    ce_alpha: float | None = None
+
+    @property
+    def measured_only(self) -> bool:
+        """No prediction to draw: neither a closed form nor CE DNC-point values."""
+        return not self.closed_form and self.ce_alpha is None
+
+
+def theory_applies(report: Report) -> Applies:
+    """What theory the captions of ``report`` may state, from its config (through
+    :func:`dufm_core.kinds.predict_for`) and its ``theory`` block."""
+    raw = dict(report.config or {})
+    th = report.theory
+    try:
+        closed_form = predict_for(RunConfig.from_dict(raw)).closed_form
+    except (ConfigError, KeyError, TypeError, ValueError):  # a report of an older config
+        closed_form = raw.get("loss", "mse") == "mse" and th is not None and th.gamma is not None
+    return Applies(
+        closed_form=closed_form,
+        relu=raw.get("activation") == "relu",
+        ce=raw.get("loss") == "ce",
+        real=raw.get("model", "ufm") != "ufm",
+        ce_alpha=th.ce_alpha_measured if th is not None and th.ce_layer_eigenvalues else None,
+    )
+
+
+def _real_note(applies: Applies) -> str:
+    return (" The network's features are not free: the UFM values (same K, L, λ; λ_H/N) are a "
+            "reference (docs/theory.md §5.3)." if applies.real else "")
+
+
+def spectrum_theory(applies: Applies, K: int) -> str:
+    """The theory sentence of the layer-spectrum caption."""
+    if applies.ce:
+        head = ("Cross-entropy: the MSE closed forms do not apply (docs/theory.md §4.7); the "
+                "spectrum is measured.")
+        if applies.ce_alpha is None:
+            return head + " No prediction is drawn (no positive logit scale α was measured)."
+        return head + (
+            f" Dashed: the values at a DNC point with the measured logit scale α = "
+            f"{applies.ce_alpha:.4g} (1, K−1 = {K - 1} and K²−3K+1 = {K * K - 3 * K + 1} "
+            "eigenvalues, rank (K−1)²): a reference, not where training must go.")
+    if not applies.closed_form:
+        return ("A λ ≤ 0: no closed form applies (docs/theory.md §3); the spectrum is measured "
+                "and no prediction is drawn.")
+    if applies.relu:
+        return ("Theory at the best ReLU DNC point (docs/theory.md §4.6, autograd's σ'(0) = 0): "
+                "K outliers λ_W γ/(1−γ), the other K(K−1) pairs 0 (all K² equal in the last "
+                "layer). " + RELU_CAVEAT + _real_note(applies))
+    return ("Theory (linear MSE optimum, docs/theory.md §4.1): K² equal outliers λ_W γ/(1−γ), "
+            "every other eigenvalue 0 (fit) or λ_W (total)." + _real_note(applies))
+
+
+def full_theory(applies: Applies) -> str:
+    """The theory sentence of the full-Hessian caption."""
+    if applies.ce or not applies.closed_form:
+        return ("No closed form for the full Hessian applies to this run (docs/theory.md §4.5 is "
+                "linear MSE): the spectrum is measured.")
+    text = ("Theory (docs/theory.md §4.5): the K² outliers are the sums of the layer outliers, "
+            "split by ±ρ into K(K+1)/2 and K(K−1)/2.")
+    if applies.relu:
+        text += " These are the linear model's values. " + RELU_CAVEAT
+    return text + _real_note(applies)
+
+
+def gradient_theory(applies: Applies, K: int) -> str:
+    """The theory sentence of the Gradients caption; :func:`shows_identity` says whether the
+    predicted I/K is drawn beside the measured C."""
+    if applies.ce:
+        return ("Cross-entropy: the MSE closed forms do not apply and C is measured only. At a "
+                "DNC point the gradient is one direction, ∝ Σ_c μ_c^(l+1) μ_c^(l)ᵀ, inside the "
+                "top-K eigenspace (docs/theory.md §4.7); the means form a simplex, not an "
+                "orthogonal frame, so C need not be I/K.")
+    if not applies.closed_form:
+        return ("A λ ≤ 0: no closed form applies (docs/theory.md §3); C is measured only.")
+    text = ("Theory (docs/theory.md §4.3): at collapse the gradient is (β/K) Σ_c μ_c^(l+1) "
+            f"μ_c^(l)ᵀ, so C = I/K (diagonal {1 / K:.4f}).")
+    if applies.relu:
+        text += " At the best ReLU DNC point too (§4.6). " + RELU_CAVEAT
+    return text + _real_note(applies)
+
+
+def shows_identity(applies: Applies) -> bool:
+    """Whether the Gradients page draws the predicted I/K (only where a closed form applies)."""
+    return applies.closed_form and not applies.ce
+
+
 def _layer(report: Report, layer: int) -> LayerRecord:
     return report.layers[layer - 1]
 
@@ -165,11 +277,14 @@ def show_spectrum(report: Report, layer: int, total: bool = False) -> None:
     pred_top = [v + shift if total else v for v in lay.hessian_predicted_top if v is not None]
     which = "total" if total else "fit"
     ratio = lay.outlier_ratio
+    applies = theory_applies(report)
+    if applies.measured_only:
+        pred_top = []
     docs.caption(
-        f"Layer-{layer} {which} Hessian, {lay.hessian_method}. Theory (linear MSE "
-        f"optimum): K² = {K2} equal outliers λ_W γ/(1−γ), every other eigenvalue 0 (fit) or λ_W "
-        f"(total). Outliers counted by the largest log-gap: **{lay.outlier_count}**; max/min "
-        f"of the top K²: **{'—' if ratio is None else f'{ratio:.6g}'}**"
+        f"Layer-{layer} {which} Hessian, {lay.hessian_method}. "
+        + spectrum_theory(applies, report.K)
+        + f" Measured: outliers counted by the largest log-gap: **{lay.outlier_count}** "
+        f"(K² = {K2}); max/min of the top K²: **{'—' if ratio is None else f'{ratio:.6g}'}**"
         + (f" ({lay.outlier_ratio_note})" if ratio is None and lay.outlier_ratio_note else "")
         + "."
     )
@@ -202,9 +317,7 @@ def show_full(report: Report) -> None:
     docs.caption(
         f"Full fit-Hessian over {full.params} ({full.dim} parameters): {full.method}, "
         f"{full.seconds:.2f} s, converged: {full.converged}. "
-        + (full.note + "." if full.note else
-           "Theory (docs/theory.md §4.5): the K² outliers are the sums of the layer outliers, "
-           "split by ±ρ into K(K+1)/2 and K(K−1)/2.")
+        + (full.note + "." if full.note else full_theory(theory_applies(report)))
     )
     c1, c2 = st.columns(2)
     c1.plotly_chart(
@@ -281,28 +394,34 @@ def show_alignment(report: Report, layer: int) -> None:
 def show_gradients(report: Report, layer: int) -> None:
     K = report.K
     lay = _layer(report, layer)
+    applies = theory_applies(report)
     labels = [f"c'={c + 1}" for c in range(K)]
     docs.caption(
         "Gradient coefficient matrix C_cc' = ⟨b_cc', g⟩²/‖g‖² of the full-batch fit gradient g of "
-        "W_l in the predicted basis b_cc' = μ̂_c^(l+1) μ̂_c'^(l)ᵀ. Theory (§4.3): at collapse the "
-        f"gradient is (β/K) Σ_c μ_c^(l+1) μ_c^(l)ᵀ, so C = I/K (diagonal {1 / K:.4f})."
+        "W_l in the predicted basis b_cc' = μ̂_c^(l+1) μ̂_c'^(l)ᵀ. " + gradient_theory(applies, K)
     )
     C = np.asarray(lay.gradient_coefficients)
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(
-        figures.heatmap(
-            C, f"C (layer {layer})", labels, [f"c={c + 1}" for c in range(K)], diverging=True
-        ),
-        config=figures.CONFIG,
-        key=f"C_{layer}",
-    )
-    c2.plotly_chart(
-        figures.heatmap(
-            np.eye(K) / K, "Predicted I/K", labels, [f"c={c + 1}" for c in range(K)], diverging=True
-        ),
-        config=figures.CONFIG,
-        key=f"I_{layer}",
-    )
+    rows = [f"c={c + 1}" for c in range(K)]
+    if shows_identity(applies):
+        identity = np.eye(K) / K
+        scale = figures.shared_scale(C, identity)  # one colour scale: the two are compared
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(
+            figures.heatmap(C, f"C (layer {layer}), measured", labels, rows, **scale),
+            config=figures.CONFIG,
+            key=f"C_{layer}",
+        )
+        c2.plotly_chart(
+            figures.heatmap(identity, "Predicted I/K", labels, rows, **scale),
+            config=figures.CONFIG,
+            key=f"I_{layer}",
+        )
+    else:
+        st.plotly_chart(
+            figures.heatmap(C, f"C (layer {layer}), measured", labels, rows, diverging=True),
+            config=figures.CONFIG,
+            key=f"C_{layer}",
+        )
     st.plotly_chart(
         figures.bars(
             lay.gradient_eigenbasis,
@@ -315,8 +434,9 @@ def show_gradients(report: Report, layer: int) -> None:
         key=f"eigc_{layer}",
     )
     docs.caption(
-        f"‖g‖ = {lay.gradient_norm:.3e}; measured β = {lay.gradient_beta}, "
-        f"predicted β = {lay.gradient_beta_predicted}."
+        f"‖g‖ = {lay.gradient_norm:.3e}; measured β = {lay.gradient_beta}"
+        + (f", predicted β = {lay.gradient_beta_predicted}."
+           if lay.gradient_beta_predicted is not None else " (no closed-form β for this run).")
     )
 
 

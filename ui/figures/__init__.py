@@ -15,7 +15,7 @@ Every builder is also importable from here (``from ui import figures``;
 ``figures.metric_curves(...)``, ``config=figures.CONFIG``).
 """
 
-from ui.figures.alignment import bars, heatmap
+from ui.figures.alignment import bars, heatmap, shared_scale
 from ui.figures.collapse import singular_values_at_step, singular_values_over_training
 from ui.figures.common import COLORS, CONFIG, PRED_STYLE
 from ui.figures.spectra import (
@@ -61,6 +61,7 @@ __all__ = [
     "metric_curves",
     "predicted_spectrum",
     "series_lines",
+    "shared_scale",
     "singular_values_at_step",
     "singular_values_over_training",
     "spectrum_histogram",

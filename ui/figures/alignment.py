@@ -24,11 +24,14 @@ def heatmap(
     annotate: bool = True,
     colorbar: str = "",
 ) -> go.Figure:
-    """Annotated heatmap; ``diverging`` centres a red–blue scale at 0 (for signed matrices)."""
+    """Annotated heatmap; ``diverging`` centres a red–blue scale at 0 (for signed matrices),
+    from ±max|z|, or from ±max(|zmin|, |zmax|) where they are given (a scale shared with another
+    heatmap: :func:`shared_scale`)."""
     z = np.asarray(matrix, dtype=float)
     kw: dict[str, Any] = {}
     if diverging:
-        bound = float(np.nanmax(np.abs(z))) if z.size else 1.0
+        given = [abs(v) for v in (zmin, zmax) if v is not None]
+        bound = max(given) if given else float(np.nanmax(np.abs(z))) if z.size else 1.0
         kw.update(colorscale="RdBu_r", zmid=0.0, zmin=-bound or -1, zmax=bound or 1)
     else:
         kw.update(colorscale="Viridis", zmin=zmin, zmax=zmax)
@@ -49,6 +52,19 @@ def heatmap(
     fig.update_yaxes(autorange="reversed")
     side = max(300, min(640, 40 * z.shape[0] + 120)) if z.ndim == 2 else 380
     return layout(fig, title, "", "", height=side)
+
+
+def shared_scale(*matrices: Sequence[Sequence[float]] | np.ndarray) -> dict[str, Any]:
+    """One colour scale for heatmaps that are compared (e.g. a measured C beside the predicted
+    I/K): the ``heatmap`` keywords ``diverging``, ``zmin`` and ``zmax``. Signed values get a
+    scale symmetric about 0 (±the largest |value|); non-negative ones 0 to the largest value."""
+    vals = [np.asarray(m, dtype=float).ravel() for m in matrices]
+    flat = np.concatenate(vals) if vals else np.zeros(0)
+    flat = flat[np.isfinite(flat)]
+    top = float(np.abs(flat).max()) if flat.size else 1.0
+    if flat.size and flat.min() < 0:
+        return {"diverging": True, "zmin": -top, "zmax": top}
+    return {"diverging": False, "zmin": 0.0, "zmax": top or 1.0}
 
 
 def bars(

@@ -14,6 +14,44 @@ import plotly.graph_objects as go
 from dufm_core.report_types import Report
 from ui.figures.common import COLORS, PRED_STYLE, layout, positive
 
+PRED_LABEL_GAP = 0.2  # labels of predictions closer than this fraction of the x axis are merged
+PRED_LABEL_LEVELS = (1.0, 0.92)  # paper heights of labels, alternated between close neighbours
+
+
+def pred_label_groups(xs: Sequence[float], span: float) -> list[list[int]]:
+    """Indices of the sorted x positions ``xs`` in runs whose neighbours are less than
+    :data:`PRED_LABEL_GAP` × ``span`` apart: each run gets one label, so that predicted values
+    that coincide or nearly do (e.g. CE's 1, K−1 and mini-bulk values) are not overprinted."""
+    gap = PRED_LABEL_GAP * span
+    groups: list[list[int]] = []
+    for i in sorted(range(len(xs)), key=lambda i: xs[i]):
+        if groups and xs[i] - xs[groups[-1][-1]] < gap:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def mark_predictions(
+    fig: go.Figure, values: Sequence[float], xs: Sequence[float], span: float
+) -> None:
+    """A dashed line at each x of ``xs`` (the predicted ``values``) and one "pred …" label per
+    group of close lines (:func:`pred_label_groups`); a group's label lists its values (the first
+    and last, with their count, past three) and neighbouring labels alternate in height."""
+    for x in xs:
+        fig.add_vline(x=x, line=PRED_STYLE)
+    last_x, level = -math.inf, 0
+    for group in pred_label_groups(xs, span):
+        vals = sorted((values[i] for i in group), reverse=True)
+        text = " · ".join(f"{v:.4g}" for v in vals) if len(vals) <= 3 else (
+            f"{vals[0]:.4g} … {vals[-1]:.4g} ({len(vals)} values)")
+        x0 = min(xs[i] for i in group)
+        level = (level + 1) % 2 if x0 - last_x < 2 * PRED_LABEL_GAP * span else 0
+        last_x = max(xs[i] for i in group)
+        fig.add_annotation(x=x0, y=PRED_LABEL_LEVELS[level], xref="x", yref="paper",
+                           text=f"pred {text}", showarrow=False, xanchor="left",
+                           yanchor="bottom", font={"color": PRED_STYLE["color"]})  # fmt: skip
+
 
 def spectrum_histogram(
     values: Sequence[float],
@@ -56,8 +94,11 @@ def spectrum_histogram(
                 marker={"symbol": "triangle-up", "size": 12, "color": "black"},
             )
         )
-    for p in sorted(set(round(x, 12) for x in predicted or [])):
-        fig.add_vline(x=mark(p), line=PRED_STYLE, annotation_text=f"pred {p:.6g}")
+    preds = sorted({round(x, 12) for x in predicted or []})
+    xs = [mark(p) for p in preds]
+    data_x = np.log10(np.maximum(mag, floor)) if log_axis else v
+    ends = [*data_x.tolist(), *xs]
+    mark_predictions(fig, preds, xs, (max(ends) - min(ends)) if ends else 1.0)
     fig.update_layout(barmode="overlay")
     return layout(fig, title, xlabel, "count", log_y=True)
 
@@ -161,8 +202,10 @@ def binned_histogram(
                 marker={"symbol": "triangle-down", "size": 12, "color": "black"},
             )
         )
-    for p in sorted({round(v, 12) for v in predicted or [] if v and v > 0}):
-        fig.add_vline(x=math.log10(p), line=PRED_STYLE, annotation_text=f"pred {p:.6g}")
+    preds = sorted({round(v, 12) for v in predicted or [] if v and v > 0})
+    xs = [math.log10(p) for p in preds]
+    ends = [*edges, *xs]
+    mark_predictions(fig, preds, xs, (max(ends) - min(ends)) if ends else 1.0)
     zeros = hist.get("zeros", 0)
     fig.update_layout(barmode="overlay")
     return layout(
