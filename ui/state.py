@@ -25,7 +25,11 @@ from dufm_core.process import jobs
 from dufm_core.store import Run, RunSummary, default_runs_dir, find_run, list_runs
 
 MAX_SHOWN = 40  # characters of a visitor's value repeated in a message
-MAX_NAME = 18  # characters of a run's name in its label (the sidebar picker shows about 40)
+MAX_NAME = 16  # characters of a run's name in its label (the sidebar picker shows about 33)
+# a run's state in one character, so that its label fits the sidebar picker (the run header
+# under each page's title says the state in words)
+STATE_MARKS = {"queued": "⋯", "running": "▸", "finished": "✓", "failed": "✗", "cancelled": "⊘",
+               "diverged": "⚠", "interrupted": "‖", "unknown": "?"}  # fmt: skip
 # a run folder's name: <YYYYmmdd>-<HHMMSS>-<label>-<4 hex digits> (docs/design.md §3.1)
 _RUN_ID = re.compile(r"^\d{8}-(\d{2})(\d{2})\d{2}-.+-([0-9a-f]{4})$")
 
@@ -68,7 +72,7 @@ def describe_model(config: Mapping[str, Any]) -> str:
 
 def _short_name(config: Mapping[str, Any]) -> str:
     """The run's ``name`` if it has one, else its model in a few characters
-    (``linear/mse K3 L3``, ``resnet20 digits L3``); at most MAX_NAME characters."""
+    (``linear/mse K3 L3``, ``resnet20 digits``); at most MAX_NAME characters."""
     c = config
     name = " ".join(str(c.get("name") or "").split())
     if not name:
@@ -76,19 +80,18 @@ def _short_name(config: Mapping[str, Any]) -> str:
             real = kinds.get(c.get("model", "ufm")).real_network
         except ValueError:
             real = True
-        first = (f"{c.get('model')} {c.get('dataset')}" if real
-                 else f"{c.get('activation')}/{c.get('loss')} K{c.get('K')}")
-        name = f"{first} L{c.get('depth')}"
+        name = (f"{c.get('model')} {c.get('dataset')}" if real
+                else f"{c.get('activation')}/{c.get('loss')} K{c.get('K')} L{c.get('depth')}")
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
 
 def label(run_id: str, config: Mapping[str, Any], state: str) -> str:
     """A run in one short line: name, short id (the time of day it was made and its 4-hex tag),
-    state: ``linear/mse K3 L3 · 12:51 d4e3 · finished``. Runs made in the same second differ
-    in their tag; an id not in the usual form is shown whole."""
+    state mark (:data:`STATE_MARKS`): ``linear/mse K3 L3 · 12:51 d4e3 ✓``. Runs made in the
+    same second differ in their tag; an id not in the usual form is shown whole."""
     m = _RUN_ID.match(run_id)
     short = f"{m[1]}:{m[2]} {m[3]}" if m else run_id
-    return f"{_short_name(config)} · {short} · {state}"
+    return f"{_short_name(config)} · {short} {STATE_MARKS.get(state, '?')}"
 
 
 def run_label(summary: RunSummary) -> str:
@@ -107,7 +110,7 @@ def show_run_header(run: Run, step: int | None = None) -> None:
     total = status["total_steps"]
     at = f"step {step:,} of {total:,}" if step is not None and total else (
         f"step {step:,}" if step is not None else "")
-    parts = [f"**{label(run.id, config, status['state'])}**",
+    parts = [f"**{label(run.id, config, status['state'])}**", status["state"],
              describe_model(config) if config else "", at, f"`{run.id}`"]
     # markdown, not a caption: the page's own captions stay first among its captions
     st.markdown(f":small[{' · '.join(p for p in parts if p)}]")

@@ -30,29 +30,29 @@ def test_labels_of_runs_sharing_a_timestamp_are_short_and_distinct() -> None:
     a = _summary("20261206-125119-ufm-linear-mse-K3-L3-d4e3", UFM)
     b = _summary("20261206-125119-ufm-linear-mse-K3-L3-0a9f", UFM, "running")
     la, lb = state.run_label(a), state.run_label(b)
-    assert la == "linear/mse K3 L3 · 12:51 d4e3 · finished"
-    assert lb == "linear/mse K3 L3 · 12:51 0a9f · running"
-    assert la != lb and max(len(la), len(lb)) <= 45
+    assert la == "linear/mse K3 L3 · 12:51 d4e3 ✓"
+    assert lb == "linear/mse K3 L3 · 12:51 0a9f ▸"
+    assert la != lb and max(len(la), len(lb)) <= 33  # what the sidebar picker shows whole
 
 
 def test_label_prefers_the_run_name_and_keeps_it_short() -> None:
     named = _summary("20261206-125119-my-run-beef", {**UFM, "name": "my run"})
-    assert state.run_label(named) == "my run · 12:51 beef · finished"
+    assert state.run_label(named) == "my run · 12:51 beef ✓"
     long = _summary("20261206-125119-x-beef", {**UFM, "name": "a" * 80})
     label = state.run_label(long)
-    assert label.startswith("a" * (state.MAX_NAME - 1) + "…") and len(label) <= 45
+    assert label.startswith("a" * (state.MAX_NAME - 1) + "…") and len(label) <= 33
     real = {"model": "resnet20", "dataset": "digits", "depth": 3}
     assert state.run_label(_summary("20261206-010203-real-0001", real)).startswith(
-        "resnet20 digits L3 · 01:02 0001"
+        "resnet20 digits · 01:02 0001 ✓"
     )
-    assert state.run_label(_summary("odd-name", UFM)) == "linear/mse K3 L3 · odd-name · finished"
+    assert state.run_label(_summary("odd-name", UFM, "failed")) == "linear/mse K3 L3 · odd-name ✗"
 
 
 def test_sidebar_picker_shows_the_label(dash_env: Path) -> None:
     at = run_page("spectrum")
     picker = at.sidebar.selectbox(key="run_pick")
     assert picker.options == [state.run_label(r) for r in state.all_runs()]
-    assert picker.options[0].startswith("fixture · ") and picker.options[0].endswith("finished")
+    assert picker.options[0].startswith("fixture · ") and picker.options[0].endswith(" ✓")
 
 
 @pytest.mark.parametrize("page", ["spectrum", "collapse"])
@@ -61,7 +61,7 @@ def test_analysis_page_names_its_run(page: str, dash_env: Path) -> None:
     at = run_page(page, run=run_id)
     assert not at.exception, [e.value for e in at.exception]
     header = next(m.value for m in at.markdown if f"`{run_id}`" in m.value)
-    assert header.startswith(":small[**fixture · ") and "finished**" in header
+    assert header.startswith(":small[**fixture · ") and " ✓** · finished · " in header
     assert "UFM linear/mse, K=3, L=3" in header
     assert "step 3,000 of 3,000" in header
 
