@@ -79,7 +79,12 @@ def steps_per_second(rows: list[dict[str, Any]], status: dict[str, Any]) -> floa
     """The training speed: over the last RATE_ROWS logged rows (their ``time``, seconds since
     the worker started training), else the status's step over ``updated_at − started_at``;
     None when neither says (no rows with times, no start time, no time elapsed)."""
-    timed = [r for r in rows[-RATE_ROWS:] if isinstance(r.get("time"), int | float)]
+    timed: list[dict[str, Any]] = []
+    for r in reversed(rows[-RATE_ROWS:]):  # the last stretch of one process (a resume restarts
+        t = r.get("time")                  # the clock)
+        if not isinstance(t, int | float) or (timed and t >= timed[0]["time"]):
+            break
+        timed.insert(0, r)
     if len(timed) >= 2:
         first, last = timed[0], timed[-1]
         dt, ds = last["time"] - first["time"], last["step"] - first["step"]

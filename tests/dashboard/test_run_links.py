@@ -102,6 +102,15 @@ def test_pace_text() -> None:
     assert live.pace_text([], status, 30 + 3 * 600, active=True) == "3 steps/s · about 10 min left"
     assert live.pace_text([], {"step": 0, "started_at": None, "updated_at": 5.0}, 10, True) == ""
     assert live.pace_text([{"step": 5, "time": 1.0}], {"step": 5}, 10, True) == ""
+    resumed = [*rows, *({"step": s, "time": (s - 2000) / 500} for s in range(2100, 3001, 100))]
+    assert live.pace_text(resumed, {"step": 3000}, 3000, active=False) == "500 steps/s"
+
+
+def test_real_network_run_also_links_to_real_vs_ufm(real_env: Path) -> None:
+    run_id = next(p.name for p in real_env.iterdir() if "-real-" in p.name)
+    at = run_page("train", run=run_id)
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"[Real network vs UFM](real_vs_ufm?run={run_id})" in [m.value for m in at.markdown]
 
 
 def test_runs_table_rows_link_to_the_live_view(dash_env: Path) -> None:
