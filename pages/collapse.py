@@ -8,13 +8,6 @@ from ui import docs, figures, live, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
-docs.caption(
-    "DNC1 (1/K)tr(Σ_W Σ_B^†) → 0 when features collapse to their class means; DNC2 measures the "
-    "distance of the class-mean Gram from an orthogonal frame (MSE) or simplex ETF (CE); DNC3 the "
-    "fraction of ‖W_l‖² outside the span of the input class means. At the linear MSE optimum "
-    "every W_l has K equal singular values σ_l² = γ(1−γ)/(Kλ_{W_l}) and the rest 0 "
-    "(docs/theory.md §3.3)."
-)
 run = state.select_run()
 if run is None:
     st.stop()
@@ -24,6 +17,14 @@ except ConfigError as exc:  # a damaged config.json: one line, not a traceback
     st.error(str(exc))
     st.stop()
 rows = run.metrics()
+state.show_run_header(run, rows[-1]["step"] if rows else None)
+docs.caption(
+    "DNC1 (1/K)tr(Σ_W Σ_B^†) → 0 when features collapse to their class means; DNC2 measures the "
+    "distance of the class-mean Gram from an orthogonal frame (MSE) or simplex ETF (CE); DNC3 the "
+    "fraction of ‖W_l‖² outside the span of the input class means. At the linear MSE optimum "
+    "every W_l has K equal singular values σ_l² = γ(1−γ)/(Kλ_{W_l}) and the rest 0 "
+    "(docs/theory.md §3.3)."
+)
 if not rows:
     st.info("No metrics logged yet.")
     st.stop()

@@ -1,14 +1,11 @@
 """Overview: what DUFM Lab is for, where to start, and the newest runs with links to them."""
 
 from pathlib import Path
-from urllib.parse import urlencode
 
 import streamlit as st
-from streamlit.errors import StreamlitPageNotFoundError
 
-from dufm_core import kinds
-from dufm_core.store import RunSummary, list_runs
-from ui import docs, shell, state
+from dufm_core.store import list_runs
+from ui import docs, links, shell, state
 
 RECENT = 5  # runs listed
 START = [  # (page, label, icon, what it is for): the three ways in
@@ -29,29 +26,6 @@ STATE_ICONS = {
 }
 
 
-def link(page: str, label: str, icon: str | None = None, **query: str) -> None:
-    """``st.page_link`` to ``pages/<page>.py`` inside the app; a plain markdown link where this
-    page runs on its own (``AppTest``, ``streamlit run pages/overview.py``), since page_link
-    only knows pages that app.py's navigation registered."""
-    try:
-        st.page_link(f"pages/{page}.py", label=label, icon=icon, query_params=query or None)
-    except StreamlitPageNotFoundError:
-        st.markdown(f"[{label}]({page}{'?' + urlencode(query) if query else ''})")
-
-
-def describe(r: RunSummary) -> str:
-    """The model of a run in a few words: a UFM's activation/loss, K and L; a real network's
-    name, data set and head depth."""
-    c = r.config
-    try:
-        real = kinds.get(c.get("model", "ufm")).real_network
-    except ValueError:
-        return str(c.get("model", "?"))
-    if real:
-        return f"{c.get('model')} + {c.get('depth')} linear, {c.get('dataset')}"
-    return f"UFM {c.get('activation')}/{c.get('loss')}, K={c.get('K')}, L={c.get('depth')}"
-
-
 shell.ensure_shell(__file__)
 st.title("DUFM Lab")
 st.markdown(
@@ -64,7 +38,7 @@ st.markdown(
 )
 for col, (page, label, icon, text) in zip(st.columns(3), START, strict=True):
     with col.container(border=True):
-        link(page, label, icon)
+        links.page_link(page, label, icon)
         st.caption(text)
 
 st.subheader("Recent runs")
@@ -92,9 +66,9 @@ else:
     for r in newest:
         cols = st.columns(widths, vertical_alignment="center")
         with cols[0]:
-            link("train", r.id, None, run=r.id)
+            links.page_link("train", r.id, None, run=r.id)
         cols[1].markdown(f"{STATE_ICONS.get(r.state, '')} {r.state}")
-        cols[2].markdown(describe(r))
+        cols[2].markdown(state.describe_model(r.config))
         cols[3].markdown(f"{r.step:,} / {r.total_steps:,}")
         cols[4].markdown("—" if r.loss is None else f"{r.loss:.6g}")
 st.caption(

@@ -8,7 +8,7 @@ import streamlit as st
 from dufm_core import ConfigError, RunConfig, kinds
 from dufm_core.process import jobs
 from dufm_core.store import open_run
-from ui import docs, exports, figures, shell, state
+from ui import docs, exports, figures, links, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Runs")
@@ -16,7 +16,8 @@ st.caption(
     f"Run store: `{state.runs_dir().resolve()}` (set `DUFM_RUNS_DIR` to change it). "
     "γ measured is the mean diagonal of the output class means; predicted is the closed "
     "form (linear MSE; for real networks at λ_H,UFM = λ_H/N). Accuracies (real networks) are "
-    "the last logged step's, in eval mode."
+    "the last logged step's, in eval mode. A row's ↗ opens the run's live view (from there, its "
+    "analysis pages)."
 )
 rows = state.all_runs()
 if not rows:
@@ -56,6 +57,7 @@ for r in rows:
     table.append(
         {
             "run": r.id,
+            "open": links.url("train", run=r.id),  # a link to the run's live view
             "state": r.state,
             "progress": r.step / r.total_steps if r.total_steps else 0.0,
             "model": c.get("model", "ufm"),
@@ -82,6 +84,12 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
+        "open": st.column_config.LinkColumn(
+            "open",
+            display_text=":material/open_in_new:",
+            help="The run's live view on the Train page; from there, its analysis pages",
+            width="small",
+        ),
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
         "loss": st.column_config.NumberColumn(format="%.10f"),
         "γ measured": st.column_config.NumberColumn(format="%.8f"),

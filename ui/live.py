@@ -10,9 +10,10 @@ from dufm_core import kinds
 from dufm_core.config import ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run
-from ui import figures, shell
+from ui import figures, links, shell
 
 ACTIVE = ("queued", "running")
+RATE_ROWS = 20  # the last logged rows that the steps/s is measured over
 
 
 def _body(run: Run) -> None:
@@ -40,10 +41,15 @@ def _show(run: Run) -> None:
         + (f" · loss {loss:.10g}" if loss is not None else "")
         + (_accuracy_text(rows[-1]) if real else ""),
     )
+    speed = pace_text(rows, status, total, active=state in ACTIVE)
+    if speed:
+        st.caption(speed)
     if status.get("error"):
         (st.error if state in ("failed", "diverged") else st.info)(status["error"])
     if state in ACTIVE and st.button("Cancel run", key=f"cancel_{run.id}"):
         st.toast(jobs.cancel(run))
+    if state not in ACTIVE and run.checkpoints():
+        links.analysis_links(run.id, real_network=kinds.get(cfg.model).real_network)
     if rows and real:
         _real_figures(run.id, rows, cfg)
     elif rows:
@@ -67,6 +73,52 @@ def _show(run: Run) -> None:
         st.session_state[f"was_active_{run.id}"] = False
         st.rerun(scope="app")  # stop polling
     st.session_state[f"was_active_{run.id}"] = state in ACTIVE
+
+
+def steps_per_second(rows: list[dict[str, Any]], status: dict[str, Any]) -> float | None:
+    """The training speed: over the last RATE_ROWS logged rows (their ``time``, seconds since
+    the worker started training), else the status's step over ``updated_at − started_at``;
+    None when neither says (no rows with times, no start time, no time elapsed)."""
+    timed: list[dict[str, Any]] = []
+    for r in reversed(rows[-RATE_ROWS:]):  # the last stretch of one process (a resume restarts
+        t = r.get("time")                  # the clock)
+        if not isinstance(t, int | float) or (timed and t >= timed[0]["time"]):
+            break
+        timed.insert(0, r)
+    if len(timed) >= 2:
+        first, last = timed[0], timed[-1]
+        dt, ds = last["time"] - first["time"], last["step"] - first["step"]
+        if dt > 0 and ds > 0:
+            return ds / dt
+    start, now, step = status.get("started_at"), status.get("updated_at"), status.get("step")
+    if isinstance(start, int | float) and isinstance(now, int | float) and step and now > start:
+        return step / (now - start)
+    return None
+
+
+def _duration(seconds: float) -> str:
+    """``12 s``, ``3 min``, ``1.5 h``: a time left, rounded as a person would say it."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def pace_text(
+    rows: list[dict[str, Any]], status: dict[str, Any], total: int, active: bool
+) -> str:
+    """``1 234 steps/s · about 12 s left`` (time left only while the run is active); empty when
+    the speed is unknown."""
+    rate = steps_per_second(rows, status)
+    if rate is None:
+        return ""
+    shown = f"{rate:,.0f}".replace(",", " ") if rate >= 10 else f"{rate:.2g}"
+    text = f"{shown} steps/s"
+    step = status.get("step") or 0
+    if active and total and step < total:
+        text += f" · about {_duration((total - step) / rate)} left"
+    return text
 
 
 def _accuracy_text(row: dict[str, Any]) -> str:

@@ -12,16 +12,26 @@ keeps what the link said until the visitor picks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
+from dufm_core import kinds
 from dufm_core.config import ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run, RunSummary, default_runs_dir, find_run, list_runs
 
 MAX_SHOWN = 40  # characters of a visitor's value repeated in a message
+MAX_NAME = 16  # characters of a run's name in its label (the sidebar picker shows about 33)
+# a run's state in one character, so that its label fits the sidebar picker (the run header
+# under each page's title says the state in words)
+STATE_MARKS = {"queued": "⋯", "running": "▸", "finished": "✓", "failed": "✗", "cancelled": "⊘",
+               "diverged": "⚠", "interrupted": "‖", "unknown": "?"}  # fmt: skip
+# a run folder's name: <YYYYmmdd>-<HHMMSS>-<label>-<4 hex digits> (docs/design.md §3.1)
+_RUN_ID = re.compile(r"^\d{8}-(\d{2})(\d{2})\d{2}-.+-([0-9a-f]{4})$")
 
 
 def runs_dir() -> Path:
@@ -45,6 +55,65 @@ def shown(value: str) -> str:
     at most MAX_SHOWN characters."""
     text = " ".join(str(value).split()).replace("`", "'")
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def describe_model(config: Mapping[str, Any]) -> str:
+    """The model of a run in a few words: a UFM's activation/loss, K and L; a real network's
+    name, data set and head depth (``config``: a run's config.json as a dict)."""
+    c = config
+    try:
+        real = kinds.get(c.get("model", "ufm")).real_network
+    except ValueError:
+        return str(c.get("model", "?"))
+    if real:
+        return f"{c.get('model')} + {c.get('depth')} linear, {c.get('dataset')}"
+    return f"UFM {c.get('activation')}/{c.get('loss')}, K={c.get('K')}, L={c.get('depth')}"
+
+
+def _short_name(config: Mapping[str, Any]) -> str:
+    """The run's ``name`` if it has one, else its model in a few characters
+    (``linear/mse K3 L3``, ``resnet20 digits``); at most MAX_NAME characters."""
+    c = config
+    name = " ".join(str(c.get("name") or "").split())
+    if not name:
+        try:
+            real = kinds.get(c.get("model", "ufm")).real_network
+        except ValueError:
+            real = True
+        name = (f"{c.get('model')} {c.get('dataset')}" if real
+                else f"{c.get('activation')}/{c.get('loss')} K{c.get('K')} L{c.get('depth')}")
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+
+
+def label(run_id: str, config: Mapping[str, Any], state: str) -> str:
+    """A run in one short line: name, short id (the time of day it was made and its 4-hex tag),
+    state mark (:data:`STATE_MARKS`): ``linear/mse K3 L3 · 12:51 d4e3 ✓``. Runs made in the
+    same second differ in their tag; an id not in the usual form is shown whole."""
+    m = _RUN_ID.match(run_id)
+    short = f"{m[1]}:{m[2]} {m[3]}" if m else run_id
+    return f"{_short_name(config)} · {short} {STATE_MARKS.get(state, '?')}"
+
+
+def run_label(summary: RunSummary) -> str:
+    """:func:`label` of a row of the runs table (what the run pickers show)."""
+    return label(summary.id, summary.config, summary.state)
+
+
+def show_run_header(run: Run, step: int | None = None) -> None:
+    """One line under a page's title naming the run it shows: label, model, state, the step
+    shown (of the run's total) and its full id."""
+    status = run.status()
+    try:
+        config: dict[str, Any] = run.config().to_dict()
+    except ConfigError:  # the page says why it cannot go on; the header still names the run
+        config = {}
+    total = status["total_steps"]
+    at = f"step {step:,} of {total:,}" if step is not None and total else (
+        f"step {step:,}" if step is not None else "")
+    parts = [f"**{label(run.id, config, status['state'])}**", status["state"],
+             describe_model(config) if config else "", at, f"`{run.id}`"]
+    # markdown, not a caption: the page's own captions stay first among its captions
+    st.markdown(f":small[{' · '.join(p for p in parts if p)}]")
 
 
 def _param(name: str) -> str | None:
@@ -80,7 +149,7 @@ def select_run(rows: list[RunSummary] | None = None, where=st.sidebar) -> Run | 
             f"Run `{shown(wanted)}` was not found in the runs folder; {_pick_hint(where)}.",
             icon=":material/search_off:",
         )
-    labels = {r.id: f"{r.id} · {r.state}" for r in rows}
+    labels = {r.id: run_label(r) for r in rows}
     choice = where.selectbox(
         "Run",
         ids,
@@ -174,6 +243,7 @@ def select_analysis_target() -> tuple[Run, int, RunConfig, int]:
     except ConfigError as exc:  # a damaged config.json: one line, never a traceback
         st.error(f"Run `{run.id}` cannot be analysed: {exc}")
         st.stop()
+    show_run_header(run, step)
     layer = select_layer(cfg.depth)
     if layer is None:
         st.stop()
