@@ -57,7 +57,8 @@ def _show(run: Run) -> None:
         c1, c2 = st.columns(2)
         c1.plotly_chart(
             figures.metric_curves(
-                {run.id: rows}, "loss", reference=ref, title="Loss (closed form dashed)"
+                {run.id: rows}, "loss", reference=ref,
+                title="Loss (closed form dashed)" if ref is not None else "Loss",
             ),
             config=figures.CONFIG,
             key=f"live_loss_{run.id}",

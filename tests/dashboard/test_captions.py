@@ -105,3 +105,16 @@ def test_applies_of_each_run(tiny_runs: Path) -> None:
     assert relu.relu and relu.closed_form and av.shows_identity(relu)
     assert MSE_CLAIM not in av.spectrum_theory(ce, 3)
     assert CAVEAT in av.spectrum_theory(relu, 3) and CAVEAT in av.gradient_theory(relu, 3)
+
+
+def test_live_loss_chart_claims_a_closed_form_only_where_one_is_drawn(
+    tiny_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Train page's live view of a CE run titles its loss chart 'Loss' (no closed form is
+    drawn); a linear MSE run's says 'closed form dashed'."""
+    serve_runs(tiny_runs, monkeypatch)
+    at = run_page("train", run=_run_id(tiny_runs, "ce"))
+    assert not at.exception
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert specs and not any("closed form dashed" in s for s in specs)
+    assert any('"text":"Loss"' in s.replace(" ", "") for s in specs)
