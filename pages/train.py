@@ -21,6 +21,11 @@ if watch and watched is None:
         "every run.",
         icon=":material/search_off:",
     )
+# the watched run's live view comes first, above the form (it is written at the end, into this
+# slot): a link to a run opens on that run, not on a form for another
+live_slot = st.container()
+if watched is not None:
+    st.subheader("Start a new run")
 c = st.columns([3, 1])
 preset = c[0].selectbox("Preset", list(PRESETS), format_func=DESCRIPTIONS.get, key="preset")
 preset_model = PRESETS[preset].get("model", "ufm")
@@ -133,5 +138,6 @@ if st.button("Launch", type="primary", disabled=error is not None):
     st.rerun()
 
 if watched is not None:
-    st.divider()
-    live.watch_run(watched)
+    with live_slot:
+        live.watch_run(watched)
+        st.divider()
