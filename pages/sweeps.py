@@ -8,7 +8,7 @@ import streamlit as st
 
 from dufm_core import sweeps
 from dufm_core.process import executors
-from ui import figures, shell, state
+from ui import figures, links, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Sweeps")
@@ -93,11 +93,20 @@ def monitor() -> None:
     driver = sweeps.driver_status(folder).get("state")
     st.progress(done / max(len(table), 1), text=f"driver {driver} · {done}/{len(table)} ended")
     progress = st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)
+    frame = pd.DataFrame(table)
+    if "run" in frame:  # a member's run (in the runs folder) opens on its live view
+        frame.insert(0, "open", [links.url("train", run=r) if r else None for r in frame["run"]])
     st.dataframe(
-        pd.DataFrame(table),
+        frame,
         hide_index=True,
         width="stretch",
-        column_config={"progress": progress},
+        column_config={
+            "progress": progress,
+            "open": st.column_config.LinkColumn(
+                "open", display_text=":material/open_in_new:", width="small",
+                help="The member's run on the Train page; from there, its analysis pages",
+            ),
+        },
     )
 
 

@@ -55,6 +55,9 @@ def test_page_shows_the_sweep_and_its_phase_diagram(env: Path) -> None:
     assert len(at.get("plotly_chart")) >= 2
     table = at.dataframe[0].value
     assert list(table["state"]) == ["finished"] * 3
+    # each member's row links to its run's live view, and the run is one the store lists
+    assert list(table["open"]) == [f"train?run={r}" for r in table["run"]]
+    assert all((env / r / "config.json").is_file() for r in table["run"])
 
 
 def test_page_validates_a_pasted_spec(env: Path) -> None:
