@@ -9,7 +9,8 @@ process whenever the launcher is not there, so nothing depends on it being up.
 
 This module is the protocol, its client and the server loop; what the server imports before it
 forks and what a child runs are the worker's (:func:`dufm_core.process.worker.serve_launcher`,
-which hands :func:`serve` the child's body), so the launcher imports no part of the engine.
+which hands :func:`serve` the child's body), so the launcher imports no part of the engine but
+:mod:`dufm_core.runlock`'s process-identity helpers (standard library only).
 
 The server never runs a torch kernel itself (fork after OpenMP threads exist is unsafe) and reaps
 its children automatically (SIGCHLD ignored). It lives no longer than the dashboard that started
@@ -44,6 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from dufm_core import runlock
 from dufm_core.process.env import spawn_detached, worker_command
 
 IDLE_ENV = "DUFM_LAUNCHER_IDLE"
@@ -102,29 +104,18 @@ def socket_path(runs_dir: str | Path, create: bool = True) -> Path:
     return socket_dir(create) / f"launcher-{key}.sock"
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state letter, start time in clock ticks since boot) of a process, from /proc (Linux);
-    None where there is no such file."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
-    return fields[0], fields[19]  # state (field 3), starttime (field 22)
-
-
 def parent_token(pid: int | None = None) -> str:
     """``"<pid>:<start time>"`` naming one process for good (the pid alone may be reused later);
     the start time is empty where /proc is not there."""
     pid = os.getpid() if pid is None else pid
-    info = _proc_stat(pid)
-    return f"{pid}:{info[1] if info else ''}"
+    start = runlock.process_start(pid)
+    return f"{pid}:{'' if start is None else start}"
 
 
 def parent_alive(token: str) -> bool:
     """Is the process that :func:`parent_token` named still running? False once it has exited
-    (or is a zombie), or its pid belongs to a process started at another time. A malformed
-    token names nothing to watch: True."""
+    (or is a zombie), or its pid belongs to a process started at another time
+    (:func:`dufm_core.runlock.same_process`). A malformed pid names nothing to watch: True."""
     pid_text, _, start = token.partition(":")
     try:
         pid = int(pid_text)
@@ -132,16 +123,9 @@ def parent_alive(token: str) -> bool:
         return True
     if pid <= 0:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user's process: the start time decides
-    info = _proc_stat(pid)
-    if info is None:
-        return not start  # no /proc: the pid is all there is to go by
-    return info[0] != "Z" and (not start or info[1] == start)
+    if start and not start.isdigit():
+        return False  # a start time that no process has
+    return runlock.same_process(pid, int(start) if start else None)
 
 
 def _request(runs_dir: str | Path, line: str, timeout: float = 2.0) -> str | None:
