@@ -14,7 +14,7 @@ import json
 import math
 import reprlib
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _MAX_INT_TEXT = 400  # characters of an integer written as text; longer is refused unparsed
@@ -152,28 +152,29 @@ def _per_layer(name: str, items: list[Any], length: int) -> None:
         )
 
 
-def check_int_or_list(name: str, value: Any, length: int, lo: int, hi: int) -> int | list[int]:
-    """One integer, or one per layer (``length`` of them), each in [lo, hi]."""
+def _one_or_per_layer(check: Callable[..., Any], name: str, value: Any, length: int,
+                      lo: Any, hi: Any) -> Any:
+    """``check(name, v, lo, hi)`` of one value, or of each of ``length`` per-layer values; a
+    one-element list is one value."""
     items = as_list(value)
     if items is None:
-        return check_int(name, value, lo, hi)
+        return check(name, value, lo, hi)
     if len(items) == 1:
-        return check_int(name, items[0], lo, hi)
+        return check(name, items[0], lo, hi)
     _per_layer(name, items, length)
-    return [check_int(name, v, lo, hi) for v in items]
+    return [check(name, v, lo, hi) for v in items]
+
+
+def check_int_or_list(name: str, value: Any, length: int, lo: int, hi: int) -> int | list[int]:
+    """One integer, or one per layer (``length`` of them), each in [lo, hi]."""
+    return _one_or_per_layer(check_int, name, value, length, lo, hi)
 
 
 def check_float_or_list(
     name: str, value: Any, length: int, lo: float, hi: float
 ) -> float | list[float]:
     """One number, or one per layer (``length`` of them), each in [lo, hi]."""
-    items = as_list(value)
-    if items is None:
-        return check_float(name, value, lo, hi)
-    if len(items) == 1:
-        return check_float(name, items[0], lo, hi)
-    _per_layer(name, items, length)
-    return [check_float(name, v, lo, hi) for v in items]
+    return _one_or_per_layer(check_float, name, value, length, lo, hi)
 
 
 def parse_table(raw: str | bytes, toml: bool, field: str, where: str) -> dict[str, Any]:
