@@ -28,6 +28,7 @@ from dufm_core.process import executors
 from dufm_core.process.env import cli_command, spawn_detached
 from dufm_core.process.jobs import cancel as cancel_run
 from dufm_core.process.signals import StopRequest, stop_signals
+from dufm_core.run_schema import as_int
 from dufm_core.store import Run, atomic_write_json, default_runs_dir, open_run
 from dufm_core.sweeps.folder import (
     CANCEL_FILE,
@@ -312,7 +313,7 @@ def cancel_sweep(folder: str | Path) -> str:
         return f"nothing to cancel (driver {status.get('state')})"
     if status.get("host") != socket.gethostname():
         return f"the driver runs on another host ({status.get('host')})"
-    pid, start = _int_or_none(status.get("pid")) or 0, _int_or_none(status.get("pid_start"))
+    pid, start = as_int(status.get("pid")) or 0, as_int(status.get("pid_start"))
     problem = runlock.worker_problem(pid, start, status.get("pid_cmd"))
     if problem is not None:  # never signal a process that is not this sweep's driver
         return f"not signalled: {problem}"
@@ -324,7 +325,3 @@ def cancel_sweep(folder: str | Path) -> str:
         return f"not signalled: process {pid} belongs to another user"
     return f"sent SIGTERM to the sweep driver {pid}"
 
-
-def _int_or_none(value: object) -> int | None:
-    """An int read from driver.json (None for anything else: the file may be damaged)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dufm_core import runlock
+from dufm_core.run_schema import as_int
 from dufm_core.store import (
     atomic_write_bytes,
     atomic_write_json,
@@ -114,12 +115,11 @@ def driver_status(folder: str | Path) -> dict[str, Any]:
         return {"state": "never started"}
     if not isinstance(status, dict):
         return {"state": "unknown", "error": "driver.json is not a JSON object"}
-    pid, start = status.get("pid"), status.get("pid_start")
     if (
         status.get("state") in ("running", "starting")
         and status.get("host") == socket.gethostname()
-        and not runlock.same_process(pid if isinstance(pid, int) else 0,
-                                     start if isinstance(start, int) else None)
+        and not runlock.same_process(as_int(status.get("pid")) or 0,
+                                     as_int(status.get("pid_start")))
     ):
         status["state"] = "interrupted"  # the driver is gone (or its pid now is another's)
     return status
