@@ -26,6 +26,9 @@ from dufm_core.store import Run, RunSummary, default_runs_dir, find_run, list_ru
 
 MAX_SHOWN = 40  # characters of a visitor's value repeated in a message
 MAX_NAME = 16  # characters of a run's name in its label (the sidebar picker shows about 33)
+# The layer last picked, kept across pages: the sidebar's links open a page without the query
+# parameters, and the layer picker (unlike the run and step pickers) would fall back to layer 3
+LAST_LAYER = "_dufm_last_layer"
 # a run's state in one character, so that its label fits the sidebar picker (the run header
 # under each page's title says the state in words)
 STATE_MARKS = {"queued": "⋯", "running": "▸", "finished": "✓", "failed": "✗", "cancelled": "⊘",
@@ -202,10 +205,13 @@ def select_step(run: Run, where=st.sidebar) -> int | None:
 
 
 def select_layer(depth: int, where=st.sidebar) -> int | None:
-    """Layer picker 1..L bound to the ``layer`` query parameter (no parameter: layer 3, or L if
-    smaller). None when the link named a layer outside 1..L (a warning gives the range)."""
+    """Layer picker 1..L bound to the ``layer`` query parameter (no parameter: the layer picked
+    last in this session if the run has it, else layer 3, or L if smaller). None when the link
+    named a layer outside 1..L (a warning gives the range)."""
     layers = list(range(1, depth + 1))
-    wanted = _param("layer")
+    linked = wanted = _param("layer")
+    if wanted is None and st.session_state.get(LAST_LAYER) in layers:
+        wanted = str(st.session_state[LAST_LAYER])  # the layer picked on the previous page
     missing = wanted is not None and not (wanted.isdigit() and int(wanted) in layers)
     if missing:
         st.warning(
@@ -221,7 +227,8 @@ def select_layer(depth: int, where=st.sidebar) -> int | None:
     )
     if layer not in layers:
         return None
-    if str(layer) != wanted:
+    st.session_state[LAST_LAYER] = int(layer)
+    if str(layer) != linked:
         st.query_params["layer"] = str(layer)
         if missing:
             st.rerun()

@@ -119,3 +119,25 @@ def test_runs_table_rows_link_to_the_live_view(dash_env: Path) -> None:
     run_id = _run_id(dash_env)
     df = at.dataframe[0].value
     assert list(df["run"]) == [run_id] and list(df["open"]) == [f"train?run={run_id}"]
+
+
+def test_layer_picked_on_one_page_is_kept_on_the_next(dash_env: Path) -> None:
+    """The sidebar's page links drop the query parameters: the next analysis page opens on the
+    layer picked last (run and step are kept by their pickers), and a link's layer still wins."""
+    at = run_page("spectrum")
+    assert at.selectbox(key="layer_pick").value == 3
+    at.selectbox(key="layer_pick").set_value(2).run()
+    remembered = at.session_state[state.LAST_LAYER]
+    assert remembered == 2
+    nxt = AppTest.from_file(str(ROOT / "pages" / "alignment.py"), default_timeout=60)
+    nxt.session_state[state.LAST_LAYER] = remembered  # the session carried over to the next page
+    nxt.run()
+    assert not nxt.exception
+    assert nxt.selectbox(key="layer_pick").value == 2
+    assert nxt.query_params["layer"] == "2"  # the URL names it, so the view can be shared
+    linked = AppTest.from_file(str(ROOT / "pages" / "alignment.py"), default_timeout=60)
+    linked.session_state[state.LAST_LAYER] = 2
+    linked.query_params["layer"] = "1"
+    linked.run()
+    assert linked.selectbox(key="layer_pick").value == 1
+    assert linked.session_state[state.LAST_LAYER] == 1
