@@ -33,6 +33,13 @@ from dufm_core.config import (
     load_config_file,
 )
 from dufm_core.config_values import check_float, check_int
+from dufm_core.curvature.sharded import (
+    MAX_WORKERS,
+    SHARD_EXECUTORS,
+    DataParallel,
+    ShardError,
+    data_parallel,
+)
 
 THEORY_BYTES_PER_VALUE = 140  # measured: one K²-list value costs ~130 bytes up to its JSON text
 
@@ -189,9 +196,9 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- analyze
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from dufm_core import kinds, reports
+    from dufm_core import kinds
     from dufm_core.checkpoints import CheckpointError
-    from dufm_core.store import atomic_write_json, open_run
+    from dufm_core.store import open_run
 
     def progress(msg: str, frac: float) -> None:
         print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
@@ -199,24 +206,67 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         run = open_run(args.run_dir)
         try:
-            kinds.get(run.config().model).normalise_full_params(args.full_params)
+            kind = kinds.get(run.config().model)
+            params = kind.normalise_full_params(args.full_params)
+            parallel = parallel_spec(args, args.full and params == "all")
         except ValueError as exc:
             return _die(str(exc))
-        if args.all_steps:
-            reports.analyze_series(run, full=args.full, full_params=args.full_params,
-                                    progress=progress)
-            path = run.analysis_dir / "series.json"
-        else:
-            report = reports.analyze(run, args.step, full=args.full,
-                                      full_params=args.full_params, progress=progress)
-            path = reports.report_path(run, report.step)
-            if args.out:
-                atomic_write_json(args.out, report.to_json())
-                path = Path(args.out)
-    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+        with data_parallel(parallel):
+            return _analyze(run, args, progress)
+    except (FileNotFoundError, ValueError, CheckpointError, ShardError) as exc:
         return _die(str(exc))
+
+
+def _analyze(run: Any, args: argparse.Namespace, progress: Any) -> int:
+    """The analysis ``cmd_analyze`` asked for (inside its data-parallel block)."""
+    from dufm_core import reports
+    from dufm_core.store import atomic_write_json
+
+    if args.all_steps:
+        reports.analyze_series(run, full=args.full, full_params=args.full_params,
+                               progress=progress)
+        path = run.analysis_dir / "series.json"
+    else:
+        report = reports.analyze(run, args.step, full=args.full, full_params=args.full_params,
+                                 progress=progress)
+        path = reports.report_path(run, report.step)
+        if args.out:
+            atomic_write_json(args.out, report.to_json())
+            path = Path(args.out)
     print(path)
     return 0
+
+
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """``--workers W [--executor local|ray] [--address ADDR]``: data-parallel whole-network
+    products (dufm_core/curvature/sharded.py)."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="whole-network Hessian (--full --full-params all): split the data "
+                             "over W worker processes (default 1: this process)")
+    parser.add_argument("--executor", default="local", choices=SHARD_EXECUTORS,
+                        help="where the workers run: local processes (default) or Ray actors")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (ray executor), e.g. 10.0.0.5:6379")
+    parser.add_argument("--worker-gpus", type=float, default=0.0,
+                        help="GPUs per Ray worker (default 0: CPU)")
+
+
+def parallel_spec(args: argparse.Namespace, whole_network: bool) -> DataParallel | None:
+    """The :class:`DataParallel` the options ask for (None: one process); ValueError with one
+    line for a bad combination, before anything is loaded."""
+    if args.workers < 1 or args.workers > MAX_WORKERS:
+        raise ValueError(f"workers: must be an integer in 1..{MAX_WORKERS} (got {args.workers})")
+    if args.address and args.executor != "ray":
+        raise ValueError("address: only for --executor ray")
+    if args.worker_gpus < 0 or (args.worker_gpus > 0 and args.executor != "ray"):
+        raise ValueError("worker-gpus: must be >= 0, and GPUs per worker need --executor ray")
+    if args.workers == 1 and args.executor == "local" and not args.address:
+        return None
+    if not whole_network:
+        raise ValueError("workers: data-parallel products are for the whole-network Hessian of a "
+                         "real network (--full --full-params all); this analysis runs in one "
+                         "process")
+    return DataParallel(args.workers, args.executor, args.address, gpus=args.worker_gpus)
 
 
 # --------------------------------------------------------------------------- launcher
@@ -348,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default=None, help="also write the report to this file")
     an.add_argument("--all-steps", action="store_true",
                     help="analyse every checkpoint and write analysis/series.json")
+    add_parallel_options(an)
     an.set_defaults(func=cmd_analyze)
 
     lau = sub.add_parser("launcher", help="fork server that starts workers fast (dashboard)")

@@ -30,7 +30,7 @@ from dufm_core import collapse
 from dufm_core.analysis import _list, analyze_full, analyze_model
 from dufm_core.config import RunConfig
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
-from dufm_core.curvature.network import NetworkHessianOperator
+from dufm_core.curvature.sharded import ShardedHessianOperator, network_operator
 from dufm_core.data import RealData, load_data
 from dufm_core.networks import HeadView, RealNetwork
 from dufm_core.runtime import cpu_threads, threads_for
@@ -97,17 +97,18 @@ def network_full(model: RealNetwork, cfg: RunConfig, data: RealData, tol: float 
         if progress:
             progress(f"full Hessian (all parameters): {matvecs} products", 0.9)
 
-    op = NetworkHessianOperator(model, data.x_train, data.y_train, cfg.loss, "all",
-                                batch_size=ALL_BATCH, progress=tick)
-    m = min(K2 + cfg.K, op.dim)
-    t0 = time.perf_counter()
-    res = top_eigenpairs(op, m, block=m, tol=tol, need=min(K2, m))
+    with network_operator(model, data.x_train, data.y_train, cfg.loss, "all",
+                          batch_size=ALL_BATCH, progress=tick) as op:
+        m = min(K2 + cfg.K, op.dim)
+        t0 = time.perf_counter()
+        res = top_eigenpairs(op, m, block=m, tol=tol, need=min(K2, m))
+        where = f", {op.describe()}" if isinstance(op, ShardedHessianOperator) else ""
     return {
         "params": "all", "dim": op.dim, "top": _list(res.values), "predicted": [],
         "note": "fit-term Hessian over every parameter (convolutions, BatchNorm, head), "
                 "BatchNorm in eval mode, whole training set; no closed form exists for it",
         "method": f"{res.method} on {type(op).__name__} products (forward-over-reverse, "
-                  f"batches of {ALL_BATCH})",
+                  f"batches of {ALL_BATCH}{where})",
         "seconds": time.perf_counter() - t0, "matvecs": res.matvecs, "tol": tol,
         "residual_norms": _list(res.residual_norms),
         "converged": bool(res.converged[: min(K2, m)].all()),

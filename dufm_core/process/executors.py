@@ -480,6 +480,24 @@ def ray_missing() -> str | None:
     return None
 
 
+def connect_ray(address: str | None, cpus: int) -> bool:
+    """Connect to the Ray cluster at ``address``, or start a local Ray with ``cpus`` CPUs, unless
+    Ray is already initialised in this process; True if this call did it (then the caller shuts
+    it down). A cluster's workers get the engine shipped to them (they need torch, numpy and
+    scipy installed). Shared by the sweep executor and the sharded Hessian
+    (:mod:`dufm_core.curvature.sharded`)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        runtime_env = {"py_modules": [str(PACKAGE_DIR)], "excludes": ["__pycache__", "*.pyc"]}
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
 class RayExecutor(_Pool):
     """One Ray task per member (see the module docstring)."""
 
@@ -506,24 +524,7 @@ class RayExecutor(_Pool):
 
     def _init(self) -> bool:
         """Connect to (or start) Ray unless it is already initialised; True if we did."""
-        import ray
-
-        if ray.is_initialized():
-            return False
-        if self.address:
-            # ship the engine to the cluster's workers; they need torch, numpy and scipy
-            runtime_env = {
-                "py_modules": [str(PACKAGE_DIR)],
-                "excludes": ["__pycache__", "*.pyc"],
-            }
-            ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
-        else:
-            ray.init(
-                num_cpus=self.slots,
-                include_dashboard=False,
-                log_to_driver=False,
-            )
-        return True
+        return connect_ray(self.address, self.slots)
 
     def _open(self, fn: TaskFn) -> str | None:
         import ray
