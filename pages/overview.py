@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from dufm_core.store import list_runs
-from ui import docs, links, shell, state
+from ui import docs, links, quickstart, shell, state
 
 RECENT = 5  # runs listed
 START = [  # (page, label, icon, what it is for): the three ways in
@@ -46,12 +46,11 @@ rows = list_runs(state.runs_dir())  # oldest first: run names start with their c
 if not rows:
     st.info(
         docs.linkify(
-            "No runs yet. The Train page opens on the paper's linear UFM (docs/theory.md case "
-            "A): press **Launch** there and it trains in a few seconds."
+            "No runs yet. One click trains the paper's linear UFM (docs/theory.md case A, a "
+            "few seconds) and shows it training; the **Train** page configures any other run."
         )
     )
-    if st.button("Train the paper's linear UFM", icon=":material/rocket_launch:", type="primary"):
-        st.switch_page("pages/train.py")
+    quickstart.one_click_run()
 else:
     newest = rows[::-1][:RECENT]
     st.caption(

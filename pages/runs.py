@@ -8,7 +8,7 @@ import streamlit as st
 from dufm_core import ConfigError, RunConfig, kinds
 from dufm_core.process import jobs
 from dufm_core.store import open_run
-from ui import docs, exports, figures, links, shell, state
+from ui import docs, exports, figures, links, quickstart, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Runs")
@@ -27,17 +27,7 @@ if not rows:
             "seconds):"
         )
     )
-    if st.button("Run the paper's linear UFM", type="primary"):
-        from dufm_core import RunConfig
-        from dufm_core.presets import PRESETS
-
-        try:
-            run = jobs.launch(RunConfig(**PRESETS["paper-linear"]), state.runs_dir())
-        except (ValueError, OSError) as exc:  # a full disk, a memory cap set very low
-            st.error(str(exc))
-            st.stop()
-        st.session_state["watch"] = run.id
-        st.switch_page("pages/train.py", query_params={"run": run.id})  # lands on its live view
+    quickstart.one_click_run("Run the paper's linear UFM")
     st.stop()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -121,12 +122,25 @@ def test_overview_lists_recent_runs_with_links(
 def test_overview_of_an_empty_store_offers_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    at = _app(tmp_path / "runs", monkeypatch)
+    """One click trains the paper's linear UFM and lands on its live view (issue #13: the first
+    click used to show a plain Train page)."""
+    runs = tmp_path / "runs"
+    at = _app(runs, monkeypatch)
     assert "No runs yet" in at.info[0].value
     assert not any(p.query_string for p in _links(at))  # no run rows
     at.button[0].click().run()
-    assert not at.exception
-    assert at.title[0].value == "Train a deep UFM"  # the Train page, on its first preset
+    assert not at.exception, [e.value for e in at.exception]
+    (new,) = [p.name for p in runs.iterdir() if not p.name.startswith(".")]
+    assert at.query_params["run"] == new  # the Train page, on the new run's live view
+    cfg = json.loads((runs / new / "config.json").read_text())
+    assert (cfg["K"], cfg["n"], cfg["width"], cfg["depth"]) == (3, 40, 60, 5)
+    state = None
+    for _ in range(240):  # the background worker trains it (seconds; the test waits for it)
+        state = json.loads((runs / new / "status.json").read_text())["state"]
+        if state in ("finished", "failed"):
+            break
+        time.sleep(0.5)
+    assert state == "finished"
 
 
 def test_overview_on_its_own_links_with_markdown(dash_env: Path) -> None:
