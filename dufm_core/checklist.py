@@ -202,7 +202,7 @@ def measure_outlier_ratio(report: Report, cfg: RunConfig) -> Outcome:
     pred = 1.0  # every layer's K² outliers equal λ_{W_l}γ/(1−γ) (theory.md §4.1)
     ok = math.isfinite(worst) and abs(worst - pred) <= FLOAT64_RTOL
     return Outcome(worst, pred, ok, f"{_near_one(worst)} (layer {layer})", "1 at every layer",
-                   _per_layer(ratios, lambda r: _g(r, 12)), layer)
+                   _per_layer(ratios, lambda r: _near_one(r) if r is not None else "—"), layer)
 
 
 def measure_alignment(report: Report, cfg: RunConfig) -> Outcome:
@@ -213,7 +213,7 @@ def measure_alignment(report: Report, cfg: RunConfig) -> Outcome:
     layer, worst = _worst(mins, lambda f: abs(1.0 - f))
     ok = math.isfinite(worst) and abs(1.0 - worst) <= FLOAT64_RTOL
     return Outcome(worst, 1.0, ok, f"{_near_one(worst)} (min, layer {layer})", "1 for every c, c'",
-                   _per_layer(mins, lambda f: _g(f, 12)), layer)
+                   _per_layer(mins, lambda f: _near_one(f) if f is not None else "—"), layer)
 
 
 def measure_gradient(report: Report, cfg: RunConfig) -> Outcome:
@@ -309,7 +309,8 @@ def measure_relu_unequal(report: Report, cfg: RunConfig) -> Outcome:
     ratio = top[0] / top[cfg.K - 1]
     ok = ratio - pred > RELU_UNEQUAL
     K2 = cfg.K ** 2
-    return Outcome(ratio, pred, ok, f"λ₁/λ_{cfg.K} = {_g(ratio, 4)} (layer {layer})",
+    sub = str(cfg.K).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+    return Outcome(ratio, pred, ok, f"λ₁/λ{sub} = {_g(ratio, 4)} (layer {layer})",
                    f"{_g(pred, 6)} at the best DNC point",
                    f"top K² = {K2} at layer {layer}: " + ", ".join(_g(v, 3) for v in top[:K2]),
                    layer)
@@ -319,7 +320,7 @@ CLAIMS: list[Claim] = [
     Claim("loss", "Closed-form loss (case A)",
           "Gradient descent on the paper's linear UFM reaches the global optimum, whose loss "
           f"has a closed form: {PAPER_CASE_A_LOSS} for K=3, n=40, L=5, λ=0.01.",
-          "paper-linear", "relative 1e-6", measure_loss, "train", "Train (live view)"),
+          "paper-linear", "relative 1e-6", measure_loss, "train", "Train"),
     Claim("outlier-ratio", "Top-K² outliers equal",
           "At the optimum each layer's fit Hessian has exactly K² non-zero eigenvalues, all "
           "equal to λ_W γ/(1−γ): the max/min of the top K² tends to 1 at every layer.",
@@ -340,7 +341,7 @@ CLAIMS: list[Claim] = [
           "Over all weights the K² outliers are the layer-wise ones summed, split by the "
           "cross-layer term ±ρ: K(K−1)/2 above and K(K+1)/2 below.",
           "paper-linear", "relative 1e-6", measure_full_split, "spectrum",
-          "Spectrum (choose “full”)", full=True),
+          "Spectrum (full)", full=True),
     Claim("sigma", "Weight singular values σ_l",
           "Every W_l has rank K with K equal singular values σ_l = √(γ(1−γ)/(Kλ_W)); the rest "
           "are zero.",

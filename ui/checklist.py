@@ -15,8 +15,11 @@ from dufm_core.config import ConfigError
 from dufm_core.process import jobs
 from ui import docs, links, live, state
 
-RESULT = {"pass": "✅", "fail": "❌", "not run yet": "—", "training": "⏳", "error": "⚠️"}
-WIDTHS = [4, 4, 3, 2, 1, 2]  # claim, measured, predicted, tolerance, result, shown on
+# Material icons, not emoji: a browser without an emoji font (headless Chromium) shows boxes
+RESULT = {"pass": ":green[:material/check_circle:]", "fail": ":red[:material/cancel:]",
+          "not run yet": ":gray[:material/remove:]", "training": ":blue[:material/schedule:]",
+          "error": ":orange[:material/warning:]"}
+WIDTHS = [4, 4, 3, 2, 1.2, 2.4]  # claim, measured, predicted, tolerance, result, shown on
 REFRESH_S = 1.0  # how often the progress of training runs is redrawn
 
 
@@ -109,8 +112,7 @@ def table(rows: list[checklist.Row]) -> None:
                                 "shown on"], strict=True):
         col.markdown(f"**{name}**")
     for row in rows:
-        st.divider()
-        c = st.columns(WIDTHS)
+        c = st.container(border=True).columns(WIDTHS)
         c[0].markdown(f"**{row.claim.title}**")
         c[0].caption(row.claim.caption)
         if row.outcome is not None:

@@ -13,6 +13,9 @@ from dufm_core import checklist
 from dufm_core.store import iter_runs
 from tests.checklist_helpers import train_tiny_runs, use_tiny_runs
 from tests.dashboard.conftest import run_page, serve_runs
+from ui.checklist import RESULT
+
+PASS, FAIL = f"{RESULT['pass']} pass", RESULT["fail"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def test_finished_runs_show_passes(tiny_root: Path, monkeypatch: pytest.MonkeyPa
     text = _texts(at)
     n = len(checklist.CLAIMS)
     assert f"{n} of {n} claims pass" in text
-    assert text.count("✅ pass") == n and "❌" not in text and "not run yet" not in text
+    assert text.count(PASS) == n and FAIL not in text and "not run yet" not in text
     for claim in checklist.CLAIMS:
         assert claim.title in text and claim.caption in text
     # each row links to its page with the run, step and the layer it concerns
@@ -51,7 +54,7 @@ def test_no_runs_rows_not_run_yet_and_button(tmp_path: Path,
     at = run_page("checklist")
     assert not at.exception, [e.value for e in at.exception]
     text = _texts(at)
-    assert text.count("— not run yet") == len(checklist.CLAIMS)
+    assert text.count(f"{RESULT['not run yet']} not run yet") == len(checklist.CLAIMS)
     assert f"0 of {len(checklist.CLAIMS)} claims pass" in text
     button = next(b for b in at.button if b.label == "Run the checklist")
     button.click().run()
@@ -59,7 +62,7 @@ def test_no_runs_rows_not_run_yet_and_button(tmp_path: Path,
     runs = list(iter_runs(root))
     assert sorted(r.config().name for r in runs) == sorted(
         checklist.run_config(k).name for k in checklist.RUNS)
-    assert "⏳ training" in _texts(at) or "✅ pass" in _texts(at)
+    assert f"{RESULT['training']} training" in _texts(at) or PASS in _texts(at)
     # the background workers finish (tiny runs: seconds); then the page shows the passes
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
