@@ -86,6 +86,7 @@ class RunState:
     finished: Run | None = None  # the newest finished run with the checklist's config
     active: Run | None = None  # a queued or running one (training now)
     status: dict[str, Any] | None = None  # the active run's status.json
+    ended: tuple[str, str, str] | None = None  # the newest run that ended otherwise: id, state, why
 
 
 def _config_dict(run: Run) -> dict[str, Any] | None:
@@ -110,6 +111,8 @@ def find_runs(runs_dir: str | Path | None = None) -> dict[str, RunState]:
                 out[key].finished = run
             elif status["state"] in ACTIVE:
                 out[key].active, out[key].status = run, status
+            else:  # failed, cancelled, diverged, interrupted: said beside "not run yet"
+                out[key].ended = (run.id, status["state"], status["error"] or "")
     return out
 
 
@@ -407,7 +410,7 @@ def evaluate(runs_dir: str | Path | None = None, analyze: Analyze | None = None,
         full = any(c.full for c in CLAIMS if c.run == key)
         try:
             reports_by_key[key] = analyze(run, full=full)
-        except (OSError, ValueError, ConfigError) as exc:
+        except Exception as exc:  # a row says why; the other claims still show
             reports_by_key[key] = exc
     if progress:
         progress("done", 1.0)
@@ -421,10 +424,13 @@ def _row(claim: Claim, st: RunState, report: Report | Exception | None) -> Row:
             return Row(claim, "training", run_id=st.active.id,
                        message=f"training: step {status.get('step', 0)} of "
                                f"{status.get('total_steps') or '?'}")
-        return Row(claim, "not run yet", message="not run yet")
+        why = "" if st.ended is None else (
+            f" (the last one, {st.ended[0]}, {st.ended[1]}" + (f": {st.ended[2]}" if st.ended[2]
+                                                               else "") + ")")
+        return Row(claim, "not run yet", message="not run yet" + why)
     if isinstance(report, Exception) or report is None:
         return Row(claim, "error", run_id=st.finished.id,
-                   message=f"cannot analyse {st.finished.id}: {report}")
+                   message=f"cannot analyse {st.finished.id}: {type(report).__name__}: {report}")
     cfg = RunConfig.from_dict(report.config or {})
     try:
         outcome = claim.measure(report, cfg)

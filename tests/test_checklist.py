@@ -233,3 +233,28 @@ def test_cli_train_trains_the_missing(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["checklist", "--runs-dir", str(root), "--train"]) == 0
     assert "training checklist run paper-relu" in capsys.readouterr().err
     assert len(list(root.iterdir())) == 2
+
+
+def test_ended_run_is_named_and_analysis_errors_are_rows(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed checklist run leaves its rows "not run yet" with the reason; a run whose
+    analysis raises gives "error" rows for its claims only."""
+    use_tiny_runs(monkeypatch)
+    root = tmp_path / "runs"
+    failed = create_run(checklist.run_config("paper-linear"), root)
+    failed.write_status(state="failed", error="out of patience")
+    rows = checklist.evaluate(root)
+    lin = [r for r in rows if r.claim.run == "paper-linear"]
+    assert {r.state for r in lin} == {"not run yet"}
+    assert all(failed.id in r.message and "out of patience" in r.message for r in lin)
+    done = create_run(checklist.run_config("paper-relu"), root)
+    done.write_status(state="finished")
+    done.checkpoint_path(5).write_bytes(b"")  # a checkpoint file that nothing can load
+
+    def broken(run, full=False):
+        raise RuntimeError("no such tensor")
+
+    rows = checklist.evaluate(root, analyze=broken)
+    relu = next(r for r in rows if r.claim.run == "paper-relu")
+    assert relu.state == "error" and "RuntimeError: no such tensor" in relu.message
+    assert "ERROR" in checklist.format_table(rows)

@@ -19,7 +19,7 @@ from ui import docs, links, live, state
 RESULT = {"pass": ":green[:material/check_circle:]", "fail": ":red[:material/cancel:]",
           "not run yet": ":gray[:material/remove:]", "training": ":blue[:material/schedule:]",
           "error": ":orange[:material/warning:]"}
-WIDTHS = [4, 4, 3, 2, 1.2, 2.4]  # claim, measured, predicted, tolerance, result, shown on
+WIDTHS = [4, 4, 3, 2, 1.2, 2.7]  # claim, measured, predicted, tolerance, result, shown on
 REFRESH_S = 1.0  # how often the progress of training runs is redrawn
 
 
@@ -30,7 +30,7 @@ def intro() -> None:
         "run of the paper's presets and set beside the closed form of docs/theory.md "
         "(prediction, tolerance, pass or fail), with a link to the page that shows it. "
         "**Run the checklist** trains the presets that have no finished run yet in the "
-        "background (about 15 s on a CPU); finished runs are reused, never trained again."
+        "background (about 20 s on an idle CPU); finished runs are reused, never trained again."
     )
     notes = [f"`{checklist.run_config(k).name}`: {s.note}" for k, s in checklist.RUNS.items()
              if s.note]
