@@ -467,7 +467,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runs-dir", default=None,
                    help="runs folder (default $DUFM_RUNS_DIR or ./runs)")
     p.add_argument("--train", action="store_true",
-                   help="first train the missing checklist runs here (about 15 s on a CPU)")
+                   help="first train the missing checklist runs here (about 20 s on an idle CPU)")
     p.set_defaults(func=main)
 
 
