@@ -32,6 +32,7 @@ pages = {
     ],
     "Theory": [
         st.Page("pages/theory_explorer.py", title="Theory explorer", icon=":material/functions:"),
+        st.Page("pages/checklist.py", title="Reproduction checklist", icon=":material/checklist:"),
         st.Page("pages/docs.py", title="Docs", icon=":material/menu_book:"),
     ],
 }

@@ -6,6 +6,7 @@
     python -m dufm_core train   --resume RUN_DIR [--steps S] [--device D]
     python -m dufm_core theory  --K K --n n --depth L --lam LAM [--lam-h LAM_H] [--lam-w a,b,c]
     python -m dufm_core runs    [--runs-dir DIR] [--json]
+    python -m dufm_core checklist [--runs-dir DIR] [--train]
 
 ``train`` prints the run folder as its last line of standard output; progress goes to standard
 error. Every bad value is refused with one line naming the field and its allowed range (exit 2),
@@ -416,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir", default=None, help="runs folder (default $DUFM_RUNS_DIR or ./runs)"
     )
     sw.set_defaults(func=cmd_sweep)
+
+    from dufm_core import checklist  # the reproduction checklist (its command lives there)
+
+    checklist.add_parser(sub)
 
     r = sub.add_parser("runs", help="table of runs and their states")
     r.add_argument("--runs-dir", default=None)

@@ -40,6 +40,8 @@ for col, (page, label, icon, text) in zip(st.columns(3), START, strict=True):
     with col.container(border=True):
         links.page_link(page, label, icon)
         st.caption(text)
+links.page_link("checklist", "Reproduction checklist: one click trains the paper's presets and "
+                "checks each of its claims", ":material/checklist:")
 
 st.subheader("Recent runs")
 rows = list_runs(state.runs_dir())  # oldest first: run names start with their creation time
