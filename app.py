@@ -20,6 +20,7 @@ pages = {
     "Runs": [
         st.Page("pages/train.py", title="Train", icon=":material/rocket_launch:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
         st.Page("pages/sweeps.py", title="Sweeps", icon=":material/tune:"),
     ],
     "Analysis": [
