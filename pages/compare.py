@@ -77,7 +77,7 @@ groups = compare.seed_groups(configs)
 grouped, spread, members = False, compare.SPREADS[0], False
 if any(len(g) > 1 for g in groups):
     g1, g2, g3 = st.columns([1, 1, 1])
-    grouped = g1.toggle("Group seeds", value=True,
+    grouped = g1.toggle("Group seeds", value=True, key="compare_group",
                         help="Runs whose configs differ only by seed: one curve, mean ± spread")
     spread = g2.radio("Spread", compare.SPREADS, horizontal=True, disabled=not grouped,
                       help="The band: min to max over the seeds, or mean ± 1 (population) std")
