@@ -26,12 +26,7 @@ labels = {r.id: state.run_label(r) for r in rows}
 wanted = compare.parse_ids(st.query_params.get("runs"))
 missing = [i for i in wanted if i not in by_id]
 if missing:
-    st.warning(
-        "Run " + ", ".join(f"`{state.shown(i)}`" for i in missing[:3])
-        + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        + " not found in the runs folder; pick runs below.",
-        icon=":material/search_off:",
-    )
+    st.warning(compare.missing_message(missing, state.shown), icon=":material/search_off:")
 if wanted:
     default = [i for i in wanted if i in by_id]
 else:
@@ -67,9 +62,17 @@ keys = compare.available(all_series)
 if not keys:
     st.info("The chosen runs have logged no metrics yet.")
     st.stop()
+wanted_series = st.query_params.get("series")
+if wanted_series and wanted_series not in keys:
+    st.warning(f"Series `{state.shown(wanted_series)}` is not among the chosen runs' series; "
+               "pick one below.", icon=":material/search_off:")
+    wanted_series = None
 c1, c2, c3 = st.columns([3, 1, 1])
-key = c1.selectbox("Series", keys, index=keys.index("loss") if "loss" in keys else 0,
-                   format_func=compare.describe, key="compare_series")
+first = wanted_series or ("loss" if "loss" in keys else keys[0])
+key = c1.selectbox("Series", keys, index=keys.index(first), format_func=compare.describe,
+                   key="compare_series")
+if key != first:  # the link names the series too (a bad one stays until the visitor picks)
+    st.query_params["series"] = key
 longest = max((max(s[key][0], default=0) for s in all_series.values() if key in s), default=0)
 log_x = c2.toggle("log x", value=longest >= 100, key="compare_log_x")
 log_y = c3.toggle("log y", value=compare.positive_series(key), key=f"compare_log_y_{key}")

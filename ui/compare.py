@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,16 @@ def parse_ids(value: str | None) -> list[str]:
         if (rid := part.strip()) and rid not in out:
             out.append(rid)
     return out
+
+
+def missing_message(missing: Sequence[str], shown: Callable[[str], str] = str) -> str:
+    """The one line for a link that names runs the runs folder lacks (``shown`` makes a
+    visitor's value safe to repeat; at most three are named)."""
+    names = ", ".join(f"`{shown(i)}`" for i in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    verb = "was" if len(missing) == 1 else "were"
+    return (f"Run{'s' if len(missing) > 1 else ''} {names}{more} {verb} not found in the runs "
+            "folder; pick runs below.")
 
 
 def default_ids(rows: Sequence[RunSummary], has_metrics: Mapping[str, bool], most: int = 2

@@ -56,11 +56,25 @@ def test_link_with_an_unknown_run_gets_one_line(env: dict[str, str]) -> None:
     at = run_page("compare", runs="nope-1234")
     assert not at.exception
     assert [w.value for w in at.warning] == [
-        "Run `nope-1234` not found in the runs folder; pick runs below."]
+        "Run `nope-1234` was not found in the runs folder; pick runs below."]
     assert not at.get("plotly_chart") and at.multiselect(key="compare_runs").value == []
     assert at.query_params["runs"] == "nope-1234"  # kept until the visitor picks
     at = run_page("compare", runs=f"nope-1234,{env['lam']}")  # the known one is still shown
     assert len(at.warning) == 1 and at.multiselect(key="compare_runs").value == [env["lam"]]
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_link_names_the_series(env: dict[str, str]) -> None:
+    at = run_page("compare", runs=env["lam"], series="grad_norm")
+    assert not at.exception and not at.warning
+    assert at.selectbox(key="compare_series").value == "grad_norm"
+    assert _spec(at)["layout"]["title"]["text"] == "Gradient norm"
+    at.selectbox(key="compare_series").set_value("nc1[2]").run()
+    assert at.query_params["series"] == "nc1[2]"
+    at = run_page("compare", runs=env["lam"], series="bogus[9]")
+    assert [w.value for w in at.warning] == [
+        "Series `bogus[9]` is not among the chosen runs' series; pick one below."]
+    assert at.selectbox(key="compare_series").value == "loss"  # the default, drawn
     assert len(at.get("plotly_chart")) == 1
 
 

@@ -68,7 +68,7 @@ def test_compare_with_an_unknown_run_says_so(browser, compare_server: dict) -> N
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{compare_server['url']}/compare?runs=nope-1234")
     _settle(page)
-    page.get_by_text("Run nope-1234 not found in the runs folder").wait_for(timeout=60_000)
+    page.get_by_text("Run nope-1234 was not found in the runs folder").wait_for(timeout=60_000)
     _no_exception(page, "compare (bad link)")
     assert page.get_by_test_id("stPlotlyChart").count() == 0
     page.close()

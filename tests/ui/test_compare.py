@@ -31,6 +31,13 @@ def test_parse_ids_drops_blanks_and_repeats() -> None:
     assert compare.parse_ids(None) == [] and compare.parse_ids("") == []
 
 
+def test_missing_message_names_at_most_three_runs() -> None:
+    assert compare.missing_message(["x"]) == (
+        "Run `x` was not found in the runs folder; pick runs below.")
+    assert compare.missing_message(list("abcde"), str.upper) == (
+        "Runs `A`, `B`, `C` and 2 more were not found in the runs folder; pick runs below.")
+
+
 def test_default_is_the_two_newest_runs_with_metrics_never_queued() -> None:
     rows = [_summary("new", "queued"), _summary("empty", "failed"), _summary("b"),
             _summary("a", "running"), _summary("old")]

@@ -105,6 +105,6 @@ def _references(fig: go.Figure, lines: Sequence[CompareLine], xs: Sequence[float
         style = {**PRED_STYLE, "color": COLORS[i % len(COLORS)]}
         fig.add_trace(go.Scatter(
             x=span, y=[line.reference, line.reference], mode="lines", line=style,
-            name=f"closed form {line.reference:.6g} · {line.name}", hoverinfo="name",
-            legendgroup=line.name,
+            name=f"closed form {line.reference:.6g} · {line.name.removesuffix(', mean')}",
+            hoverinfo="name",
         ))
