@@ -99,6 +99,8 @@ if lacking:
     notes.append("Not in: " + "; ".join(names[i] for i in lacking) + ".")
 if notes:
     st.caption(" ".join(notes))
+st.download_button("curves.csv", compare.lines_csv(lines, key), mime="text/csv",
+                   file_name=f"compare-{key.replace('[', '_').replace(']', '')}.csv")
 
 stale = [i for i in chosen if runs[i].state not in ("queued", "running")
          and compare.needs_series(runs[i], compare.checkpoints(by_id[i]))]

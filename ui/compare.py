@@ -525,3 +525,27 @@ def build_lines(runs: Mapping[str, RunData], key: str, grouped: bool, spread: st
         lines.append(CompareLine(f"{titles[g]}, mean", b.steps, b.mean, b.lower, b.upper, shown,
                                  ref, band_name=f"{titles[g]}, {spread}"))
     return lines, missing
+
+
+def lines_csv(lines: Sequence[CompareLine], key: str) -> str:
+    """The overlay's data as CSV, one row per curve and step: ``curve, step, <key>`` and, for a
+    seed group, ``lower, upper`` of its band (empty where a curve has none), then the group's
+    runs as curves of their own; the closed-form values as ``reference``."""
+    out = [f"curve,step,{key},lower,upper,reference"]
+
+    def cell(v: float | None) -> str:
+        return "" if v is None else repr(float(v))
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"'
+
+    for line in lines:
+        lower = line.lower or [None] * len(line.steps)
+        upper = line.upper or [None] * len(line.steps)
+        for step, v, lo, hi in zip(line.steps, line.values, lower, upper, strict=True):
+            out.append(f"{quoted(line.name)},{step},{cell(v)},{cell(lo)},{cell(hi)},"
+                       f"{cell(line.reference)}")
+        for name, steps, values in line.members:
+            out += [f"{quoted(name)},{s},{cell(v)},,,{cell(line.reference)}"
+                    for s, v in zip(steps, values, strict=True)]
+    return "\n".join(out) + "\n"

@@ -17,14 +17,15 @@ from tests.e2e.test_browser import _no_exception, _settle
 
 @pytest.fixture(scope="module")
 def compare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A dashboard over four finished runs (K=3, L=3, 1000 steps), every checkpoint analysed."""
+    """A dashboard over four finished runs (K=3, L=3, 500 steps at lr 0.5: near their closed
+    forms), every checkpoint analysed."""
     from dufm_core import RunConfig, reports, train
 
     runs = tmp_path_factory.mktemp("e2e_compare") / "runs"
     ids = []
     for seed, lam_w in ((1, 0.01), (2, 0.01), (3, 0.01), (1, 0.02)):
-        cfg = RunConfig(K=3, n=10, width=12, depth=3, steps=1000, log_points=40,
-                        checkpoint_points=3, seed=seed, lam_w=lam_w)
+        cfg = RunConfig(K=3, n=10, width=12, depth=3, steps=500, log_points=30,
+                        checkpoint_points=3, seed=seed, lam_w=lam_w, lr=0.5)
         run = train(cfg, runs_dir=runs, progress=None).run
         reports.analyze_series(run)
         ids.append(run.id)

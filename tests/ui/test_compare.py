@@ -218,6 +218,18 @@ def test_build_lines_grouped_and_not() -> None:
     assert list(mean.lower) == [1.0, 0.2] and list(mean.upper) == [3.0, 0.4]
     assert [m[0] for m in mean.members] == ["lam_w=0.01, seed=1", "lam_w=0.01, seed=2"]
     assert lines[1].name == "lam_w=0.02, seed=1" and lines[1].lower is None
+    ref = repr(lines[0].reference)
+    assert compare.lines_csv(lines, "loss").splitlines() == [
+        "curve,step,loss,lower,upper,reference",
+        f'"lam_w=0.01 · 3 seeds, mean",0,2.0,1.0,3.0,{ref}',
+        f'"lam_w=0.01 · 3 seeds, mean",10,{(0.4 + 0.2) / 2!r},0.2,0.4,{ref}',
+        f'"lam_w=0.01, seed=1",0,1.0,,,{ref}',
+        f'"lam_w=0.01, seed=1",10,0.4,,,{ref}',
+        f'"lam_w=0.01, seed=2",0,3.0,,,{ref}',
+        f'"lam_w=0.01, seed=2",10,0.2,,,{ref}',
+        f'"lam_w=0.02, seed=1",0,2.0,,,{lines[1].reference!r}',
+        f'"lam_w=0.02, seed=1",10,0.5,,,{lines[1].reference!r}',
+    ]
 
 
 # --------------------------------------------------------------------------- the figure
