@@ -6,7 +6,8 @@ the data assembly is ``ui.compare``, the figure ``ui.figures.compare``."""
 import pandas as pd
 import streamlit as st
 
-from dufm_core import reports
+from dufm_core import ConfigError, reports
+from dufm_core.checkpoints import CheckpointError
 from ui import compare, docs, figures, shell, state
 
 shell.ensure_shell(__file__)
@@ -112,10 +113,18 @@ if stale:
     )
     if st.button(f"Analyse every checkpoint of {len(stale)} run(s)"):
         bar = st.progress(0.0, text="Analysing checkpoints…")
+        failed = []
         for n, i in enumerate(stale):
             run = state.find(i)
-            if run is not None:
-                reports.analyze_series(run, progress=lambda msg, f, n=n, i=i: bar.progress(
-                    min((n + min(max(f, 0.0), 1.0)) / len(stale), 1.0), text=f"{names[i]}: {msg}"))
+            try:
+                if run is not None:
+                    reports.analyze_series(run, progress=lambda msg, f, n=n, i=i: bar.progress(
+                        min((n + min(max(f, 0.0), 1.0)) / len(stale), 1.0),
+                        text=f"{names[i]}: {msg}"))
+            except (CheckpointError, ConfigError, OSError, ValueError) as exc:  # a damaged run
+                failed.append(f"{names[i]}: {shell.flat(str(exc), 200)}")
         bar.empty()
-        st.rerun()
+        if failed:
+            st.error("Could not analyse " + "; ".join(failed))
+        else:
+            st.rerun()

@@ -336,6 +336,8 @@ def reference(config: Mapping[str, Any], key: str) -> float | None:
     the loss and its fit and reg parts, γ, σ_l of W_l, the K² equal layer outliers
     λ_W γ/(1−γ), max/min 1 of the top K², f_cc' and the gradient's share inside the outlier
     space 1, effective rank K, K² outliers."""
+    if not config:  # an unreadable config.json: nothing to predict from (not the defaults)
+        return None
     try:
         cfg = RunConfig.from_dict(dict(config))
         cfg.validate()  # a damaged or hand-edited config.json: no reference, not an error

@@ -6,6 +6,7 @@ naming a run that is not there gets one line. The Runs page links to it with its
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,21 @@ def test_runs_page_links_to_compare_with_its_chosen_runs(env: dict[str, str]) ->
     at.multiselect[0].set_value([env["lam"], env["seed2"]]).run()
     assert f"[Compare these runs](compare?runs={env['lam']}%2C{env['seed2']})" in [
         m.value for m in at.markdown]
+
+
+def test_a_broken_checkpoint_gets_one_error_line(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(Path(env["root"]) / env["lam"], root / env["lam"],
+                    ignore=shutil.ignore_patterns("analysis"))
+    for ck in (root / env["lam"] / "checkpoints").glob("step_*.pt"):
+        ck.write_bytes(b"not a checkpoint")
+    serve_runs(root, monkeypatch)
+    at = run_page("compare", runs=env["lam"])
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (error,) = at.error
+    tag = env["lam"].rsplit("-", 1)[1]  # one run: its legend name is its id's tag
+    assert error.value.startswith(f"Could not analyse {tag}: …/step_00000000.pt: not a PyTorch")
+    assert "\n" not in error.value and len(at.get("plotly_chart")) == 1

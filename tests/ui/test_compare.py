@@ -161,6 +161,7 @@ def test_references_of_a_linear_mse_run_are_its_closed_forms() -> None:
     assert compare.reference(cfg, "outlier_ratio[1]") == 1.0
     assert compare.reference(cfg, "effective_rank[1]") == 3.0
     assert compare.reference(cfg, "grad_norm") is None and compare.reference(cfg, "nc1[1]") is None
+    assert compare.reference({}, "loss") is None  # an unreadable config: not the defaults'
 
 
 @pytest.mark.parametrize("changes", [{"activation": "relu"}, {"loss": "ce"}, {"lam_h": 0.0},
