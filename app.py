@@ -40,7 +40,7 @@ pages = {
 if "launcher" not in st.session_state:  # pre-start the fork server: launches take milliseconds
     launcher.ensure_launcher(default_runs_dir())
     st.session_state["launcher"] = True
-nav = st.navigation(pages)
+nav = st.navigation(pages, expanded=True)  # every page listed (collapsed: "View N more" past 10)
 goto = shell.mark_shell()
 if goto is not None:  # a direct link opened before the shell existed: go there inside it
     st.switch_page(goto[0], query_params=goto[1])
