@@ -14,6 +14,7 @@ singular value of W_l), an analysed per-checkpoint value likewise (``hessian_top
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -114,10 +115,15 @@ def _shown_value(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:.12g}"  # short, yet values that differ show different
     if isinstance(value, list):
         return "[" + ", ".join(_shown_value(v) for v in value) + "]"
     return str(value)
+
+
+def _same(value: Any) -> str:
+    """A config value in a form where equal values, and only they, are equal (exact numbers)."""
+    return json.dumps(value, sort_keys=True, default=repr)
 
 
 def differing_fields(configs: Mapping[str, Mapping[str, Any]],
@@ -130,7 +136,7 @@ def differing_fields(configs: Mapping[str, Mapping[str, Any]],
         fields += [k for k in c if k not in fields and k not in skip]
     out = []
     for f in fields:
-        values = {_shown_value(c[f]) if f in c else "—" for c in configs.values()}
+        values = {_same(c[f]) if f in c else "" for c in configs.values()}
         if len(values) > 1:
             out.append(f)
     return out
@@ -371,8 +377,7 @@ def seed_groups(configs: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
     of their first run; a run alone is a group of one."""
     groups: dict[str, list[str]] = {}
     for rid, c in configs.items():
-        key = repr(sorted((k, _shown_value(v)) for k, v in c.items()
-                          if k not in IGNORED_IN_GROUPS))
+        key = repr(sorted((k, _same(v)) for k, v in c.items() if k not in IGNORED_IN_GROUPS))
         groups.setdefault(key, []).append(rid)
     return list(groups.values())
 

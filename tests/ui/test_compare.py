@@ -62,6 +62,9 @@ def test_config_table_lists_only_the_differing_fields_unless_asked() -> None:
     full = compare.config_table(configs, {}, show_all=True)
     assert full["field"][: len(BASE)] == list(BASE) and full["field"][-1] == "extra"
     assert full["r1"][full["field"].index("K")] == "3"
+    close = {"a": _cfg(lr=0.1), "b": _cfg(lr=0.1 + 1e-13)}  # exact values decide, not shown
+    assert compare.differing_fields(close) == ["lr"]
+    assert compare.seed_groups(close) == [["a"], ["b"]]
     same = compare.config_table({"a": _cfg(), "b": _cfg()}, {})
     assert same == {"field": [], "a": [], "b": []}
 
