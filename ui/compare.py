@@ -243,9 +243,9 @@ def metric_series(rows: Sequence[Mapping[str, Any]], K: int | None = None) -> di
                 continue
             if key == "sv" and isinstance(value, list):
                 for l, svs in enumerate(value, start=1):
-                    nums = [v for v in (_finite(s) for s in svs or []) if v is not None]
+                    nums = [v for v in (_finite(s) for s in _list(svs)) if v is not None]
                     _add(out, _layer_key("sv_max", l), step, max(nums) if nums else None)
-                    if K is not None:
+                    if K is not None and K >= 1:
                         kth = sorted(nums, reverse=True)[K - 1] if len(nums) >= K else None
                         _add(out, _layer_key("sv_min_top_k", l), step, kth)
             elif isinstance(value, list):
@@ -255,6 +255,14 @@ def metric_series(rows: Sequence[Mapping[str, Any]], K: int | None = None) -> di
             elif as_number(value) is not None:
                 _add(out, key, step, value)
     return {k: c for k, c in out.items() if any(v is not None for v in c[1])}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in _list(value) if isinstance(v, Mapping)]
 
 
 _ANALYSED = ("outlier_ratio", "outlier_count", "alignment_f_mean", "subspace_capture_mean",
@@ -268,23 +276,25 @@ def analysed_series(series: Mapping[str, Any] | None) -> dict[str, Curve]:
     ``gradient_inside_fraction[l]``, …); the full Hessian's largest and K²-th eigenvalue where it
     was computed. Empty when there is none (NC1–3 come from the metrics, logged more often)."""
     out: dict[str, Curve] = {}
-    if not series:
+    if not isinstance(series, Mapping):
         return out
     K2 = (as_number(series.get("K")) or 0) ** 2
-    for entry in series.get("entries") or []:
+    for entry in _dicts(series.get("entries")):  # a damaged file: what cannot be read is left
         step = entry.get("step")
-        if not isinstance(step, int):
+        if not isinstance(step, int) or isinstance(step, bool):
             continue
-        for lay in entry.get("layers") or []:
+        for lay in _dicts(entry.get("layers")):
             l = lay.get("layer")
-            top = [v for v in (_finite(t) for t in lay.get("top") or []) if v is not None]
+            if not isinstance(l, int) or isinstance(l, bool):
+                continue
+            top = [v for v in (_finite(t) for t in _list(lay.get("top"))) if v is not None]
             _add(out, _layer_key("hessian_top1", l), step, max(top) if top else None)
             _add(out, _layer_key("hessian_topK2", l), step,
                  min(top) if top and len(top) >= K2 else None)
             _add(out, _layer_key("hessian_next", l), step, lay.get("next"))
             for key in _ANALYSED:
                 _add(out, _layer_key(key, l), step, lay.get(key))
-        full = [v for v in (_finite(t) for t in entry.get("full_top") or []) if v is not None]
+        full = [v for v in (_finite(t) for t in _list(entry.get("full_top"))) if v is not None]
         if full:
             _add(out, "full_top1", step, max(full))
             _add(out, "full_topK2", step, min(full) if len(full) >= K2 else None)

@@ -141,6 +141,10 @@ def test_analysed_series_per_layer_and_full() -> None:
     assert s["full_top1"] == ([200], [5.0]) and s["full_topK2"] == ([200], [3.0])
     assert not any(k.startswith(("nc1", "loss")) for k in s)  # those come from the metrics
     assert compare.analysed_series(None) == {}
+    damaged = {"K": 2, "entries": [3, {"step": "x"}, {"step": 5, "layers": [None, {"layer": 1,
+               "top": 7, "outlier_ratio": "1"}, {"layer": True, "top": [1.0]}], "full_top": 2}]}
+    assert compare.analysed_series(damaged) == {}  # nothing readable, and no exception
+    assert compare.analysed_series([1, 2]) == {}
     run = compare.RunData("r", _cfg(K=2), "finished", ROWS, _series_json())
     both = compare.run_series(run)
     assert "loss" in both and "hessian_top1[2]" in both
