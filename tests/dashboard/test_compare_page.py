@@ -66,6 +66,16 @@ def test_link_with_an_unknown_run_gets_one_line(env: dict[str, str]) -> None:
     assert len(at.get("plotly_chart")) == 1
 
 
+@pytest.mark.parametrize("bad", ["../../etc", "/tmp", "a`b\n" + "x" * 500, "x," * 200])
+def test_a_hostile_link_is_one_short_line(bad: str, env: dict[str, str]) -> None:
+    at = run_page("compare", runs=bad)
+    assert not at.exception
+    (warning,) = at.warning
+    assert "\n" not in warning.value and len(warning.value) < 220
+    assert warning.value.endswith("not found in the runs folder; pick runs below.")
+    assert not at.get("plotly_chart")
+
+
 def test_link_names_the_series(env: dict[str, str]) -> None:
     at = run_page("compare", runs=env["lam"], series="grad_norm")
     assert not at.exception and not at.warning
