@@ -20,6 +20,7 @@ pages = {
     "Runs": [
         st.Page("pages/train.py", title="Train", icon=":material/rocket_launch:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
         st.Page("pages/sweeps.py", title="Sweeps", icon=":material/tune:"),
     ],
     "Analysis": [
@@ -40,7 +41,7 @@ pages = {
 if "launcher" not in st.session_state:  # pre-start the fork server: launches take milliseconds
     launcher.ensure_launcher(default_runs_dir())
     st.session_state["launcher"] = True
-nav = st.navigation(pages)
+nav = st.navigation(pages, expanded=True)  # every page listed (collapsed: "View N more" past 10)
 goto = shell.mark_shell()
 if goto is not None:  # a direct link opened before the shell existed: go there inside it
     st.switch_page(goto[0], query_params=goto[1])

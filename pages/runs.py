@@ -1,4 +1,4 @@
-"""Runs: the run store as a table; compare curves; download; delete."""
+"""Runs: the run store as a table; a link to Compare; download; delete."""
 
 import json
 
@@ -8,7 +8,7 @@ import streamlit as st
 from dufm_core import ConfigError, RunConfig, kinds
 from dufm_core.process import jobs
 from dufm_core.store import open_run
-from ui import docs, exports, figures, links, quickstart, shell, state
+from ui import docs, exports, links, quickstart, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Runs")
@@ -91,15 +91,14 @@ st.dataframe(
 
 st.subheader("Compare")
 ids = [r.id for r in rows]
-chosen = st.multiselect("Runs to compare", ids, default=ids[: min(2, len(ids))])
-compared = {i: run for i in chosen if (run := state.find(i)) is not None}  # a form value: checked
-if compared:
-    series = {i: run.metrics() for i, run in compared.items()}
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.metric_curves(series, "loss", title="Loss"), config=figures.CONFIG)
-    c2.plotly_chart(
-        figures.metric_curves(series, "grad_norm", title="Gradient norm"), config=figures.CONFIG
-    )
+row_labels = {r.id: state.run_label(r) for r in rows}
+chosen = st.multiselect(
+    "Runs to compare", ids, format_func=lambda i: row_labels.get(i, str(i)),
+    placeholder="None: the Compare page opens on the two newest runs with metrics",
+)
+chosen = [i for i in chosen if i in row_labels]  # a form value: checked
+links.page_link("compare", "Compare these runs" if chosen else "Compare runs",
+                ":material/stacked_line_chart:", **({"runs": ",".join(chosen)} if chosen else {}))
 
 st.subheader("One run")
 pick = st.selectbox("Run", ids, key="runs_pick")

@@ -5,6 +5,7 @@ engine (``dufm_core``) imports none of it. One module per topic:
 
 - ``common``    chart options (:data:`CONFIG`), colours, the prediction style, the shared layout
 - ``training``  curves against step: metrics, accuracy, a real network's two losses, series
+- ``compare``   several runs' series overlaid, seed groups as bands, closed-form references
 - ``collapse``  the weights' singular values
 - ``spectra``   Hessian spectra: histograms, top eigenvalues, densities, head vs UFM
 - ``alignment`` heatmaps and bar charts of the alignment and gradient views
@@ -18,6 +19,7 @@ Every builder is also importable from here (``from ui import figures``;
 from ui.figures.alignment import bars, heatmap, shared_scale
 from ui.figures.collapse import singular_values_at_step, singular_values_over_training
 from ui.figures.common import COLORS, CONFIG, PRED_STYLE
+from ui.figures.compare import CompareLine, compare_curves
 from ui.figures.spectra import (
     binned_histogram,
     density,
@@ -48,10 +50,12 @@ __all__ = [
     "COLORS",
     "CONFIG",
     "PRED_STYLE",
+    "CompareLine",
     "accuracy_curves",
     "bars",
     "batch_loss_curves",
     "binned_histogram",
+    "compare_curves",
     "density",
     "gamma_vs_lambda",
     "has_accuracy",
