@@ -61,9 +61,10 @@ from dufm_core.curvature.params import ParamSet, param_set
 from dufm_core.curvature.spectrum import DENSE_MAX, hessian_operator, layer_spectrum
 from dufm_core.models import DeepUFM, fit_term
 
-__all__ = ["DIRECTIONS", "LANDSCAPE_VERSION", "LandscapeArgs", "compute", "eig_directions",
-           "filter_normalised", "grid_losses", "landscape_memory", "loop_losses",
-           "pca_directions", "predicted_direction", "random_direction", "run_landscape"]
+__all__ = ["DIRECTIONS", "LANDSCAPE_VERSION", "LandscapeArgs", "cached_landscape", "compute",
+           "eig_directions", "filter_normalised", "grid_losses", "landscape_memory",
+           "loop_losses", "pca_directions", "predicted_direction", "random_direction",
+           "run_landscape"]
 
 LANDSCAPE_VERSION = 1
 DIRECTIONS = ("eig", "predicted", "random", "pca", "interp")
@@ -451,14 +452,11 @@ def _default_radius(kind: str, extra: dict[str, Any]) -> float:
 
 
 # --------------------------------------------------------------------------- a run
-def run_landscape(run_dir: str | Path, args: LandscapeArgs, out: str | Path | None = None,
-                  progress: Progress = None) -> tuple[Path, dict[str, Any]]:
-    """Scan a run's checkpoint and write the JSON (atomically): ``out``, or by default
-    ``analysis/landscape_<key>.json`` in the run, where a previous scan with the same
-    arguments is reused. Returns (path, the JSON). One-line errors: ConfigError (bad value,
-    above the memory cap), FileNotFoundError, CheckpointError."""
+def _resolve(run_dir: str | Path, args: LandscapeArgs) -> tuple[Any, RunConfig, LandscapeArgs,
+                                                                Path, list[int]]:
+    """(run, config, checked args with the step filled in, cache path, checkpoint steps)."""
     from dufm_core import kinds
-    from dufm_core.store import atomic_write_json, open_run, read_json
+    from dufm_core.store import open_run
 
     run = open_run(run_dir)
     cfg = run.config()
@@ -473,31 +471,50 @@ def run_landscape(run_dir: str | Path, args: LandscapeArgs, out: str | Path | No
         shown = ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
         raise ConfigError("step", f"no checkpoint at step {step} (have {shown})")
     args = LandscapeArgs(**{**asdict(args), "step": step})
-    cache = run.analysis_dir / f"landscape_{args.key()}.json"
-    if cache.is_file():
-        try:
-            data = read_json(cache)
-            if data.get("args") == _args_json(args):
-                if out is not None:
-                    atomic_write_json(out, data)
-                return (Path(out) if out is not None else cache), data
-        except (OSError, ValueError, AttributeError):
-            pass
-    earlier = [s for s in steps if s < step]
-    if args.directions == "interp":
-        earlier = earlier[:1]
-    elif args.directions != "pca":
-        earlier = []
-    # refused before any checkpoint is loaded: the trajectory's models count in full
-    resources.check(landscape_memory(cfg, _moved_dim(cfg, args), args.points, 2, len(earlier)))
-    load = lambda s: kinds.load_checkpoint(run.checkpoint_path(s)).model  # noqa: E731
-    model = load(step)
-    trajectory = [(s, load(s)) for s in earlier]
-    data = compute(model, cfg, args, trajectory, progress)
-    data["args"] = _args_json(args)
-    data["run_id"] = run.id
-    run.analysis_dir.mkdir(exist_ok=True)
-    atomic_write_json(cache, data)
+    return run, cfg, args, run.analysis_dir / f"landscape_{args.key()}.json", steps
+
+
+def cached_landscape(run_dir: str | Path, args: LandscapeArgs) -> dict[str, Any] | None:
+    """The stored scan of ``args`` in the run's analysis/ folder, or None (nothing computed)."""
+    from dufm_core.store import read_json
+
+    _, _, args, cache, _ = _resolve(run_dir, args)
+    if not cache.is_file():
+        return None
+    try:
+        data = read_json(cache)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("args") == _args_json(args) else None
+
+
+def run_landscape(run_dir: str | Path, args: LandscapeArgs, out: str | Path | None = None,
+                  progress: Progress = None) -> tuple[Path, dict[str, Any]]:
+    """Scan a run's checkpoint and write the JSON (atomically): ``out``, or by default
+    ``analysis/landscape_<key>.json`` in the run, where a previous scan with the same
+    arguments is reused. Returns (path, the JSON). One-line errors: ConfigError (bad value,
+    above the memory cap), FileNotFoundError, CheckpointError."""
+    from dufm_core import kinds
+    from dufm_core.store import atomic_write_json
+
+    run, cfg, args, cache, steps = _resolve(run_dir, args)
+    data = cached_landscape(run_dir, args)
+    if data is None:
+        earlier = [s for s in steps if s < args.step]
+        if args.directions == "interp":
+            earlier = earlier[:1]
+        elif args.directions != "pca":
+            earlier = []
+        # refused before any checkpoint is loaded: the trajectory's models count in full
+        resources.check(landscape_memory(cfg, _moved_dim(cfg, args), args.points, 2,
+                                         len(earlier)))
+        load = lambda s: kinds.load_checkpoint(run.checkpoint_path(s)).model  # noqa: E731
+        trajectory = [(s, load(s)) for s in earlier]
+        data = compute(load(args.step), cfg, args, trajectory, progress)
+        data["args"] = _args_json(args)
+        data["run_id"] = run.id
+        run.analysis_dir.mkdir(exist_ok=True)
+        atomic_write_json(cache, data)
     if out is not None:
         atomic_write_json(out, data)
         return Path(out), data
