@@ -285,7 +285,9 @@ def grid_losses(model: nn.Module, pset: ParamSet, theta0: torch.Tensor, dirs: to
         theta = theta0[None, :] + coef[:, None] * dirs[:, 0][None, :]
         if b is not None:
             theta = theta + b[:, None] * dirs[:, 1][None, :]
-        fit, reg = fn(*pset.unflatten(theta.T.contiguous()))
+        # (B, dim) row-major: each tensor is a strided view (B, *shape), no copy
+        fit, reg = fn(*[theta[:, lo:hi].reshape(-1, *shape) for lo, hi, shape in
+                        zip(pset.offsets[:-1], pset.offsets[1:], pset.shapes, strict=True)])
         fits.append(fit)
         totals.append(fit + reg + fixed)
         if progress is not None and b is not None:
