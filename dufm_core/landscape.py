@@ -290,7 +290,8 @@ def grid_losses(model: nn.Module, pset: ParamSet, theta0: torch.Tensor, dirs: to
                         zip(pset.offsets[:-1], pset.offsets[1:], pset.shapes, strict=True)])
         fits.append(fit)
         totals.append(fit + reg + fixed)
-        if progress is not None and b is not None:
+        if progress is not None and b is not None and ((i + 1) % max(1, len(rows) // 10) == 0
+                                                       or i + 1 == len(rows)):
             progress(f"row {i + 1} of {len(rows)}", (i + 1) / len(rows))
     if b is None:
         return fits[0], totals[0]

@@ -78,7 +78,7 @@ with shell.errors_as_one_line("Landscape"):
         st.stop()
 
     names = ", ".join(
-        f"{d['kind']} {d.get('index', d.get('classes', ''))} (λ_R = {lam:.4g})"
+        f"{d['kind']} {d.get('index', d.get('classes', ''))} (Rayleigh quotient {lam:.4g})"
         for d, lam in zip(data["directions"], data["eigenvalues"], strict=True))
     st.markdown(f"**{data['params']}**, {data['dim']} parameters moved · directions: {names} · "
                 f"origin: {data['origin']} · {data['seconds']:.2f} s")

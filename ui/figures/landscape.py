@@ -62,4 +62,5 @@ def landscape_plane(a: Sequence[float], b: Sequence[float], z: Sequence[Sequence
                                                                  "color": "#d62728"}))
     fig = layout(fig, title, axes[0], axes[1], height=520)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_xaxes(constrain="domain")  # equal scales: shrink the box, not widen the range
     return fig
