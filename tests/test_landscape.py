@@ -209,3 +209,64 @@ def test_eig_index_beyond_the_parameters_is_refused() -> None:
     cfg.validate()
     with pytest.raises(ConfigError, match=r"index: must be in 1\.\.4"):
         _scan(build_model(cfg), cfg, layer=1, directions="eig", index=(5,))
+
+
+def test_eigenvalue_against_a_dense_autograd_hessian() -> None:
+    """ReLU + CE over all weights: the direction's Rayleigh quotient is the top eigenvalue of
+    torch.autograd.functional.hessian (float64), and the direction is its eigenvector."""
+    model, cfg = _model("relu", "ce")
+    out = _scan(model, cfg, full=True, directions="eig", index=(1,), points=3)
+    shapes = [tuple(w.shape) for w in model.weights]
+    sizes = [w.numel() for w in model.weights]
+
+    def fit(theta: torch.Tensor) -> torch.Tensor:
+        h = model.features.detach()
+        for i, W in enumerate(torch.split(theta, sizes)):
+            h = W.reshape(shapes[i]) @ (torch.relu(h) if i > 0 else h)
+        return fit_term(h.T, model.labels, "ce")
+
+    theta = torch.cat([w.detach().reshape(-1) for w in model.weights])
+    H = torch.autograd.functional.hessian(fit, theta)
+    top = torch.linalg.eigvalsh(H)[-1]
+    assert out["eigenvalues"][0] == pytest.approx(float(top), rel=1e-10)
+
+
+def test_top_eigenvectors_at_the_optimum_lie_in_the_predicted_span() -> None:
+    """At the linear-MSE optimum the top K² eigenspace of a layer is degenerate: any of its
+    vectors (whichever the solver returns) lies in the span of the K² predicted directions."""
+    model, cfg = _model("linear", "mse", init="optimum")
+    layer = 2
+    pset = param_set(model, f"layer:{layer}")
+    dirs, _ = ls.eig_directions(model, pset, "mse", range(1, cfg.K**2 + 1))
+    pred = torch.stack([ls.predicted_direction(model, layer, c, e)
+                        for c in range(1, cfg.K + 1) for e in range(1, cfg.K + 1)], dim=1)
+    Q, _ = torch.linalg.qr(pred)
+    captured = (Q.T @ dirs).square().sum(0)  # ‖Qᵀd‖² per direction, 1 inside the span
+    torch.testing.assert_close(captured, torch.ones(cfg.K**2, dtype=torch.float64), atol=1e-10,
+                               rtol=0)
+
+
+def test_pca_recovers_a_planar_trajectory() -> None:
+    gen = torch.Generator().manual_seed(1)
+    basis, _ = torch.linalg.qr(torch.randn(50, 2, generator=gen, dtype=torch.float64))
+    coords = torch.randn(6, 2, generator=gen, dtype=torch.float64) * torch.tensor([3.0, 1.0])
+    dirs, proj, share = ls.pca_directions(coords @ basis.T, (1, 2))
+    assert sum(share) == pytest.approx(1.0, abs=1e-12)
+    torch.testing.assert_close(proj @ dirs.T, coords @ basis.T, atol=1e-12, rtol=0)
+    torch.testing.assert_close(dirs.T @ dirs, torch.eye(2, dtype=torch.float64), atol=1e-12,
+                               rtol=0)
+    with pytest.raises(ConfigError, match="pca needs more checkpoints"):
+        ls.pca_directions(coords[:1] @ basis.T, (1, 2))
+
+
+def test_missing_run_and_real_network_runs_are_one_line(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["landscape", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    from dufm_core.store import create_run
+
+    run = create_run(RunConfig.from_dict({"model": "resnet20", "n": 3}), tmp_path / "runs")
+    assert main(["landscape", str(run.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: model: landscapes are for UFM runs only (this run is resnet20)"
