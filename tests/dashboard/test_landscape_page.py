@@ -5,20 +5,29 @@ run's analysis/ folder, a plane draws a contour with the training path, bad inpu
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import run_page
+from tests.dashboard.conftest import run_page, serve_runs
 from ui import figures
+
+
+@pytest.fixture
+def own_runs(finished_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the dashboard's finished run: the scans written here stay here."""
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    return serve_runs(tmp_path / "runs", monkeypatch)
 
 
 def _traces(at: AppTest) -> list[dict]:
     return json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
 
 
-def test_line_computes_on_click_and_is_cached(dash_env: Path) -> None:
-    run_id = next(p.name for p in dash_env.iterdir())
+def test_line_computes_on_click_and_is_cached(own_runs: Path) -> None:
+    run_id = next(p.name for p in own_runs.iterdir())
     at = run_page("landscape", run=run_id, layer="2")
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Loss landscape"
@@ -28,14 +37,14 @@ def test_line_computes_on_click_and_is_cached(dash_env: Path) -> None:
     assert not at.exception and not at.error, [e.value for e in at.error]
     names = [t.get("name") for t in _traces(at)]
     assert names == ["fit", "quadratic model fit(0) + λt²/2"]
-    assert any(p.name.startswith("landscape_") for p in (dash_env / run_id / "analysis").iterdir())
+    assert any(p.name.startswith("landscape_") for p in (own_runs / run_id / "analysis").iterdir())
     again = run_page("landscape", run=run_id, layer="2")
     again.slider[0].set_value(11).run()
     assert again.get("plotly_chart") and not again.button  # read back, no button
 
 
-def test_pca_plane_with_path_and_bad_radius(dash_env: Path) -> None:
-    run_id = next(p.name for p in dash_env.iterdir())
+def test_pca_plane_with_path_and_bad_radius(own_runs: Path) -> None:
+    run_id = next(p.name for p in own_runs.iterdir())
     at = run_page("landscape", run=run_id, layer="1")
     at.radio[0].set_value("all weights")
     kind = next(s for s in at.selectbox if s.label == "Directions")
