@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dufm_core import RunConfig, theory, train
 from dufm_core import landscape as ls
@@ -226,7 +228,7 @@ def test_eigenvalue_against_a_dense_autograd_hessian() -> None:
         return fit_term(h.T, model.labels, "ce")
 
     theta = torch.cat([w.detach().reshape(-1) for w in model.weights])
-    H = torch.autograd.functional.hessian(fit, theta)
+    H = torch.autograd.functional.hessian(fit, theta, vectorize=True)
     top = torch.linalg.eigvalsh(H)[-1]
     assert out["eigenvalues"][0] == pytest.approx(float(top), rel=1e-10)
 
@@ -270,3 +272,32 @@ def test_missing_run_and_real_network_runs_are_one_line(tmp_path: Path,
     assert main(["landscape", str(run.path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: model: landscapes are for UFM runs only (this run is resnet20)"
+
+
+_ANY = st.one_of(st.text(max_size=30), st.integers(-10**30, 10**30), st.floats(),
+                 st.booleans(), st.none(), st.lists(st.integers(-5, 300), max_size=5))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.fixed_dictionaries({}, optional={
+    "step": _ANY, "layer": _ANY, "full": st.booleans(), "full_params": _ANY,
+    "directions": st.one_of(st.sampled_from(ls.DIRECTIONS), _ANY), "index": _ANY,
+    "radius": _ANY, "points": _ANY, "seed": _ANY}), st.text(max_size=20))
+def test_any_arguments_are_accepted_or_refused_in_one_line(kw: dict, index_text: str) -> None:
+    """Validation only (nothing is computed): whatever the values, ``checked`` returns checked
+    arguments or raises one ConfigError line, and so does the --index parser."""
+    cfg = RunConfig(K=3, n=4, width=6, depth=3)
+    cfg.validate()
+    if "index" in kw and not isinstance(kw["index"], list):
+        kw["index"] = (kw["index"],)
+    try:
+        args = ls.LandscapeArgs(**kw).checked(cfg)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and ":" in str(exc)
+    else:
+        assert ls.POINTS[0] <= args.points <= ls.POINTS[1]
+        assert args.full or 1 <= (args.layer or 0) <= cfg.depth
+    try:
+        ls.parse_index(index_text)
+    except ConfigError as exc:
+        assert str(exc).startswith("index: ") and "\n" not in str(exc)
