@@ -1,4 +1,4 @@
-"""Benchmark: a P×P loss-landscape grid evaluated one vmapped pass per row
+"""Benchmark: a P×P loss-landscape grid evaluated by whole rows per vmapped pass
 (:func:`dufm_core.landscape.grid_losses`) against a plain loop of forward passes, one per point
 (:func:`dufm_core.landscape.loop_losses`), side by side in one run.
 

@@ -29,7 +29,9 @@ Directions, each of unit Frobenius norm over the parameters it moves (except ``i
 
 **Batched evaluation.** Each row of the grid (all P points of a 1-D scan, or one a-value of a
 2-D one) is one ``torch.func.vmap`` over the parameter perturbations of one
-``functional_call`` of the model: a batched forward pass instead of P passes
+``functional_call`` of the model: a batched forward pass instead of P passes; a small model
+takes several rows per pass (up to :data:`PASS_BYTES`). The regulariser of the moved
+parameters is a quadratic in the coordinates and comes from one small Gram matrix
 (benchmarks/bench_landscape.py). Everything is computed in float64.
 
 ``eigenvalues`` are the Rayleigh quotients dᵀ∇²F d / dᵀd of the directions in the fit Hessian
@@ -72,6 +74,7 @@ POINTS = (3, 201)  # allowed --points
 RADIUS = (1e-8, 1e4)  # allowed --radius
 MAX_EIG_INDEX = 64
 MAX_RANDOM_INDEX = 1000
+PASS_BYTES = 64 * 2**20  # one vmapped pass takes whole rows up to about this much memory
 Progress = Callable[[str, float], None] | None
 _F64 = torch.float64
 
@@ -242,23 +245,31 @@ def pca_directions(diffs: torch.Tensor, indices: Sequence[int]
 
 
 # --------------------------------------------------------------------------- evaluation
-def _batched(model: nn.Module, pset: ParamSet, loss: str, lam_w: Sequence[float],
-             lam_h: float) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """vmap of (moved tensors) ↦ (fit, regulariser of the moved tensors): one batched forward
-    pass for a whole batch of parameter points."""
+def _batched(model: nn.Module, pset: ParamSet, loss: str) -> Callable[..., torch.Tensor]:
+    """vmap of (moved tensors) ↦ fit term: one batched forward pass for a whole batch of
+    parameter points."""
     base = {k: v.detach() for k, v in model.named_parameters()}
     buffers = dict(model.named_buffers())
     labels = model.labels
-    lams = [float(lam_h) if n == "features" else float(lam_w[int(n.split(".")[1])])
-            for n in pset.names]
 
-    def one(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def one(*tensors: torch.Tensor) -> torch.Tensor:
         params = {**base, **dict(zip(pset.names, tensors, strict=True))}
-        logits = functional_call(model, (params, buffers), ())
-        reg = sum(0.5 * lam * t.square().sum() for lam, t in zip(lams, tensors, strict=True))
-        return fit_term(logits, labels, loss), reg
+        return fit_term(functional_call(model, (params, buffers), ()), labels, loss)
 
     return vmap(one)
+
+
+def _reg_gram(pset: ParamSet, vectors: torch.Tensor, lam_w: Sequence[float],
+              lam_h: float) -> torch.Tensor:
+    """G with Σ_blocks (λ/2)‖θ_0 + Σ_k c_k d_k‖² = cᵀ G c for c = (1, c_1, ...) and
+    ``vectors`` = [θ_0, d_1, ...] as columns: the moved parameters' regulariser on the whole
+    grid from one small Gram matrix (it is a quadratic in the coordinates)."""
+    G = torch.zeros(vectors.shape[1], vectors.shape[1], dtype=_F64)
+    for name, lo, hi in zip(pset.names, pset.offsets[:-1], pset.offsets[1:], strict=True):
+        lam = float(lam_h) if name == "features" else float(lam_w[int(name.split(".")[1])])
+        block = vectors[lo:hi].double()
+        G += 0.5 * lam * (block.T @ block)
+    return G
 
 
 def _fixed_reg(model: nn.Module, pset: ParamSet, lam_w: Sequence[float], lam_h: float) -> float:
@@ -272,30 +283,51 @@ def _fixed_reg(model: nn.Module, pset: ParamSet, lam_w: Sequence[float], lam_h: 
     return total
 
 
+def rows_per_pass(cfg_or_model: Any, dim: int, points: int) -> int:
+    """How many rows of P points one vmapped pass takes: 1 when a row's points and activations
+    fill :data:`PASS_BYTES`, more for small models (their passes are mostly overhead)."""
+    return max(1, PASS_BYTES // max(1, _point_bytes(cfg_or_model, dim) * points))
+
+
+def _point_bytes(cfg_or_model: Any, dim: int) -> int:
+    """Bytes of one parameter point in a pass: the moved parameters twice and ≈ 3 activations
+    of every layer over the N samples (float64)."""
+    dims = list(cfg_or_model.dims)
+    return 8 * (2 * dim + 3 * int(cfg_or_model.N) * sum(dims))
+
+
 def grid_losses(model: nn.Module, pset: ParamSet, theta0: torch.Tensor, dirs: torch.Tensor,
                 a: torch.Tensor, b: torch.Tensor | None, loss: str, lam_w: Sequence[float],
                 lam_h: float, progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(fit, total) at θ_0 + a_i d_1 (+ b_j d_2): shape (P,) for a line, (P, P) for a plane
-    (entry [i, j] at (a_i, b_j)); one vmapped pass per row."""
-    fn = _batched(model, pset, loss, lam_w, lam_h)
+    (entry [i, j] at (a_i, b_j)). Each vmapped pass takes whole rows: one row, or several when
+    a row is small (:func:`rows_per_pass`)."""
+    fn = _batched(model, pset, loss)
     fixed = _fixed_reg(model, pset, lam_w, lam_h)
-    rows = [a] if b is None else [a[i].expand(len(b)) for i in range(len(a))]
-    fits, totals = [], []
-    for i, coef in enumerate(rows):
-        theta = theta0[None, :] + coef[:, None] * dirs[:, 0][None, :]
-        if b is not None:
-            theta = theta + b[:, None] * dirs[:, 1][None, :]
-        # (B, dim) row-major: each tensor is a strided view (B, *shape), no copy
-        fit, reg = fn(*[theta[:, lo:hi].reshape(-1, *shape) for lo, hi, shape in
-                        zip(pset.offsets[:-1], pset.offsets[1:], pset.shapes, strict=True)])
-        fits.append(fit)
-        totals.append(fit + reg + fixed)
-        if progress is not None and b is not None and ((i + 1) % max(1, len(rows) // 10) == 0
-                                                       or i + 1 == len(rows)):
-            progress(f"row {i + 1} of {len(rows)}", (i + 1) / len(rows))
+    G = _reg_gram(pset, torch.cat([theta0[:, None], dirs], dim=1), lam_w, lam_h)
     if b is None:
-        return fits[0], totals[0]
-    return torch.stack(fits), torch.stack(totals)
+        coords = a[:, None]
+    else:  # the plane's points, row by row: (a_i, b_j) at i·P + j
+        coords = torch.stack([a.repeat_interleave(len(b)), b.repeat(len(a))], dim=1)
+    coords = coords.to(dtype=theta0.dtype, device=theta0.device)
+    step = len(a) if b is None else rows_per_pass(model, pset.dim, len(b)) * len(b)
+    fits = []
+    for lo_pt in range(0, len(coords), step):
+        c = coords[lo_pt:lo_pt + step]
+        # θ_0 + Σ_k c_k d_k, one contiguous (B, *shape) block per tensor: batched products
+        # of strided views are several times slower on the CPU
+        fits.append(fn(*[torch.addmm(theta0[None, lo:hi], c, dirs[lo:hi].T).reshape(-1, *shape)
+                         for lo, hi, shape in zip(pset.offsets[:-1], pset.offsets[1:],
+                                                  pset.shapes, strict=True)]))
+        if progress is not None and b is not None:
+            done = min(len(coords), lo_pt + step) // len(b)
+            progress(f"row {done} of {len(a)}", done / len(a))
+    fit = torch.cat(fits)
+    full = torch.cat([torch.ones(len(coords), 1, dtype=_F64), coords.double().cpu()], dim=1)
+    total = fit + ((full @ G) * full).sum(1).to(fit.device) + fixed
+    if b is None:
+        return fit, total
+    return fit.reshape(len(a), len(b)), total.reshape(len(a), len(b))
 
 
 def loop_losses(model: nn.Module, pset: ParamSet, theta0: torch.Tensor, dirs: torch.Tensor,
@@ -332,16 +364,15 @@ def _copy(model: nn.Module) -> nn.Module:
 def landscape_memory(cfg: RunConfig, dim: int, points: int, n_dirs: int,
                      n_traj: int) -> resources.MemoryEstimate:
     """Peak memory of a scan: the model in float64, the directions, the ``n_traj`` earlier
-    checkpoints (pca, interp), one row of P parameter points and their batched activations
-    (≈ 3 activations per layer)."""
-    dims = cfg.dims
-    act = 3 * cfg.N * sum(dims)
+    checkpoints (pca, interp), and one vmapped pass: a row of P parameter points (several
+    rows for a small model, up to :data:`PASS_BYTES`) with their batched activations."""
     model = _moved_dim(cfg, _ALL)
+    one_pass = _point_bytes(cfg, dim) * points * rows_per_pass(cfg, dim, points)
     return resources.MemoryEstimate("this landscape", (
         resources.Part("model", 8 * model, "width × depth"),
         resources.Part("directions", 8 * (n_dirs + 4) * dim, "width × depth"),
         resources.Part("trajectory", 8 * n_traj * (model + dim), "checkpoint_points"),
-        resources.Part("one row of points", 8 * points * (2 * dim + act), "points × width × n"),
+        resources.Part("one pass of points", one_pass, "points × width × n"),
     ))
 
 
