@@ -30,6 +30,7 @@ pages = {
         st.Page("pages/collapse.py", title="Collapse & weights", icon=":material/trending_down:"),
         st.Page("pages/real_vs_ufm.py", title="Real network vs UFM", icon=":material/compare:"),
         st.Page("pages/inspect.py", title="Inspect checkpoint", icon=":material/upload_file:"),
+        st.Page("pages/landscape.py", title="Landscape", icon=":material/landscape:"),
     ],
     "Theory": [
         st.Page("pages/theory_explorer.py", title="Theory explorer", icon=":material/functions:"),

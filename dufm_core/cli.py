@@ -270,6 +270,32 @@ def parallel_spec(args: argparse.Namespace, whole_network: bool) -> DataParallel
     return DataParallel(args.workers, args.executor, args.address, gpus=args.worker_gpus)
 
 
+# --------------------------------------------------------------------------- landscape
+def cmd_landscape(args: argparse.Namespace) -> int:
+    """Loss landscape around a checkpoint (docs/design.md §8.4); prints the JSON's path last."""
+    from dufm_core import landscape
+    from dufm_core.checkpoints import CheckpointError
+
+    def progress(msg: str, frac: float) -> None:
+        print(f"[{frac:4.0%}] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        largs = landscape.LandscapeArgs(
+            step=None if args.step is None else check_int("step", args.step, 0, 10**12),
+            layer=None if args.layer is None else check_int("layer", args.layer, 1, 64),
+            full=args.full, full_params=args.full_params, directions=args.directions,
+            index=landscape.parse_index(args.index),
+            radius=None if args.radius is None else check_float("radius", args.radius,
+                                                                *landscape.RADIUS),
+            points=check_int("points", args.points, *landscape.POINTS),
+            seed=check_int("seed", args.seed, 0, 2**31 - 1))
+        path, _ = landscape.run_landscape(args.run_dir, largs, args.out, progress)
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+        return _die(str(exc))
+    print(path)
+    return 0
+
+
 # --------------------------------------------------------------------------- launcher
 def cmd_launcher(args: argparse.Namespace) -> int:
     from dufm_core.process import worker
@@ -401,6 +427,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="analyse every checkpoint and write analysis/series.json")
     add_parallel_options(an)
     an.set_defaults(func=cmd_analyze)
+
+    ls = sub.add_parser("landscape", help="loss landscape around a checkpoint (JSON, §8.4); "
+                                          "prints its path last")
+    ls.add_argument("run_dir", metavar="RUN_DIR")
+    ls.add_argument("--step", default=None, help="checkpoint step (default: the last)")
+    ls.add_argument("--layer", default=None, help="move W_l only, l in 1..L (default: L)")
+    ls.add_argument("--full", action="store_true", help="move all weights (see --full-params)")
+    ls.add_argument("--full-params", default="weights", help="with --full: weights (default) | "
+                                                             "weights+features")
+    ls.add_argument("--directions", default="eig", help="eig (default) | predicted | random | "
+                                                        "pca | interp")
+    ls.add_argument("--index", default="1", help="i (a line) or i,j (a plane); predicted: the "
+                                                 "class pair c,c' (or c,c',e,e')")
+    ls.add_argument("--radius", default=None, help="t in [-R, R] (interp: [0, R]); default 1, "
+                                                   "pca: the path's extent")
+    ls.add_argument("--points", default="41", help="points per axis, in [3, 201]")
+    ls.add_argument("--seed", default="0", help="random directions' seed")
+    ls.add_argument("--out", default=None, help="write the JSON here (default: the run's "
+                                                "analysis/ folder, cached by arguments)")
+    ls.set_defaults(func=cmd_landscape)
 
     lau = sub.add_parser("launcher", help="fork server that starts workers fast (dashboard)")
     lau.add_argument("--runs-dir", default=None)

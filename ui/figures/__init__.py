@@ -11,6 +11,7 @@ engine (``dufm_core``) imports none of it. One module per topic:
 - ``alignment`` heatmaps and bar charts of the alignment and gradient views
 - ``sweeps``    the studies of a sweep: phase, depth, width, sensitivity
 - ``theory``    closed-form pictures of the Theory explorer
+- ``landscape`` loss landscapes: a line with the quadratic model, a plane with the path
 
 Every builder is also importable from here (``from ui import figures``;
 ``figures.metric_curves(...)``, ``config=figures.CONFIG``).
@@ -20,6 +21,7 @@ from ui.figures.alignment import bars, heatmap, shared_scale
 from ui.figures.collapse import singular_values_at_step, singular_values_over_training
 from ui.figures.common import COLORS, CONFIG, PRED_STYLE
 from ui.figures.compare import CompareLine, compare_curves
+from ui.figures.landscape import landscape_line, landscape_plane
 from ui.figures.spectra import (
     binned_histogram,
     density,
@@ -61,6 +63,8 @@ __all__ = [
     "has_accuracy",
     "head_spectra_vs_ufm",
     "heatmap",
+    "landscape_line",
+    "landscape_plane",
     "layer_curves",
     "metric_curves",
     "predicted_spectrum",
