@@ -30,7 +30,8 @@ import torch
 from dufm_core.curvature.base import CurvatureOperator, Operand, as_operator
 from dufm_core.curvature.eigensolvers import top_eigenpairs
 
-__all__ = ["BOTTOM_M", "Bottom", "ShiftedOperator", "bottom_eigenvalues", "verdict"]
+__all__ = ["BOTTOM_M", "Bottom", "PlusDiagonal", "ShiftedOperator", "bottom_eigenvalues",
+           "verdict"]
 
 BOTTOM_M = 3  # smallest eigenvalues the report keeps (the contract asks for at least 3)
 BOTTOM_MAX_ITER = 60  # block steps of a shifted bottom solve: bounded cost
@@ -53,6 +54,26 @@ class ShiftedOperator(CurvatureOperator):
         V = V.to(dtype=self.dtype, device=self.device)
         self.matvecs += V.shape[1]
         return self.sigma * V - self.A.matmat(V)
+
+
+class PlusDiagonal(CurvatureOperator):
+    """A + diag(d): e.g. the total Hessian as the fit Hessian plus the regulariser's diagonal
+    (``operators.regulariser_diagonal``), reusing an operator already built for the fit part."""
+
+    def __init__(self, A: CurvatureOperator, d: torch.Tensor) -> None:
+        super().__init__(A.dim, A.dtype, A.device)
+        if d.shape != (A.dim,):
+            raise ValueError(f"the diagonal must have shape ({A.dim},), got {tuple(d.shape)}")
+        self.A = A
+        self.d = d.to(dtype=A.dtype, device=A.device)
+        self.chunk_size = A.chunk_size
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """AV + d ⊙ V (row-wise)."""
+        self._check_block(V)
+        V = V.to(dtype=self.dtype, device=self.device)
+        self.matvecs += V.shape[1]
+        return self.A.matmat(V) + self.d[:, None] * V
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from dufm_core.curvature.base import CurvatureOperator, Operand, as_operator
+from dufm_core.curvature.kronecker import KroneckerSpectrum
 from dufm_core.curvature.params import param_set
 
 __all__ = ["TraceEstimate", "exact_trace", "full_fit_trace", "hutch_pp", "hutchinson"]
@@ -140,8 +141,6 @@ def full_fit_trace(model: nn.Module, params: str = "weights", loss: str = "mse",
     if layer_traces is None:
         if not linear_mse:
             return None
-        from dufm_core.curvature.kronecker import KroneckerSpectrum  # only the linear model
-
         layer_traces = [KroneckerSpectrum.from_model(model, l).trace()
                         for l in range(1, len(model.weights) + 1)]
     total = float(sum(layer_traces))
