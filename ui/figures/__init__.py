@@ -22,6 +22,7 @@ from ui.figures.spectra import (
     binned_histogram,
     density,
     head_spectra_vs_ufm,
+    outlier_attribution,
     spectrum_histogram,
     top_eigenvalues,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "heatmap",
     "layer_curves",
     "metric_curves",
+    "outlier_attribution",
     "predicted_spectrum",
     "series_lines",
     "shared_scale",
