@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 __all__ = ["REPORT_VERSION", "FullHessian", "LayerRecord", "NetworkBlock", "Report", "Theory"]
 
-REPORT_VERSION = 2  # 2: outlier_ratio null below rounding, with outlier_ratio_note
+REPORT_VERSION = 3  # 2: outlier_ratio null below rounding (outlier_ratio_note); 3: §8.3 keys
 """Bumped when the meaning of a key changes; a cached report of another version is recomputed."""
 
 _BASE_FIELDS = ("extra", "_keys")
