@@ -149,3 +149,29 @@ def test_clusters_by_relative_gap() -> None:
     assert clusters(v, rel_tol=1e-3) == [(0, 2), (2, 3), (3, 5)]
     with pytest.raises(ValueError, match="rows"):
         attribution(v, torch.eye(4, dtype=torch.float64), [2, 1])
+
+
+def test_stalled_lower_rank_point_near_lambda_crit(tmp_path) -> None:
+    """The run of issue #14 (K=3, n=4, d=6, L=3, λ=0.0655 > λ_crit, lr 0.2) stalls at a rank-2
+    critical point whose total loss exceeds the origin's 0.5: the verdict is "minimum" (second
+    order), and over the weights the total Hessian's null space is exactly the 18-dimensional
+    tangent space of the hidden-layer rotations, so it is a spurious local minimum modulo
+    symmetry (docs/theory.md §10)."""
+    from dufm_core.kinds import load_checkpoint, train
+    from dufm_core.models import fit_term
+
+    cfg = RunConfig(K=3, n=4, width=6, depth=3, lam_w=0.0655, lam_h=0.0655, lr=0.2, steps=4000,
+                    checkpoint_points=2, log_points=5)
+    cfg.validate()
+    run = train(cfg, runs_dir=tmp_path, progress=None).run
+    model = load_checkpoint(run.checkpoint_path(run.checkpoints()[-1])).model.double()
+    v, d = _verdict(model, cfg)
+    assert v == "minimum", d
+    with torch.no_grad():
+        loss = float(fit_term(model(), model.labels, "mse") + model.reg_term(cfg.lam_ws, cfg.lam_h))
+    assert 0.5 < loss < 0.51
+    op = HessianOperator(model, "weights", "mse", "total", cfg.lam_ws, cfg.lam_h)
+    ev = torch.linalg.eigvalsh(op.dense())
+    tol = 1e-6 * float(ev[-1])
+    assert int((ev.abs() <= tol).sum()) == 18 and int((ev < -tol).sum()) == 0
+    assert float(ev[ev > tol][0]) == pytest.approx(0.0655, rel=1e-6)  # next: λ itself
