@@ -454,7 +454,7 @@ def _g(x: float | None) -> str:
 def curvature_rows(report: Report) -> list[dict[str, str]]:
     """One table row per layer: top and bottom eigenvalues of the fit Hessian, its trace (± the
     estimator's standard error), and for a linear-MSE model K²·λ₁ and K²·(predicted outlier),
-    which equal the trace at the global optimum (docs/theory.md §10)."""
+    which equal the trace at the global optimum (docs/theory.md §6.6)."""
     cfg = report.config or {}
     linear_mse = cfg.get("activation") == "linear" and cfg.get("loss", "mse") == "mse"
     K2 = report.K ** 2

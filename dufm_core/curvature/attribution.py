@@ -6,7 +6,7 @@ the rows of a parameter block b (W_l, or the features) its trace is ‖V_b‖_F�
 
     share_b = ‖V_b‖_F² / k,    Σ_b share_b = ‖V‖_F² / k = 1.
 
-So a share is the fraction of the cluster's eigenspace that lies in block b (docs/theory.md §10);
+So a share is the fraction of the cluster's eigenspace that lies in block b (docs/theory.md §6.6);
 at the linear UFM's optimum the full Gauss–Newton eigenvectors stack the layer eigenvectors with
 weights w_l ∝ √λ_{W_l}, so with a common λ every layer gets 1/L (docs/theory.md §4.5).
 

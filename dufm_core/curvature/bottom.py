@@ -1,4 +1,4 @@
-"""The bottom of a Hessian's spectrum and the minimum / saddle verdict (docs/theory.md §10).
+"""The bottom of a Hessian's spectrum and the minimum / saddle verdict (docs/theory.md §6.6).
 
 :func:`bottom_eigenvalues` gives the m smallest eigenvalues of a symmetric operator, ascending:
 from an exact or dense spectrum when one is at hand (free), otherwise by the block eigensolver on
@@ -8,7 +8,7 @@ algebraic" search is the right one, and its cost is bounded by ``max_iter`` bloc
 result says whether it converged).
 
 :func:`verdict` classifies a point from the total Hessian's smallest eigenvalue and the gradient
-norm (the rule and its tolerances are in docs/theory.md §10 and in the record it returns):
+norm (the rule and its tolerances are in docs/theory.md §6.6 and in the record it returns):
 
 * ``"undetermined"`` when ‖∇L‖ > grad_tol (not a critical point, so neither a minimum nor a
   saddle), or when the bottom solve did not converge;

@@ -3,7 +3,7 @@
 The trace of a Hessian is the sum of its eigenvalues, i.e. its mean curvature times the
 dimension; per layer it says how much curvature a block holds, the outliers and the bulk together.
 
-Exact traces (docs/theory.md §10):
+Exact traces (docs/theory.md §6.6):
 
 * a linear-MSE layer's fit Hessian is P ⊗ Q, so tr = tr P · tr Q
   (:meth:`~dufm_core.curvature.kronecker.KroneckerSpectrum.trace`);

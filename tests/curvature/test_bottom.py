@@ -156,7 +156,7 @@ def test_stalled_lower_rank_point_near_lambda_crit(tmp_path) -> None:
     critical point whose total loss exceeds the origin's 0.5: the verdict is "minimum" (second
     order), and over the weights the total Hessian's null space is exactly the 18-dimensional
     tangent space of the hidden-layer rotations, so it is a spurious local minimum modulo
-    symmetry (docs/theory.md §10)."""
+    symmetry (docs/theory.md §6.6)."""
     from dufm_core.kinds import load_checkpoint, train
     from dufm_core.models import fit_term
 
