@@ -36,10 +36,15 @@ import torch
 
 from dufm_core import alignment, collapse, gradients, theory, weights
 from dufm_core.config import RunConfig
+from dufm_core.curvature.attribution import CLUSTER_REL_TOL, attribution
+from dufm_core.curvature.bottom import BOTTOM_M, PlusDiagonal, bottom_eigenvalues, verdict
 from dufm_core.curvature.density import slq_log_density
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.gauss_newton import gn_split
+from dufm_core.curvature.operators import regulariser_diagonal
+from dufm_core.curvature.params import param_set
 from dufm_core.curvature.spectrum import DENSE_MAX, hessian_operator, layer_spectrum
+from dufm_core.curvature.trace import exact_trace, full_fit_trace, hutch_pp
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.predictions import for_ufm
 from dufm_core.report_types import REPORT_VERSION
@@ -50,6 +55,7 @@ GN_FULL_MAX = 1500  # past this min(N·K, d_out·d_in) the GN within/total parts
 TAUS = (0.0, 0.5, 1.0)
 FULL_PARAMS = ("weights", "weights+features")
 SLQ_PROBES, SLQ_STEPS = 4, 40  # spectral density of the full Hessian (log10|λ| axis)
+TRACE_MATVECS = 96  # Hutch++ budget where no exact trace is at hand
 
 Progress = Callable[[str, float], None] | None
 
@@ -206,6 +212,7 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     ratio, ratio_note = outlier_ratio(top, K2, d_out * d_in, hess.exact_spectrum, tol)
     f = torch.as_tensor(align["alignment_f"], dtype=torch.float64)
     return {
+        **_layer_bottom_trace(hess),
         "layer": l,
         "shape": [d_out, d_in],
         "hessian_method": hess.method,
@@ -254,10 +261,59 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     }
 
 
+def _layer_bottom_trace(hess: Any) -> dict[str, Any]:
+    """``hessian_bottom`` (≥ 3 smallest, ascending) and ``hessian_trace`` of a layer's fit
+    Hessian (docs/design.md §8.3): free from an exact or dense spectrum (the trace then from the
+    Kronecker factors or the diagonal); otherwise a bounded shifted block solve and Hutch++."""
+    exact = hess.exact_spectrum
+    bot = bottom_eigenvalues(hess.operator, BOTTOM_M, spectrum=hess.spectrum if exact else None,
+                             sigma=float(hess.values[0]))
+    tr = exact_trace(hess.operator) if exact else hutch_pp(hess.operator, TRACE_MATVECS)
+    return {"hessian_bottom": _list(bot.values), "hessian_bottom_method": bot.method,
+            "hessian_bottom_converged": bot.converged, "hessian_trace": _f(tr.value),
+            "hessian_trace_stderr": _f(tr.stderr), "hessian_trace_method": tr.method}
+
+
+def _full_bottom_verdict(model: DeepUFM, cfg: RunConfig, params: str, fit_top: float,
+                         layer_traces: list[float] | None, op: Any) -> dict[str, Any]:
+    """The §8.3 keys of ``full_hessian``: ``bottom`` of the total Hessian, ``trace`` of the fit
+    Hessian, ``verdict`` with ``verdict_detail`` (dufm_core.curvature.bottom)."""
+    t0 = time.perf_counter()
+    pset = param_set(model, params)
+    total = PlusDiagonal(op, regulariser_diagonal(pset, cfg.lam_ws, cfg.lam_h))
+    # Weyl: λ_max(fit + diag(λ)) ≤ λ_max(fit) + max λ, a valid shift and the tolerances' scale
+    lam_max = fit_top + max([*cfg.lam_ws, cfg.lam_h if "features" in params else 0.0])
+    bot = bottom_eigenvalues(total, BOTTOM_M, sigma=lam_max)
+    # ∇ of the total loss over the set: one plain backward pass (fresh leaves, model untouched)
+    leaves = {n: t.clone().requires_grad_(True) for n, t in zip(pset.names, pset.tensors(model),
+                                                                strict=True)}
+    with torch.enable_grad():
+        out = torch.func.functional_call(model, leaves, ())
+        loss = fit_term(out, model.labels, cfg.loss) + sum(
+            0.5 * (cfg.lam_h if n == "features" else cfg.lam_ws[int(n.split(".")[1])])
+            * t.square().sum() for n, t in leaves.items())
+        g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, list(leaves.values()))])
+    theta = torch.cat([t.detach().reshape(-1) for t in leaves.values()]).double()
+    v, detail = verdict(bot, lam_max, float(g.norm()), float(theta.norm()))
+    detail.update(bottom_method=bot.method, bottom_matvecs=bot.matvecs,
+                  bottom_residual_max=bot.residual_max)
+    tr_value = full_fit_trace(model, params, cfg.loss, layer_traces)
+    if tr_value is not None:
+        tr = {"trace": tr_value, "trace_stderr": 0.0,
+              "trace_method": "exact: sum of the diagonal blocks' traces"}
+    else:
+        est = hutch_pp(op, TRACE_MATVECS)
+        tr = {"trace": est.value, "trace_stderr": est.stderr, "trace_method": est.method}
+    return {"bottom": _list(bot.values), **tr, "verdict": v, "verdict_detail": _list(detail),
+            "bottom_seconds": time.perf_counter() - t0}
+
+
 # --------------------------------------------------------------------------- full Hessian
 def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str = "weights",
-                 tol: float = 1e-10) -> dict[str, Any]:
-    """Top K² + K eigenvalues of the full fit-Hessian over ``params`` beside the prediction."""
+                 tol: float = 1e-10, layer_traces: list[float] | None = None) -> dict[str, Any]:
+    """Top K² + K eigenvalues of the full fit-Hessian over ``params`` beside the prediction,
+    and the §8.3 keys (bottom, trace, verdict, attribution). ``layer_traces``: the layers'
+    fit-Hessian traces when known, for an exact full trace beyond the linear-MSE model."""
     if params not in FULL_PARAMS:
         raise ValueError(f"full_params must be one of {' | '.join(FULL_PARAMS)} (got {params!r})")
     K2 = cfg.K**2
@@ -268,7 +324,15 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     res = top_eigenpairs(op, m, block=max(m, K2 + cfg.K), tol=tol, need=min(K2, m))
     key = "full_outliers" if params == "weights" else "full_outliers_with_features"
     dens = slq_log_density(op, steps=SLQ_STEPS, probes=SLQ_PROBES, grid_points=200)
+    conv = [bool(c) for c in res.converged]
+    usable = conv.index(False) if False in conv else len(conv)
+    extra = {**_full_bottom_verdict(model, cfg, params, float(res.values[0]), layer_traces, op),
+             "attribution": attribution(res.values, res.vectors, op.pset.sizes,
+                                        CLUSTER_REL_TOL, dim=op.dim, usable=usable),
+             "attribution_blocks": list(op.pset.names),
+             "attribution_rel_tol": CLUSTER_REL_TOL}
     return {
+        **extra,
         "params": params, "dim": op.dim,
         "top": _list(res.values), "predicted": th.get(key) or [],
         "method": f"{res.method} on {type(op).__name__} products",
@@ -318,7 +382,9 @@ def _analyze_model(model: DeepUFM, cfg: RunConfig, step: int, run_id: str, full:
     if full:
         if progress:
             progress("full Hessian", cfg.depth / (cfg.depth + 1))
-        report["full_hessian"] = analyze_full(model, cfg, th, full_params, tol)
+        report["full_hessian"] = analyze_full(
+            model, cfg, th, full_params, tol, [r["hessian_trace"] for r in layers]
+            if all(r["hessian_trace_stderr"] == 0.0 for r in layers) else None)
     report["seconds"] = time.perf_counter() - t0
     if progress:
         progress("done", 1.0)

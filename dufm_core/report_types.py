@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 __all__ = ["REPORT_VERSION", "FullHessian", "LayerRecord", "NetworkBlock", "Report", "Theory"]
 
-REPORT_VERSION = 2  # 2: outlier_ratio null below rounding, with outlier_ratio_note
+REPORT_VERSION = 3  # 2: outlier_ratio null below rounding (outlier_ratio_note); 3: §8.3 keys
 """Bumped when the meaning of a key changes; a cached report of another version is recomputed."""
 
 _BASE_FIELDS = ("extra", "_keys")
@@ -201,6 +201,17 @@ class LayerRecord(_Record):
     nc3: float | None = None
     dnc3_cos: Any = None
     nc1_fro: float | None = None
+    # docs/design.md §8.3: the bottom of the fit Hessian (ascending) and its trace
+    hessian_bottom: list[float] | None = None
+    hessian_bottom_method: str | None = None
+    hessian_bottom_converged: bool | None = None
+    hessian_trace: float | None = None
+    hessian_trace_stderr: float | None = None  # 0 for an exact trace
+    hessian_trace_method: str | None = None
+
+    _optional: ClassVar[frozenset[str]] = frozenset({
+        "hessian_bottom", "hessian_bottom_method", "hessian_bottom_converged", "hessian_trace",
+        "hessian_trace_stderr", "hessian_trace_method"})
 
 
 @dataclass
@@ -221,6 +232,21 @@ class FullHessian(_Record):
     density: dict[str, Any] | None = None
     note: str | None = None
     tol: float | None = None
+    # docs/design.md §8.3: total-Hessian bottom, fit trace, verdict, outlier attribution
+    bottom: list[float] | None = None
+    trace: float | None = None
+    trace_stderr: float | None = None
+    trace_method: str | None = None
+    verdict: str | None = None  # "minimum" | "saddle" | "undetermined"
+    verdict_detail: dict[str, Any] | None = None
+    bottom_seconds: float | None = None
+    attribution: list[dict[str, Any]] | None = None  # {"value", "multiplicity", "layers", ...}
+    attribution_blocks: list[str] | None = None
+    attribution_rel_tol: float | None = None
+
+    _optional: ClassVar[frozenset[str]] = frozenset({
+        "bottom", "trace", "trace_stderr", "trace_method", "verdict", "verdict_detail",
+        "bottom_seconds", "attribution", "attribution_blocks", "attribution_rel_tol"})
 
 
 @dataclass

@@ -31,6 +31,9 @@ if scope.startswith("full"):
 else:
     av.show_spectrum(report, layer, total=part.startswith("total"))
 
+st.subheader("Bottom of the spectrum, traces, verdict")
+av.show_bottom_trace(report)
+
 st.subheader("Over training")
 series = av.get_series(run)
 if series:

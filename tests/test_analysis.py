@@ -199,3 +199,51 @@ def test_checkpoint_without_run_dir_can_be_analysed(tmp_path: Path) -> None:
     save_checkpoint(run, 0, build_model(cfg), None, cfg)
     report = reports.analyze(open_run(run.path), 0)
     assert report.layers[0].outlier_count == 9
+
+
+# --------------------------------------------------------------- §8.3: bottom, trace, verdict
+def test_bottom_trace_verdict_attribution_at_the_optimum() -> None:
+    """Case A shape at its optimum: layer trace = K²·outlier, fit-Hessian bottom 0, full trace =
+    Σ layer traces, total-Hessian verdict "minimum", each outlier cluster 1/L in every layer."""
+    model, cfg = _optimum(K=3, n=40, width=6, depth=5, lam_w=0.01, lam_h=0.01)
+    report = analysis.analyze_model(model, cfg, step=0, full=True)
+    pred = theory.predict(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h)
+    for lay in report["layers"]:
+        assert lay["hessian_trace"] == pytest.approx(9 * pred.layer_outlier[0], rel=1e-10)
+        assert lay["hessian_trace_stderr"] == 0.0
+        assert len(lay["hessian_bottom"]) == 3 and max(map(abs, lay["hessian_bottom"])) < 1e-12
+    full = report["full_hessian"]
+    assert full["trace"] == pytest.approx(sum(r["hessian_trace"] for r in report["layers"]),
+                                          rel=1e-12)
+    assert full["verdict"] == "minimum", full["verdict_detail"]
+    assert len(full["bottom"]) == 3 and full["bottom"] == sorted(full["bottom"])
+    det = full["verdict_detail"]
+    assert det["lambda_min"] >= -det["curv_tol"] and det["grad_norm"] <= det["grad_tol"]
+    clusters = full["attribution"]
+    assert [c["multiplicity"] for c in clusters[:2]] == [3, 6]
+    for c in clusters[:2]:
+        assert c["layers"] == pytest.approx([0.2] * 5, abs=1e-8)
+    assert full["attribution_blocks"] == [f"weights.{i}" for i in range(5)]
+    json.dumps(report)
+
+
+def test_verdict_at_a_perturbed_point_is_undetermined() -> None:
+    model, cfg = _optimum(K=3, n=4, width=6, depth=3, lam_w=0.01, lam_h=0.01, init_noise=1e-2)
+    th = analysis.predictions(cfg, model)
+    full = analysis.analyze_full(model, cfg, th)
+    det = full["verdict_detail"]
+    assert full["verdict"] == "undetermined" and det["grad_norm"] > det["grad_tol"]
+
+
+def test_iterative_layer_bottom_and_trace_match_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = RunConfig(K=3, n=4, width=7, depth=3, activation="relu", seed=1)
+    cfg.validate()
+    model = build_model(cfg)
+    th = analysis.predictions(cfg, model)
+    dense = analysis.analyze_layer(model, cfg, 2, th)
+    monkeypatch.setattr(analysis, "DENSE_MAX", 10)
+    it = analysis.analyze_layer(model, cfg, 2, th)
+    assert it["hessian_bottom_converged"] and "σI − H" in it["hessian_bottom_method"]
+    np.testing.assert_allclose(it["hessian_bottom"], dense["hessian_bottom"], atol=1e-7)
+    assert dense["hessian_trace_stderr"] == 0.0 and it["hessian_trace_stderr"] > 0
+    assert abs(it["hessian_trace"] - dense["hessian_trace"]) < 5 * it["hessian_trace_stderr"]

@@ -443,3 +443,79 @@ def show_gradients(report: Report, layer: int) -> None:
 def series_lines(series: dict[str, Any], layer: int, key: str) -> tuple[list[int], list]:
     steps = [e["step"] for e in series["entries"]]
     return steps, [e["layers"][layer - 1][key] for e in series["entries"]]
+
+
+# --------------------------------------------------------------- bottom, traces, verdict (§8.3)
+def _g(x: float | None) -> str:
+    """A number for a table cell: 4 significant digits, or a dash when absent."""
+    return "—" if x is None else f"{x:.4g}"
+
+
+def curvature_rows(report: Report) -> list[dict[str, str]]:
+    """One table row per layer: top and bottom eigenvalues of the fit Hessian, its trace (± the
+    estimator's standard error), and for a linear-MSE model K²·λ₁ and K²·(predicted outlier),
+    which equal the trace at the global optimum (docs/theory.md §6.6)."""
+    cfg = report.config or {}
+    linear_mse = cfg.get("activation") == "linear" and cfg.get("loss", "mse") == "mse"
+    K2 = report.K ** 2
+    rows = []
+    for lay in report.layers:
+        err = lay.hessian_trace_stderr
+        row = {
+            "layer": str(lay.layer),
+            "top λ₁": _g((lay.hessian_top or [None])[0]),
+            "bottom (ascending)": ", ".join(_g(v) for v in lay.hessian_bottom or []) or "—",
+            "trace": _g(lay.hessian_trace) + (f" ± {err:.2g}" if err else ""),
+        }
+        if linear_mse:
+            row["K²·λ₁"] = _g(K2 * lay.hessian_top[0] if lay.hessian_top else None)
+            row["K²·predicted"] = _g(K2 * lay.hessian_predicted
+                                     if lay.hessian_predicted is not None else None)
+        rows.append(row)
+    return rows
+
+
+def verdict_text(full: Any) -> str | None:
+    """The verdict line with the numbers it rests on, or None when the report has none."""
+    if full is None or full.verdict is None:
+        return None
+    d = full.verdict_detail or {}
+    neg = d.get("negative_directions", 0)
+    more = "at least " if d.get("negative_directions_lower_bound") else ""
+    return (f"**{full.verdict}** (total Hessian over {full.params}): λ_min = "
+            f"{_g(d.get('lambda_min'))} (tolerance ±{_g(d.get('curv_tol'))}), ‖∇L‖ = "
+            f"{_g(d.get('grad_norm'))} (tolerance {_g(d.get('grad_tol'))}); {more}{neg} "
+            f"negative-curvature direction(s) among the {d.get('eigenvalues_checked', 0)} "
+            f"smallest, {d.get('near_zero', 0)} near zero. {d.get('reason', '')}.")
+
+
+def show_bottom_trace(report: Report) -> None:
+    """The §8.3 section of the Spectrum page: per-layer table, the verdict and the attribution
+    (the last two only when the full Hessian was analysed)."""
+    rows = curvature_rows(report)
+    if not rows or report.layers[0].hessian_trace is None:
+        st.info("This report predates the bottom/trace keys: analyse the step again to see them.")
+        return
+    st.dataframe(rows, hide_index=True)
+    full = report.full_hessian
+    line = verdict_text(full)
+    if line is None:
+        docs.caption("The verdict and the outlier attribution need the full Hessian "
+                     "(choose the full view above, or `analyze --full`).")
+        return
+    st.markdown(line)
+    if full.trace is not None:
+        err = f" ± {full.trace_stderr:.2g}" if full.trace_stderr else ""
+        docs.caption(f"Trace of the full fit Hessian: {full.trace:.6g}{err} "
+                     f"({full.trace_method}).")
+    if full.attribution:
+        st.plotly_chart(
+            figures.outlier_attribution(full.attribution, full.attribution_blocks
+                                        or [f"block {i + 1}" for i in
+                                            range(len(full.attribution[0]["layers"]))]),
+            config=figures.CONFIG, key="full_attribution",
+        )
+        docs.caption(f"Clusters: consecutive eigenvalues within a relative gap of "
+                     f"{full.attribution_rel_tol or 0:g}; share = ‖V_block‖²_F / multiplicity "
+                     "(basis-independent). * marks a cluster that may continue past the "
+                     "computed eigenvalues.")

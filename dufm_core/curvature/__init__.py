@@ -17,6 +17,9 @@ Layout (imports only go down this list, so there are no cycles):
     density       slq_density / slq_log_density → SpectralDensity
     gauss_newton  gn_split → GNSplit (Papyan's class / cross / within parts as operators)
     spectrum      hessian_operator (which products), layer_spectrum → LayerSpectrum (which method)
+    trace         exact_trace, hutchinson, hutch_pp → TraceEstimate; full_fit_trace
+    bottom        bottom_eigenvalues (shifted block solve) → Bottom; verdict (minimum / saddle)
+    attribution   attribution: each outlier cluster's share per parameter block
 
     from dufm_core.curvature import HessianOperator, top_eigenpairs, KroneckerSpectrum
 

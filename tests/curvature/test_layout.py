@@ -18,6 +18,9 @@ ALLOWED = {
     "density": {"base"},
     "gauss_newton": {"base", "eigensolvers"},
     "spectrum": {"base", "params", "operators", "kronecker", "eigensolvers"},
+    "trace": {"base", "params", "kronecker"},
+    "bottom": {"base", "eigensolvers"},
+    "attribution": set(),
 }
 # modules above curvature/ that curvature must never import
 ABOVE = {"alignment", "analysis", "network_report", "gradients", "weights", "store", "training"}

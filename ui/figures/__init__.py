@@ -26,6 +26,7 @@ from ui.figures.spectra import (
     binned_histogram,
     density,
     head_spectra_vs_ufm,
+    outlier_attribution,
     spectrum_histogram,
     top_eigenvalues,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "landscape_plane",
     "layer_curves",
     "metric_curves",
+    "outlier_attribution",
     "predicted_spectrum",
     "series_lines",
     "shared_scale",

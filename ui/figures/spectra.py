@@ -241,3 +241,19 @@ def head_spectra_vs_ufm(report: Report) -> go.Figure:
                   annotation_text=f"K² = {K2}", annotation_position="top right")
     return layout(fig, "Head-layer Hessian: measured top eigenvalues vs the UFM's K² outliers",
                    "eigenvalue rank", "eigenvalue (fit Hessian)", log_y=True, height=440)
+
+
+def outlier_attribution(clusters: Sequence[Mapping[str, Any]], blocks: Sequence[str],
+                        title: str = "Where each full-Hessian outlier lives") -> go.Figure:
+    """One stacked bar per cluster of equal top eigenvalues (the report's
+    ``full_hessian.attribution``): the share of the cluster's eigenspace in each parameter block
+    (the shares of a bar sum to 1). Bars are labelled by value and multiplicity; a cluster that
+    may continue past the computed eigenvalues is marked with an asterisk."""
+    labels = [f"{c['value']:.4g} ×{c['multiplicity']}{'' if c.get('complete', True) else '*'}"
+              for c in clusters]
+    fig = go.Figure()
+    for i, name in enumerate(blocks):
+        fig.add_trace(go.Bar(x=labels, y=[c["layers"][i] for c in clusters], name=name,
+                             marker={"color": COLORS[i % len(COLORS)]}))
+    fig.update_layout(barmode="stack")
+    return layout(fig, title, "eigenvalue cluster (value ×multiplicity)", "share of the cluster")

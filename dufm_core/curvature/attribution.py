@@ -1,0 +1,65 @@
+"""Where each outlier of the full Hessian comes from: its share in each parameter block.
+
+For a cluster of equal top eigenvalues with orthonormal eigenvectors V (dim × k) the
+eigenprojector is Π = V Vᵀ, independent of the basis chosen inside the cluster. Restricted to
+the rows of a parameter block b (W_l, or the features) its trace is ‖V_b‖_F², and
+
+    share_b = ‖V_b‖_F² / k,    Σ_b share_b = ‖V‖_F² / k = 1.
+
+So a share is the fraction of the cluster's eigenspace that lies in block b (docs/theory.md §6.6);
+at the linear UFM's optimum the full Gauss–Newton eigenvectors stack the layer eigenvectors with
+weights w_l ∝ √λ_{W_l}, so with a common λ every layer gets 1/L (docs/theory.md §4.5).
+
+Clusters: consecutive eigenvalues (descending) belong together while
+|λ_i − λ_{i+1}| ≤ rel_tol · max(|λ_i|, |λ_{i+1}|). A cluster that reaches the last computed
+eigenvalue may continue beyond it; it is flagged ``complete: false`` (its share is then that of
+the computed part only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["CLUSTER_REL_TOL", "attribution", "clusters"]
+
+CLUSTER_REL_TOL = 1e-6  # relative gap below which two eigenvalues are "equal"
+
+
+def clusters(values: torch.Tensor, rel_tol: float = CLUSTER_REL_TOL) -> list[tuple[int, int]]:
+    """Index ranges [a, b) of clusters of equal values in a descending sequence."""
+    v = [float(x) for x in values]
+    out, a = [], 0
+    for i in range(1, len(v) + 1):
+        if i == len(v) or abs(v[i - 1] - v[i]) > rel_tol * max(abs(v[i - 1]), abs(v[i])):
+            out.append((a, i))
+            a = i
+    return out
+
+
+def attribution(values: torch.Tensor, vectors: torch.Tensor, sizes: Sequence[int],
+                rel_tol: float = CLUSTER_REL_TOL, dim: int | None = None,
+                usable: int | None = None) -> list[dict[str, Any]]:
+    """One record per cluster of ``values`` (descending; columns of ``vectors`` orthonormal,
+    rows laid out in blocks of ``sizes``): ``{"value", "multiplicity", "layers", "complete"}``.
+    ``usable`` limits the clusters to the first ``usable`` values (e.g. the converged ones);
+    ``dim`` is the operator's dimension (a cluster ending at the last value is complete only
+    when every eigenvalue was computed)."""
+    sizes = [int(s) for s in sizes]
+    if sum(sizes) != vectors.shape[0]:
+        raise ValueError(f"block sizes sum to {sum(sizes)}, vectors have {vectors.shape[0]} rows")
+    n = len(values) if usable is None else min(int(usable), len(values))
+    V = vectors[:, :n].double()
+    bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    out = []
+    for a, b in clusters(values[:n], rel_tol):
+        k = b - a
+        block = V[:, a:b]
+        shares = [float((block[bounds[i]:bounds[i + 1]] ** 2).sum()) / k
+                  for i in range(len(sizes))]
+        complete = b < len(values) or (dim is not None and len(values) == dim)
+        out.append({"value": float(values[a:b].double().mean()), "multiplicity": k,
+                    "layers": shares, "complete": bool(complete)})
+    return out
