@@ -180,7 +180,7 @@ class _RayWorkers:
                  threads: int, gpus: float) -> None:
         import ray
 
-        from dufm_core.process.executors import connect_ray
+        from dufm_core.process.ray_cluster import connect_ray
 
         self.started_here = connect_ray(address, len(shard_kwargs) * threads)
         remote = ray.remote(ShardServer).options(num_cpus=threads, num_gpus=gpus)
@@ -259,7 +259,7 @@ class ShardedHessianOperator(CurvatureOperator):
             raise ValueError("gpus: a GPU per worker is for the ray executor (got "
                              f"{gpus:g} with {executor})")
         if executor == "ray":
-            from dufm_core.process.executors import ray_missing
+            from dufm_core.process.ray_cluster import ray_missing
 
             missing = ray_missing()
             if missing:

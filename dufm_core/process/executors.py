@@ -50,7 +50,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from dufm_core.process.env import PACKAGE_DIR, child_env, worker_command
+from dufm_core.process.env import child_env, worker_command
+from dufm_core.process.ray_cluster import connect_ray, ray_missing
 from dufm_core.process.worker import call_task, forked_pool_worker, function_name
 
 EXECUTORS = ("local", "ray")  # the CLI's choices; "inline" is for the Python API
@@ -469,35 +470,6 @@ def _reap(workers: list[_Worker]) -> None:
 
 
 # --------------------------------------------------------------------------- ray
-RAY_INSTALL = "pip install 'ray>=2.9,<3'"  # the same range as pyproject.toml's `ray` extra
-
-
-def ray_missing() -> str | None:
-    """One line saying how to install Ray when it is not importable, else None (Ray is optional:
-    only ``--executor ray`` needs it)."""
-    if importlib.util.find_spec("ray") is None:
-        return f"executor: ray needs Ray, which is not installed: {RAY_INSTALL}"
-    return None
-
-
-def connect_ray(address: str | None, cpus: int) -> bool:
-    """Connect to the Ray cluster at ``address``, or start a local Ray with ``cpus`` CPUs, unless
-    Ray is already initialised in this process; True if this call did it (then the caller shuts
-    it down). A cluster's workers get the engine shipped to them (they need torch, numpy and
-    scipy installed). Shared by the sweep executor and the sharded Hessian
-    (:mod:`dufm_core.curvature.sharded`)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        runtime_env = {"py_modules": [str(PACKAGE_DIR)], "excludes": ["__pycache__", "*.pyc"]}
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    return True
-
-
 class RayExecutor(_Pool):
     """One Ray task per member (see the module docstring)."""
 

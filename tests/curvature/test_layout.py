@@ -21,6 +21,7 @@ ALLOWED = {
     "trace": {"base", "params", "kronecker"},
     "bottom": {"base", "eigensolvers"},
     "attribution": set(),
+    "sharded": {"base", "network"},
 }
 # modules above curvature/ that curvature must never import
 ABOVE = {"alignment", "analysis", "network_report", "gradients", "weights", "store", "training"}
