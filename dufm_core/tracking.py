@@ -47,7 +47,7 @@ import torch
 
 from dufm_core.checkpoints import CheckpointError, read_safetensors, write_safetensors
 
-__all__ = ["FULL", "GAP_RTOL", "Capture", "Eigenspace", "StepVectors", "capturing",
+__all__ = ["FULL", "GAP_RTOL", "Capture", "Eigenspace", "StepVectors", "capturing", "compare",
            "cos2_matrix", "layer_key", "overlap", "principal_cos2", "read_vectors", "record",
            "vectors_path", "warm_start", "write_vectors"]
 
@@ -120,6 +120,21 @@ def cos2_matrix(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     along each of the other. Unlike :func:`principal_cos2` it depends on the bases inside
     degenerate clusters; its row and column sums, and its total, do not."""
     return (A.to(_F64).T @ B.to(_F64)).square()
+
+
+def compare(a: StepVectors, b: StepVectors, key: str) -> dict[str, Any] | None:
+    """The top-K² spaces of ``key`` at two checkpoints side by side: ``cos2`` the matrix
+    (U_aᵀU_b)² (:func:`cos2_matrix`), ``principal`` the cos² of the principal angles,
+    ``overlap`` their mean and ``dims`` (r_a, r_b); None when either lacks ``key`` or the two
+    are of different dimensions (another parameter set)."""
+    sa, sb = a.spaces.get(key), b.spaces.get(key)
+    if sa is None or sb is None or sa.vectors.shape[0] != sb.vectors.shape[0]:
+        return None
+    if key == FULL and a.full_params != b.full_params:
+        return None
+    A, B = sa.top_space(a.K ** 2), sb.top_space(b.K ** 2)
+    return {"cos2": cos2_matrix(A, B).tolist(), "principal": principal_cos2(A, B).tolist(),
+            "overlap": overlap(A, B), "dims": (A.shape[1], B.shape[1])}
 
 
 # --------------------------------------------------------------------------- capture

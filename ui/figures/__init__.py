@@ -10,6 +10,7 @@ engine (``dufm_core``) imports none of it. One module per topic:
 - ``alignment`` heatmaps and bar charts of the alignment and gradient views
 - ``sweeps``    the studies of a sweep: phase, depth, width, sensitivity
 - ``theory``    closed-form pictures of the Theory explorer
+- ``tracking``  eigenspace overlaps over training and between two checkpoints
 
 Every builder is also importable from here (``from ui import figures``;
 ``figures.metric_curves(...)``, ``config=figures.CONFIG``).
@@ -35,6 +36,7 @@ from ui.figures.sweeps import (
     sweep_width_figures,
 )
 from ui.figures.theory import gamma_vs_lambda, predicted_spectrum
+from ui.figures.tracking import cos2_heatmap, overlap_over_training, principal_cos2_bars
 from ui.figures.training import (
     accuracy_curves,
     batch_loss_curves,
@@ -52,6 +54,7 @@ __all__ = [
     "bars",
     "batch_loss_curves",
     "binned_histogram",
+    "cos2_heatmap",
     "density",
     "gamma_vs_lambda",
     "has_accuracy",
@@ -59,7 +62,9 @@ __all__ = [
     "heatmap",
     "layer_curves",
     "metric_curves",
+    "overlap_over_training",
     "predicted_spectrum",
+    "principal_cos2_bars",
     "series_lines",
     "shared_scale",
     "singular_values_at_step",
