@@ -1,9 +1,10 @@
 """Benchmark: eigenspace tracking over training — block solves with and without warm starts.
 
-A ReLU MSE UFM (K=3, n=20, width 80, L=3, λ=5e-3, lr 0.2, float64) is trained with C
-checkpoints; its two 80×80 layers (6 400 weights each) are above the dense limit (4 096), so
-the report's Hessians of those layers use the block-Krylov solver, as does the full Hessian
-over all weights (13 040). At every checkpoint after the first, each of those
+A ReLU and a linear MSE UFM (K=3, n=20, width 80, L=3, λ=5e-3, lr 0.2, float64) are trained
+with C checkpoints. The ReLU model's two 80×80 layers (6 400 weights each) are above the dense
+limit (4 096), so the report's Hessians of those layers use the block-Krylov solver, as does
+the full Hessian over all weights (13 040) of both models (the linear model's layers are exact
+Kronecker spectra: no solve to warm-start). At every checkpoint after the first, each of those
 solves runs twice on the same operator: from a random start block (cold, what a single
 ``analyze`` does) and from the previous checkpoint's K² eigenvectors as kept in its vectors file
 (float32, re-orthonormalised: what ``analyze --all-steps`` does). Reported side by side: how
@@ -61,8 +62,11 @@ def tracking_run(cfg: RunConfig) -> list[dict]:
         run = train(cfg, runs_dir=tmp, progress=None).run
         steps = run.checkpoints()
         models = [load_checkpoint(run.checkpoint_path(s)).model.double() for s in steps]
+    # the report's block solves: layers above the dense limit (not for linear MSE, whose layers
+    # are exact Kronecker spectra) and the full Hessian over all weights
+    exact = cfg.activation == "linear" and cfg.loss == "mse"
     targets = [f"layer:{l}" for l in range(1, cfg.depth + 1)
-               if cfg.dims[l - 1] * cfg.dims[l] > 4096] + ["weights"]
+               if cfg.dims[l - 1] * cfg.dims[l] > 4096 and not exact] + ["weights"]
     rows = []
     prev: dict[str, torch.Tensor] = {}
     for step, model in zip(steps, models, strict=True):
@@ -109,20 +113,9 @@ def file_sizes() -> dict[str, int]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoints", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--quick", action="store_true", help="3 checkpoints, 300 steps")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
-    points, steps = (3, 300) if args.quick else (args.checkpoints, args.steps)
-    cfg = RunConfig(K=3, n=20, width=80, depth=3, lam_w=5e-3, lam_h=5e-3, lr=0.2, steps=steps,
-                    activation="relu", loss="mse", dtype="float64", checkpoint_points=points,
-                    log_points=10)
-    cfg.validate()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows = tracking_run(cfg)
+def print_table(title: str, rows: list[dict]) -> dict[str, float]:
+    """One scenario's rows side by side, with its totals (returned)."""
+    print(title)
     print(f"{'step':>6} {'Hessian':>15} {'dim':>6} {'1-overlap':>9} {'cold prod':>9} "
           f"{'warm prod':>9} {'saved':>6} {'self prod':>9} {'cold s':>7} {'warm s':>7} "
           f"{'max |Δλ|/λ1':>11}")
@@ -132,19 +125,38 @@ def main() -> None:
               f"{r['cold_products']:>9} {r['warm_products']:>9} {saved:>6.0%} "
               f"{r['self_products']:>9} {r['cold_s']:>7.2f} {r['warm_s']:>7.2f} "
               f"{r['max_rel_diff']:>11.1e}")
-    cold = sum(r["cold_products"] for r in rows)
-    warm = sum(r["warm_products"] for r in rows)
-    self_ = sum(r["self_products"] for r in rows)
-    t_cold = sum(r["cold_s"] for r in rows)
-    t_warm = sum(r["warm_s"] for r in rows)
-    print(f"{'total':>6} {'':>15} {'':>6} {'':>9} {cold:>9} {warm:>9} {1 - warm / cold:>6.0%} "
-          f"{self_:>9} {t_cold:>7.2f} {t_warm:>7.2f}")
+    tot = {k: sum(r[k] for r in rows) for k in ("cold_products", "warm_products",
+                                                 "self_products", "cold_s", "warm_s")}
+    print(f"{'total':>6} {'':>15} {'':>6} {'':>9} {tot['cold_products']:>9} "
+          f"{tot['warm_products']:>9} {1 - tot['warm_products'] / tot['cold_products']:>6.0%} "
+          f"{tot['self_products']:>9} {tot['cold_s']:>7.2f} {tot['warm_s']:>7.2f}\n")
+    return tot
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoints", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--quick", action="store_true", help="3 checkpoints, 300 steps")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    points, steps = (3, 300) if args.quick else (args.checkpoints, args.steps)
+    results = {}
+    for activation in ("relu", "linear"):
+        cfg = RunConfig(K=3, n=20, width=80, depth=3, lam_w=5e-3, lam_h=5e-3, lr=0.2,
+                        steps=steps, activation=activation, loss="mse", dtype="float64",
+                        checkpoint_points=points, log_points=10)
+        cfg.validate()
+        rows = tracking_run(cfg)
+        title = (f"{activation} MSE UFM, K=3, n=20, width 80, L=3, λ=5e-3, {steps} steps, "
+                 f"{points} checkpoints")
+        results[activation] = {"config": cfg.to_dict(), "rows": rows,
+                               "totals": print_table(title, rows)}
     sizes = file_sizes()
     for name, size in sizes.items():
         print(f"vectors file, {name}: {size / 1e6:.2f} MB")
     if args.out:
-        args.out.write_text(json.dumps({"config": cfg.to_dict(), "rows": rows, "cold": cold,
-                                        "warm": warm, "self": self_, "sizes": sizes}, indent=2))
+        args.out.write_text(json.dumps({"scenarios": results, "sizes": sizes}, indent=2))
 
 
 if __name__ == "__main__":

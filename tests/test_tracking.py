@@ -238,3 +238,22 @@ def test_warm_start_of_a_layer_solve_between_checkpoints(relu_series: tuple) -> 
     scale = float(dense[0])
     np.testing.assert_allclose(warm.values[:4], dense, atol=1e-8 * scale)
     np.testing.assert_allclose(cold.values[:4], dense, atol=1e-8 * scale)
+
+
+def test_two_bases_of_the_degenerate_outlier_space_at_the_optimum_overlap_fully() -> None:
+    # at the linear MSE optimum the K² = 9 outliers of a layer are exactly equal: the exact
+    # Kronecker eigenvectors and the dense float64 autograd ones are two different bases of
+    # the same space
+    from dufm_core.models import build_model
+
+    cfg = RunConfig(K=3, n=4, width=5, depth=2, init="optimum")
+    cfg.validate()
+    model = build_model(cfg).double()
+    kron = layer_spectrum(model, 1, "mse")
+    evals, evecs = torch.linalg.eigh(_dense_layer_hessian(model, 1, "mse"))
+    A = Eigenspace(kron.values, kron.vectors[:, :9]).top_space(9)
+    B = Eigenspace(evals.flip(0), evecs.flip(1)[:, :9]).top_space(9)
+    assert A.shape[1] == B.shape[1] == 9
+    assert float(kron.values[0] - kron.values[8]) <= 1e-10 * float(kron.values[0])  # degenerate
+    assert tracking.overlap(A, B) == pytest.approx(1.0, abs=1e-10)
+    assert float(tracking.principal_cos2(A, B).min()) == pytest.approx(1.0, abs=1e-9)
