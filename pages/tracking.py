@@ -3,7 +3,7 @@
 
 import streamlit as st
 
-from dufm_core import ConfigError, reports, tracking
+from dufm_core import ConfigError, kinds, reports, tracking
 from ui import analysis_view as av
 from ui import docs, figures, shell, state
 
@@ -47,7 +47,8 @@ if not entries or "overlap_final" not in (entries[0].get("layers") or [{}])[0]:
         compute(full=False)
     st.stop()
 if not any(e.get("full") for e in entries) and st.button(
-    "Add the full Hessian over all weights (slower)", key=f"tracking_full_{run.id}"
+    f"Add the full Hessian ({kinds.get(cfg.model).weights_label}; slower)",
+    key=f"tracking_full_{run.id}",
 ):
     compute(full=True)
 

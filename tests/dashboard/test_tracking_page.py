@@ -56,6 +56,13 @@ def test_page_computes_the_series_and_draws_overlaps(own_runs: Path) -> None:
     # the same checkpoint twice: overlap 1 and the identity as cos² matrix
     at.select_slider[0].set_value((series["steps"][-1], series["steps"][-1])).run()
     assert "**1.000000**" in " ".join(m.value for m in at.markdown)
+    # the full Hessian's overlaps on demand: a fourth line, and a choice of its own
+    at = _click(at, "Add the full Hessian (all weights; slower)")
+    assert not at.exception, [e.value for e in at.exception]
+    final = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["name"] for t in final["data"]][-1] == "full Hessian"
+    assert final["data"][-1]["y"][-1] == pytest.approx(1.0, abs=1e-12)
+    assert "full Hessian" in at.selectbox[0].options
 
 
 def test_a_series_made_before_tracking_gets_a_button(own_runs: Path) -> None:
