@@ -29,6 +29,7 @@ pages = {
         st.Page("pages/gradients.py", title="Gradients", icon=":material/north_east:"),
         st.Page("pages/collapse.py", title="Collapse & weights", icon=":material/trending_down:"),
         st.Page("pages/real_vs_ufm.py", title="Real network vs UFM", icon=":material/compare:"),
+        st.Page("pages/tracking.py", title="Eigenspace tracking", icon=":material/timeline:"),
         st.Page("pages/inspect.py", title="Inspect checkpoint", icon=":material/upload_file:"),
         st.Page("pages/landscape.py", title="Landscape", icon=":material/landscape:"),
     ],

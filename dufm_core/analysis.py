@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dufm_core import alignment, collapse, gradients, theory, weights
+from dufm_core import alignment, collapse, gradients, theory, tracking, weights
 from dufm_core.config import RunConfig
 from dufm_core.curvature.attribution import CLUSTER_REL_TOL, attribution
 from dufm_core.curvature.bottom import BOTTOM_M, PlusDiagonal, bottom_eigenvalues, verdict
@@ -190,7 +190,10 @@ def analyze_layer(model: DeepUFM, cfg: RunConfig, l: int, th: dict[str, Any],
     K2 = K * K
     d_out, d_in = model.weights[l - 1].shape
     m = min(K2 + K, d_out * d_in)
-    hess = layer_spectrum(model, l, cfg.loss, m, tol, dense_max=DENSE_MAX)
+    key = tracking.layer_key(l)  # eigenspace tracking: warm start, keep the vectors
+    hess = layer_spectrum(model, l, cfg.loss, m, tol, dense_max=DENSE_MAX,
+                          v0=tracking.warm_start(key, d_out * d_in))
+    tracking.record(key, hess.values, hess.vectors, K2)
     top = hess.values
     U_top = hess.vectors[:, : min(K2, hess.vectors.shape[1])]
     M_out, M_in = alignment.layer_means(model, l)
@@ -321,7 +324,9 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     m = min(K2 + cfg.K, op.dim)
     t0 = time.perf_counter()
     # the K² outliers to ``tol``; the K further values are bulk Ritz estimates (flagged)
-    res = top_eigenpairs(op, m, block=max(m, K2 + cfg.K), tol=tol, need=min(K2, m))
+    res = top_eigenpairs(op, m, block=max(m, K2 + cfg.K), tol=tol, need=min(K2, m),
+                         v0=tracking.warm_start(tracking.FULL, op.dim))
+    tracking.record(tracking.FULL, res.values, res.vectors, K2)
     key = "full_outliers" if params == "weights" else "full_outliers_with_features"
     dens = slq_log_density(op, steps=SLQ_STEPS, probes=SLQ_PROBES, grid_points=200)
     conv = [bool(c) for c in res.converged]

@@ -155,17 +155,22 @@ _MAX_DIMS = 16
 def save_safetensors(path: str | Path, ck: Checkpoint) -> None:
     """Export a checkpoint's model as ``.safetensors`` (config, step and format in the metadata),
     a format any tool can read without executing code."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in ck.model.state_dict().items()}
-    header: dict[str, Any] = {
-        "__metadata__": {
-            "format_version": str(FORMAT_VERSION),
-            "step": str(ck.step),
-            "config": json.dumps(ck.config.to_dict()),
-        }
-    }
+    write_safetensors(path, ck.model.state_dict(), {
+        "format_version": str(FORMAT_VERSION),
+        "step": str(ck.step),
+        "config": json.dumps(ck.config.to_dict()),
+    })
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str]) -> None:
+    """Write named float64 / float32 / int64 ``tensors`` and string ``metadata`` as one
+    ``.safetensors`` file, atomically (the checkpoint export, and the eigenvectors that
+    :mod:`dufm_core.tracking` keeps beside a report)."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
     offset, blobs = 0, []
     for name, t in tensors.items():
-        data = t.numpy().tobytes()
+        data = t.detach().cpu().contiguous().numpy().tobytes()
         header[name] = {
             "dtype": _ST_NAMES[t.dtype],
             "shape": list(t.shape),
@@ -176,6 +181,14 @@ def save_safetensors(path: str | Path, ck: Checkpoint) -> None:
     head = json.dumps(header).encode()
     head += b" " * (-len(head) % 8)
     atomic_write_bytes(path, len(head).to_bytes(8, "little") + head + b"".join(blobs))
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of any ``.safetensors`` file, with the bounds checks of a checkpoint
+    export; a CheckpointError of one line when it is malformed."""
+    p = Path(path)
+    meta, entries, start = _st_header(p)
+    return meta, _st_tensors(p, entries, start)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from dufm_core import collapse
+from dufm_core import collapse, tracking
 from dufm_core.analysis import _list, analyze_full, analyze_model
 from dufm_core.config import RunConfig
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
@@ -101,8 +101,10 @@ def network_full(model: RealNetwork, cfg: RunConfig, data: RealData, tol: float 
                           batch_size=ALL_BATCH, progress=tick) as op:
         m = min(K2 + cfg.K, op.dim)
         t0 = time.perf_counter()
-        res = top_eigenpairs(op, m, block=m, tol=tol, need=min(K2, m))
+        res = top_eigenpairs(op, m, block=m, tol=tol, need=min(K2, m),
+                             v0=tracking.warm_start(tracking.FULL, op.dim))
         where = f", {op.describe()}" if isinstance(op, ShardedHessianOperator) else ""
+    tracking.record(tracking.FULL, res.values, res.vectors, K2)  # eigenspace tracking
     return {
         "params": "all", "dim": op.dim, "top": _list(res.values), "predicted": [],
         "note": "fit-term Hessian over every parameter (convolutions, BatchNorm, head), "

@@ -15,6 +15,7 @@ ANALYSIS_PAGES = [
     ("alignment", "Alignment", ":material/grid_on:"),
     ("gradients", "Gradients", ":material/north_east:"),
     ("collapse", "Collapse & weights", ":material/trending_down:"),
+    ("tracking", "Eigenspace tracking", ":material/timeline:"),
 ]
 
 

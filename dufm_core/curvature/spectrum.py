@@ -104,11 +104,14 @@ def layer_spectrum(
     m: int | None = None,
     tol: float = 1e-10,
     dense_max: int = DENSE_MAX,
+    v0: torch.Tensor | None = None,
 ) -> LayerSpectrum:
     """Top-m eigenpairs of the layer-``layer`` (1-based) fit Hessian by the cheapest exact method
     (module docstring). ``model`` is a DeepUFM-like module (``weights``, ``activation``, ``K``,
     ``labels``, ``layer_features()``); m defaults to min(K² + K, d_out·d_in); ``tol`` is the
-    relative residual tolerance of the iterative method."""
+    relative residual tolerance of the iterative method. ``v0`` (d_out·d_in, k), optional: the
+    iterative method's start vectors (e.g. the previous checkpoint's, a warm start); the direct
+    methods do not need them."""
     d_out, d_in = model.weights[layer - 1].shape
     dim = d_out * d_in
     K2 = int(model.K) ** 2
@@ -134,7 +137,7 @@ def layer_spectrum(
             operator, method = DenseOperator(H), METHOD_DENSE
         else:
             res = top_eigenpairs(op, m, block=max(m, K2 + int(model.K)), tol=tol,
-                                 need=min(K2, m))
+                                 need=min(K2, m), v0=v0)
             values, vectors = res.values.double(), res.vectors.double()
             spectrum = values
             operator = op

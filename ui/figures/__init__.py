@@ -12,6 +12,7 @@ engine (``dufm_core``) imports none of it. One module per topic:
 - ``sweeps``    the studies of a sweep: phase, depth, width, sensitivity
 - ``theory``    closed-form pictures of the Theory explorer
 - ``landscape`` loss landscapes: a line with the quadratic model, a plane with the path
+- ``tracking``  eigenspace overlaps over training and between two checkpoints
 
 Every builder is also importable from here (``from ui import figures``;
 ``figures.metric_curves(...)``, ``config=figures.CONFIG``).
@@ -40,6 +41,7 @@ from ui.figures.sweeps import (
     sweep_width_figures,
 )
 from ui.figures.theory import gamma_vs_lambda, predicted_spectrum
+from ui.figures.tracking import cos2_heatmap, overlap_over_training, principal_cos2_bars
 from ui.figures.training import (
     accuracy_curves,
     batch_loss_curves,
@@ -59,6 +61,7 @@ __all__ = [
     "batch_loss_curves",
     "binned_histogram",
     "compare_curves",
+    "cos2_heatmap",
     "density",
     "gamma_vs_lambda",
     "has_accuracy",
@@ -69,7 +72,9 @@ __all__ = [
     "layer_curves",
     "metric_curves",
     "outlier_attribution",
+    "overlap_over_training",
     "predicted_spectrum",
+    "principal_cos2_bars",
     "series_lines",
     "shared_scale",
     "singular_values_at_step",
