@@ -8,7 +8,7 @@ import streamlit as st
 from dufm_core import ConfigError, RunConfig, kinds
 from dufm_core.process import jobs
 from dufm_core.store import open_run
-from ui import docs, exports, figures, links, shell, state
+from ui import charts, docs, exports, figures, links, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Runs")
@@ -106,9 +106,10 @@ compared = {i: run for i in chosen if (run := state.find(i)) is not None}  # a f
 if compared:
     series = {i: run.metrics() for i, run in compared.items()}
     c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.metric_curves(series, "loss", title="Loss"), config=figures.CONFIG)
-    c2.plotly_chart(
-        figures.metric_curves(series, "grad_norm", title="Gradient norm"), config=figures.CONFIG
+    charts.show(c1, figures.metric_curves(series, "loss", title="Loss"), "compare_loss")
+    charts.show(
+        c2,
+        figures.metric_curves(series, "grad_norm", title="Gradient norm"), "compare_grad_norm"
     )
 
 st.subheader("One run")
