@@ -8,7 +8,7 @@ from dufm_core.config import FIELDS, MODELS
 from dufm_core.presets import DESCRIPTIONS, PRESETS
 from dufm_core.process import jobs
 from dufm_core.training.real import check_device
-from ui import config_form, data_check, docs, live, shell, state
+from ui import bundle, config_form, data_check, docs, live, shell, state
 
 shell.ensure_shell(__file__)
 title = st.empty()
@@ -190,4 +190,6 @@ if st.button("Launch", type="primary", disabled=error is not None):
 if watched is not None:
     with live_slot:
         live.watch_run(watched)
+        if watched.status().get("state") not in live.ACTIVE and watched.checkpoints():
+            bundle.offer(watched)  # a finished run's figures, data and config in one .zip
         st.divider()

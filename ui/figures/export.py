@@ -19,7 +19,8 @@ import io
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -29,7 +30,8 @@ PRINT_WIDTH = 700  # px: the layout width of an exported figure
 PRINT_SCALE = 3  # a PNG is PRINT_WIDTH·PRINT_SCALE = 2100 px wide: 300 dpi at 7 inches
 DEFAULT_HEIGHT = 380  # px: ui.figures.common.layout's default, for a figure without a height
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
-RENDER_TIMEOUT = 120.0  # s: a batch of images that takes longer is abandoned with an error
+RENDER_TIMEOUT = 300.0  # s: a batch of images that takes longer is abandoned with an error
+POLL = 0.25  # s: how often render_images reports its progress
 
 
 class ExportError(RuntimeError):
@@ -84,36 +86,48 @@ def _opts(fig: go.Figure, fmt: str) -> dict[str, Any]:
             "scale": PRINT_SCALE if fmt == "png" else 1}  # fmt: skip
 
 
-async def _render(figs: Sequence[go.Figure], fmts: Sequence[str]) -> list[bytes]:
+async def _render(figs: Sequence[go.Figure], fmts: Sequence[str], done: list[int]) -> list[bytes]:
     import kaleido
 
     out = []
     async with kaleido.Kaleido(n=1) as k:
         for fig, fmt in zip(figs, fmts, strict=True):
             out.append(await k.calc_fig(fig, opts=_opts(fig, fmt)))
+            done[0] += 1
     return out
 
 
-def render_images(figs: Sequence[go.Figure], fmts: Sequence[str]) -> list[bytes]:
+def render_images(
+    figs: Sequence[go.Figure],
+    fmts: Sequence[str],
+    progress: Callable[[int], None] | None = None,
+) -> list[bytes]:
     """Each ``figs[i]`` drawn as ``fmts[i]`` (``svg`` or ``png``), all with one browser (a
     browser starts in about 2 s; each image then takes a fraction of that). Runs in a thread of
     its own, so it works from Streamlit's download callbacks and from code that already runs an
-    event loop. Raises :class:`ExportError` with a one-line reason."""
+    event loop; ``progress(images done)`` is called from the caller's thread every
+    :data:`POLL` s (a page's progress bar can be updated from it). Raises :class:`ExportError`
+    with a one-line reason."""
     if reason := image_engine_missing():
         raise ExportError(reason)
     if not figs:
         return []
     result: dict[str, Any] = {}
+    done = [0]
 
     def work() -> None:
         try:
-            result["images"] = asyncio.run(_render(figs, fmts))
+            result["images"] = asyncio.run(_render(figs, fmts, done))
         except Exception as exc:  # kaleido/choreographer raise many kinds: report one line
             result["error"] = exc
 
     thread = threading.Thread(target=work, name="figure-export", daemon=True)
     thread.start()
-    thread.join(RENDER_TIMEOUT)
+    deadline = time.monotonic() + RENDER_TIMEOUT
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(POLL)
+        if progress is not None:
+            progress(done[0])
     if thread.is_alive():
         raise ExportError(f"drawing {len(figs)} figure(s) took over {RENDER_TIMEOUT:.0f} s")
     if "error" in result:
