@@ -8,12 +8,16 @@ the chart's camera button (:func:`chart_config`, a print-size PNG made in the vi
 Print size: a figure is laid out :data:`PRINT_WIDTH` px wide (its own height) and a PNG drawn at
 :data:`PRINT_SCALE` times that, 2100 px: 300 dpi across a 7-inch column. An SVG is vector and
 keeps the layout size. Nothing here imports Streamlit; rendering is on demand (a click), never
-while a page is drawn.
+while a page is drawn. One browser serves the whole process (:class:`_Renderer`): a click's
+SVG takes a fraction of a second once it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
+import contextlib
 import importlib.util
 import io
 import re
@@ -31,7 +35,7 @@ PRINT_SCALE = 3  # a PNG is PRINT_WIDTH·PRINT_SCALE = 2100 px wide: 300 dpi at 
 DEFAULT_HEIGHT = 380  # px: ui.figures.common.layout's default, for a figure without a height
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 RENDER_TIMEOUT = 300.0  # s: a batch of images that takes longer is abandoned with an error
-POLL = 0.25  # s: how often render_images reports its progress
+START_TIMEOUT = 60.0  # s: starting (or closing) the browser
 
 
 class ExportError(RuntimeError):
@@ -86,15 +90,79 @@ def _opts(fig: go.Figure, fmt: str) -> dict[str, Any]:
             "scale": PRINT_SCALE if fmt == "png" else 1}  # fmt: skip
 
 
-async def _render(figs: Sequence[go.Figure], fmts: Sequence[str], done: list[int]) -> list[bytes]:
-    import kaleido
+class _Renderer:
+    """One headless browser kept for the process (kaleido on an event loop of its own thread):
+    the first image starts it (about 2 s), later ones take a fraction of a second. Callers in
+    any thread (Streamlit's download callbacks, a page's bundle) share it safely: each image
+    is a coroutine handed to that loop, waited for with a deadline. A failed or late image
+    drops the browser; the next call starts a fresh one."""
 
-    out = []
-    async with kaleido.Kaleido(n=1) as k:
-        for fig, fmt in zip(figs, fmts, strict=True):
-            out.append(await k.calc_fig(fig, opts=_opts(fig, fmt)))
-            done[0] += 1
-    return out
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._browser: Any = None
+
+    def _start(self) -> tuple[asyncio.AbstractEventLoop, Any]:
+        with self._lock:
+            if self._browser is None:
+                import kaleido
+
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="figure-export",
+                                 daemon=True).start()  # fmt: skip
+                browser = kaleido.Kaleido(n=1)
+                try:
+                    asyncio.run_coroutine_threadsafe(browser.open(), loop).result(START_TIMEOUT)
+                except BaseException:
+                    self._drop(loop, browser)
+                    raise
+                self._loop, self._browser = loop, browser
+            return self._loop, self._browser
+
+    def _drop(self, loop: asyncio.AbstractEventLoop, browser: Any) -> None:
+        """Close ``browser`` and stop ``loop`` without waiting (a stuck browser must not hang
+        the caller)."""
+        async def shut() -> None:
+            try:
+                await asyncio.wait_for(browser.close(), START_TIMEOUT)
+            finally:
+                loop.stop()
+
+        if loop.is_running():
+            asyncio.run_coroutine_threadsafe(shut(), loop)
+
+    def reset(self) -> None:
+        """Forget the browser (closed in the background); the next image starts another."""
+        with self._lock:
+            if self._browser is not None and self._loop is not None:
+                self._drop(self._loop, self._browser)
+            self._loop = self._browser = None
+
+    def draw(self, fig: go.Figure, fmt: str, timeout: float) -> bytes:
+        loop, browser = self._start()
+        future = asyncio.run_coroutine_threadsafe(browser.calc_fig(fig, opts=_opts(fig, fmt)),
+                                                  loop)  # fmt: skip
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()
+            self.reset()
+            raise
+
+
+    def close(self) -> None:
+        """Close the browser and wait for it (at exit: before its profile folder is removed)."""
+        with self._lock:
+            loop, browser = self._loop, self._browser
+            self._loop = self._browser = None
+        if loop is not None and browser is not None and loop.is_running():
+            with contextlib.suppress(Exception):  # a broken browser at exit: nothing to do
+                asyncio.run_coroutine_threadsafe(browser.close(), loop).result(START_TIMEOUT)
+            loop.call_soon_threadsafe(loop.stop)
+
+
+_RENDERER = _Renderer()
+atexit.register(_RENDERER.close)
 
 
 def render_images(
@@ -102,38 +170,30 @@ def render_images(
     fmts: Sequence[str],
     progress: Callable[[int], None] | None = None,
 ) -> list[bytes]:
-    """Each ``figs[i]`` drawn as ``fmts[i]`` (``svg`` or ``png``), all with one browser (a
-    browser starts in about 2 s; each image then takes a fraction of that). Runs in a thread of
-    its own, so it works from Streamlit's download callbacks and from code that already runs an
-    event loop; ``progress(images done)`` is called from the caller's thread every
-    :data:`POLL` s (a page's progress bar can be updated from it). Raises :class:`ExportError`
-    with a one-line reason."""
+    """Each ``figs[i]`` drawn as ``fmts[i]`` (``svg`` or ``png``) by the process's browser
+    (:class:`_Renderer`), in the caller's thread; ``progress(images done)`` after each. The
+    whole batch has :data:`RENDER_TIMEOUT` s. Raises :class:`ExportError` with a one-line
+    reason."""
     if reason := image_engine_missing():
         raise ExportError(reason)
-    if not figs:
-        return []
-    result: dict[str, Any] = {}
-    done = [0]
-
-    def work() -> None:
-        try:
-            result["images"] = asyncio.run(_render(figs, fmts, done))
-        except Exception as exc:  # kaleido/choreographer raise many kinds: report one line
-            result["error"] = exc
-
-    thread = threading.Thread(target=work, name="figure-export", daemon=True)
-    thread.start()
     deadline = time.monotonic() + RENDER_TIMEOUT
-    while thread.is_alive() and time.monotonic() < deadline:
-        thread.join(POLL)
+    out: list[bytes] = []
+    for fig, fmt in zip(figs, fmts, strict=True):
+        left = deadline - time.monotonic()
+        try:
+            out.append(_RENDERER.draw(fig, fmt, max(left, 1.0)))
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            raise ExportError(
+                f"drawing {len(figs)} figure(s) took over {RENDER_TIMEOUT:.0f} s"
+            ) from None
+        except Exception as exc:  # kaleido/choreographer raise many kinds: report one line
+            first = str(exc).strip().splitlines()
+            raise ExportError(
+                f"drawing the figure failed: {first[0] if first else type(exc).__name__}"
+            ) from None
         if progress is not None:
-            progress(done[0])
-    if thread.is_alive():
-        raise ExportError(f"drawing {len(figs)} figure(s) took over {RENDER_TIMEOUT:.0f} s")
-    if "error" in result:
-        first = str(result["error"]).strip().splitlines()
-        raise ExportError(f"drawing the figure failed: {first[0] if first else 'no reason'}")
-    return result["images"]
+            progress(len(out))
+    return out
 
 
 def to_svg(fig: go.Figure) -> bytes:
