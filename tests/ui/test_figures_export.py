@@ -110,3 +110,13 @@ def test_every_chart_gets_svg_png_csv_buttons() -> None:
                                                                  "ang_1_csv"]  # fmt: skip
     disabled = [b.proto.disabled for b in buttons]
     assert disabled == ([MISSING is not None] * 2 + [False]) * 2  # CSV works without kaleido
+
+
+def test_missing_browser_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export, "_browser_found", lambda: False)
+    reason = export.image_engine_missing()
+    if reason and "kaleido" in reason:
+        pytest.skip(f"no image export here: {reason}")
+    assert reason is not None and "Chromium" in reason and "\n" not in reason
+    with pytest.raises(export.ExportError, match="Chromium"):
+        export.render_images([_bars()], ["png"])

@@ -18,8 +18,10 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import importlib.util
 import io
+import os
 import re
 import shutil
 import threading
@@ -51,11 +53,25 @@ def file_stem(name: str) -> str:
     return stem[:80] or "figure"
 
 
+@functools.cache
+def _browser_found() -> bool:
+    """Whether kaleido will find a browser: where its own lookup looks (``BROWSER_PATH``, a
+    browser it downloaded, the usual names and places), else :data:`BROWSERS` on the PATH.
+    Asked once per process (a page asks for every chart)."""
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        found = Chromium.find_browser(skip_local=False)
+        return bool(found) and os.access(found, os.X_OK)
+    except Exception:  # another choreographer: look on the PATH ourselves
+        return any(shutil.which(b) for b in BROWSERS)
+
+
 def image_engine_missing() -> str | None:
     """None when SVG/PNG export works here; else the one-line reason (what to install)."""
     if importlib.util.find_spec("kaleido") is None:
         return "SVG/PNG files need kaleido (pip install -r requirements.txt)"
-    if not any(shutil.which(b) for b in BROWSERS):
+    if not _browser_found():
         return "SVG/PNG files need Chromium or Chrome on this machine (kaleido draws with it)"
     return None
 
