@@ -4,13 +4,15 @@ launches; a ResNet run opened on Train shows the real-network form and the run's
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from dufm_core import kinds
 from dufm_core.store import Run
-from tests.dashboard.conftest import run_page
+from tests.dashboard.conftest import run_page, serve_runs
 from ui.config_form import again_key
 
 
@@ -88,3 +90,21 @@ def test_a_missing_run_to_train_again_is_one_line(real_env: Path) -> None:
     assert len(at.warning) == 1 and "\n" not in at.warning[0].value
     assert "no-such-run" in at.warning[0].value and "not found" in at.warning[0].value
     assert at.selectbox(key="preset").value  # the form starts at a preset
+
+
+def test_a_hostile_from_is_refused_in_one_line(real_env: Path) -> None:
+    at = _ok(run_page("train", **{"from": "../../etc`passwd\nx"}))
+    assert len(at.warning) == 1 and "\n" not in at.warning[0].value
+    assert "not found" in at.warning[0].value and "`passwd" not in at.warning[0].value
+
+
+def test_a_damaged_run_cannot_be_trained_again(real_env: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(real_env, root)
+    ufm, _ = _ids(root)
+    (root / ufm / "config.json").write_text("{not json")
+    serve_runs(root, monkeypatch)
+    at = _ok(run_page("train", **{"from": ufm}))
+    assert len(at.warning) == 1 and "cannot be trained again" in at.warning[0].value
+    assert "config.json" in at.warning[0].value and at.selectbox(key="preset").value
