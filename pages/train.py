@@ -44,7 +44,8 @@ if again_cfg is not None:
     c = st.columns([3, 1])
     c[0].caption(
         f"The form holds the settings of run **{state.shown(again.id)}** "
-        f"({state.describe_model(again_cfg.to_dict())}): change any value and Launch."
+        f"({state.describe_model(again_cfg.to_dict())}): change any value (the seed for another "
+        "draw of the same setting) and Launch."
     )
     if c[1].button("Start from a preset instead", key="again_off"):
         del st.query_params["from"]
