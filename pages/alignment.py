@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import analysis_view as av
-from ui import docs, figures, shell, state
+from ui import charts, docs, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Eigenvector alignment")
@@ -19,7 +19,8 @@ series = av.get_series(run)
 if series:
     steps, f = av.series_lines(series, layer, "alignment_f_mean")
     _, cap = av.series_lines(series, layer, "subspace_capture_mean")
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.series_lines(
             steps,
             {"mean f_cc'": f, "mean subspace capture": cap},
@@ -28,5 +29,5 @@ if series:
             reference=1.0,
             reference_label="1 at collapse",
         ),
-        config=figures.CONFIG,
+        "alignment_over_training",
     )

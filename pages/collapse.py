@@ -4,7 +4,7 @@ import streamlit as st
 
 from dufm_core import ConfigError, kinds
 from ui import analysis_view as av
-from ui import docs, figures, live, shell, state
+from ui import charts, docs, figures, live, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
@@ -37,51 +37,58 @@ if figures.has_accuracy(rows):  # a real network: accuracy and the two losses fi
         "(docs/real_networks.md §3)."
     )
     c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.accuracy_curves(rows, "Accuracy (eval mode)"), config=figures.CONFIG)
-    c2.plotly_chart(
+    charts.show(c1, figures.accuracy_curves(rows, "Accuracy (eval mode)"), "accuracy")
+    charts.show(
+        c2,
         figures.batch_loss_curves(
             rows, live.ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
         ),
-        config=figures.CONFIG,
+        "batch_loss",
     )
     st.subheader("Collapse")
 names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
 if kinds.get(cfg.model).real_network:
     names[0] = "H_1 = h(x)"
 c1, c2 = st.columns(2)
-c1.plotly_chart(
-    figures.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names), config=figures.CONFIG
+charts.show(
+    c1,
+    figures.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names), "nc1_per_layer"
 )
-c2.plotly_chart(
-    figures.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names), config=figures.CONFIG
+charts.show(
+    c2,
+    figures.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names), "nc2_per_layer"
 )
-c1.plotly_chart(
+charts.show(
+    c1,
     figures.layer_curves(
         rows, "nc3", "NC3 per weight W_l", layer_names=[f"W_{l}" for l in range(1, cfg.depth + 1)]
     ),
-    config=figures.CONFIG,
+    "nc3_per_weight",
 )
-c2.plotly_chart(
+charts.show(
+    c2,
     figures.layer_curves(
         rows, "nc1_fro", "‖Σ_W Σ_B^†‖_F² (the reproduction's DNC1)", layer_names=names
     ),
-    config=figures.CONFIG,
+    "dnc1_frobenius",
 )
 
 pred = kinds.predict_for(cfg).prediction()  # the run's UFM (λ_H/N for real networks)
 layer = state.select_layer(cfg.depth)  # None: the link's layer is out of range (it says so)
 c1, c2 = st.columns(2)
 if layer is not None:
-    c1.plotly_chart(
+    charts.show(
+        c1,
         figures.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
-        config=figures.CONFIG,
+        f"singular_values_w{layer}",
     )
 last_sv = next((r for r in reversed(rows) if r.get("sv")), None)  # a row may lack sv
 if last_sv is not None:
-    c2.plotly_chart(
+    charts.show(
+        c2,
         figures.singular_values_at_step(last_sv["sv"], pred.sigma if pred else None,
                                         last_sv["step"]),
-        config=figures.CONFIG,
+        "singular_values_last_step",
     )
 
 st.subheader("Effective ranks over training")
@@ -97,17 +104,19 @@ if series:
         f"W_{l}": av.series_lines(series, l, "effective_rank")[1] for l in range(1, cfg.depth + 1)
     }
     c1, c2 = st.columns(2)
-    c1.plotly_chart(
+    charts.show(
+        c1,
         figures.series_lines(
             steps, names, "Effective rank of W_l", "rank", reference=cfg.K, reference_label="K"
         ),
-        config=figures.CONFIG,
+        "effective_rank_weights",
     )
     hess = {
         f"layer {l}": av.series_lines(series, l, "hessian_effective_rank")[1]
         for l in range(1, cfg.depth + 1)
     }
-    c2.plotly_chart(
+    charts.show(
+        c2,
         figures.series_lines(
             steps,
             hess,
@@ -116,5 +125,5 @@ if series:
             reference=cfg.K**2,
             reference_label="K²",
         ),
-        config=figures.CONFIG,
+        "effective_rank_hessian",
     )

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dufm_core import ConfigError, reports
 from dufm_core.checkpoints import CheckpointError
-from ui import compare, docs, figures, shell, state
+from ui import charts, compare, docs, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Compare runs")
@@ -87,10 +87,8 @@ if any(len(g) > 1 for g in groups):
                       help="The band: min to max over the seeds, or mean ± 1 (population) std")
     members = g3.toggle("Show each run", value=False, disabled=not grouped)
 lines, lacking = compare.build_lines(runs, key, grouped, spread, members, all_series)
-st.plotly_chart(
-    figures.compare_curves(lines, compare.title(key), key, log_x=log_x, log_y=log_y),
-    config=figures.CONFIG,
-)
+charts.show(st, figures.compare_curves(lines, compare.title(key), key, log_x=log_x,
+                                       log_y=log_y), f"compare_{key}")
 notes = []
 if grouped:
     notes.append(f"Bands: {spread} over the seeds, at the steps every seed logged.")

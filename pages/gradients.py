@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from ui import analysis_view as av
-from ui import figures, shell, state
+from ui import charts, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Gradient coefficients")
@@ -19,7 +19,8 @@ if series:
     diag = [float(np.trace(np.asarray(C))) if C else None for C in Cs]
     off = [float(np.sum(C) - np.trace(np.asarray(C))) if C else None for C in Cs]
     _, inside = av.series_lines(series, layer, "gradient_inside_fraction")
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.series_lines(
             steps,
             {"Σ diagonal C_cc": diag, "Σ off-diagonal": off, "inside outlier space": inside},
@@ -28,5 +29,5 @@ if series:
             reference=1.0,
             reference_label="1",
         ),
-        config=figures.CONFIG,
+        "gradient_over_training",
     )

@@ -6,7 +6,7 @@ import streamlit as st
 from dufm_core import kinds
 from dufm_core import landscape as ls
 from dufm_core.config_values import check_float
-from ui import figures, shell, state
+from ui import charts, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Loss landscape")
@@ -87,17 +87,19 @@ with shell.errors_as_one_line("Landscape"):
     label = "fit" if key == "fit" else "total loss"
     if "t" in data:
         quad = data["quadratic"] if key == "fit" else None
-        st.plotly_chart(figures.landscape_line(
+        charts.show(st, figures.landscape_line(
             data["t"], data[key], label, quad,
-            title=f"{label} along the direction (step {data['step']})"), config=figures.CONFIG)
+            title=f"{label} along the direction (step {data['step']})"),
+            f"landscape_{key}_step{data['step']}")
         if data["quadratic"] is not None:
             st.caption("Dashed: the quadratic model fit(0) + λt²/2 with λ the eigenvalue; the "
                        f"gradient term it leaves out has slope {data['slopes'][0]:.3g}.")
     else:
         log_z = st.checkbox("log scale", value=False)
-        st.plotly_chart(figures.landscape_plane(
+        charts.show(st, figures.landscape_plane(
             data["a"], data["b"], data[key], label, path=data.get("path"), log_z=log_z,
-            title=f"{label} on the plane (step {data['step']})"), config=figures.CONFIG)
+            title=f"{label} on the plane (step {data['step']})"),
+            f"landscape_plane_{key}_step{data['step']}")
         if data.get("path"):
             shares = " and ".join(f"{d['share']:.1%}" for d in data["directions"])
             st.caption(f"The plane holds {shares} of the trajectory's squared distance to this "

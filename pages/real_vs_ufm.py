@@ -6,7 +6,7 @@ import streamlit as st
 
 from dufm_core import kinds
 from ui import analysis_view as av
-from ui import figures, shell, state
+from ui import charts, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Real network vs UFM")
@@ -37,7 +37,7 @@ m[3].metric("γ measured", f"{report.gamma_measured:.4f}",
             None if gp is None else f"UFM {gp:.4f}", delta_color="off")
 m[4].metric("loss (eval mode)", f"{report.loss['total']:.4g}")
 
-st.plotly_chart(figures.head_spectra_vs_ufm(report), config=figures.CONFIG)
+charts.show(st, figures.head_spectra_vs_ufm(report), "head_spectra_vs_ufm")
 K2 = cfg.K**2
 rows = []
 for lay in report.layers:
@@ -75,8 +75,9 @@ if series:
         ("alignment_f_mean", "Mean alignment f_cc'", "f", 1.0, False),
     ):
         lines = {f"W_{l}": av.series_lines(series, l, key)[1] for l in range(1, cfg.depth + 1)}
-        st.plotly_chart(
+        charts.show(
+            st,
             figures.series_lines(series["steps"], lines, title, ylabel, log_y=log_y,
                                reference=ref, reference_label="UFM"),
-            config=figures.CONFIG, key=f"series_{key}",
+            f"series_{key}", key=f"series_{key}",
         )

@@ -4,7 +4,7 @@ import streamlit as st
 
 from dufm_core import kinds
 from ui import analysis_view as av
-from ui import figures, shell, state
+from ui import charts, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
@@ -42,7 +42,8 @@ if series:
     lines = {f"λ{j + 1}": [t[j] if len(t) > j else None for t in tops] for j in range(K2)}
     lines["λ(K²+1)"] = av.series_lines(series, layer, "next")[1]
     pred = report.layers[layer - 1].hessian_predicted
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.series_lines(
             steps,
             lines,
@@ -51,9 +52,10 @@ if series:
             log_y=True,
             reference=pred,
         ),
-        config=figures.CONFIG,
+        "top_eigenvalues_over_training",
     )
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.series_lines(
             steps,
             {"max/min of top K²": av.series_lines(series, layer, "outlier_ratio")[1]},
@@ -63,7 +65,7 @@ if series:
             reference=1.0,
             reference_label="1 at collapse",
         ),
-        config=figures.CONFIG,
+        "outlier_ratio_over_training",
     )
     pick = st.select_slider("Histogram at step", options=series["steps"], value=step)
     if pick != step:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dufm_core import sweeps
 from dufm_core.process import executors
-from ui import figures, links, shell, state
+from ui import charts, figures, links, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Sweeps")
@@ -142,7 +142,7 @@ def show(title: str, figs: list, note: str | None = None) -> None:
         st.caption(note)
     cols = st.columns(2)
     for i, fig in enumerate(figs):
-        cols[i % 2].plotly_chart(fig, config=figures.CONFIG)
+        charts.show(cols[i % 2], fig, f"sweep {title} {i + 1}")
 
 
 if "phase" in kinds:

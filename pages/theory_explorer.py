@@ -14,7 +14,7 @@ import streamlit as st
 
 from dufm_core import theory
 from dufm_core.theory import Prediction
-from ui import docs, figures, shell
+from ui import charts, docs, figures, shell
 
 shell.ensure_shell(__file__)
 st.title("Theory explorer")
@@ -54,10 +54,11 @@ def show_gamma(pred: Prediction, lam_w: float, lam_h: float) -> None:
     equal = lam_w == lam_h
     label = f"λ = {lam_w:.3g}" if equal else f"λ_eq = (λ_H λ_W^L)^(1/(L+1)) = {lam_eq:.3g}"
     view = (min(lam_c / 1e3, lam_eq / 3), max(lam_c * 10**0.5, lam_eq * 3))
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.gamma_vs_lambda(grid, gam, lam_c, current=lam_eq, current_gamma=pred.gamma,
                                 current_label=label, x_range=view),
-        config=figures.CONFIG,
+        "gamma_vs_lambda",
     )  # fmt: skip
     docs.caption(
         f"λ_W = {lam_w:.3g} on each of the {L} layers, λ_H = {lam_h:.3g}. "
@@ -84,18 +85,20 @@ def show_spectra(pred: Prediction, lam_w: float, lam_h: float) -> None:
     full = theory.hessian_spectrum(K, n, lams, lam_h, widths=[width] * L)
     nonzero = [abs(v) for v, _ in lay + full if v != 0]
     shared = (min(nonzero) / 3, max(nonzero) * 3)  # one axis for both: outliers ≈ L × layer's
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.predicted_spectrum(
             lay, f"Layer-{layer} fit Hessian: K² outliers, the rest 0", K,
             marks=[(pred.layer_outlier[layer - 1], "λ_W γ/(1−γ)")], x_range=shared),
-        config=figures.CONFIG,
+        f"predicted_layer{layer}_spectrum",
     )  # fmt: skip
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.predicted_spectrum(
             full, "Full weight fit Hessian: K² outliers split by ±ρ (theory §4.5)", K,
             marks=[(pred.full_outliers[0], "GN + ρ"), (pred.full_outliers[-1], "GN − ρ")],
             x_range=shared),
-        config=figures.CONFIG,
+        "predicted_full_spectrum",
     )  # fmt: skip
     docs.caption(
         f"GN = (γ/(1−γ)) · L λ_W = {pred.full_gn_outlier:.6g}, ρ = {pred.rho:.6g}: "

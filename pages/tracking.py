@@ -5,7 +5,7 @@ import streamlit as st
 
 from dufm_core import ConfigError, kinds, reports, tracking
 from ui import analysis_view as av
-from ui import docs, figures, shell, state
+from ui import charts, docs, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Eigenspace tracking")
@@ -53,8 +53,8 @@ if not any(e.get("full") for e in entries) and st.button(
     compute(full=True)
 
 c1, c2 = st.columns(2)
-c1.plotly_chart(figures.overlap_over_training(series, "overlap_final"), config=figures.CONFIG)
-c2.plotly_chart(figures.overlap_over_training(series, "overlap_prev"), config=figures.CONFIG)
+charts.show(c1, figures.overlap_over_training(series, "overlap_final"), "overlap_final")
+charts.show(c2, figures.overlap_over_training(series, "overlap_prev"), "overlap_prev")
 
 st.subheader("Between two checkpoints")
 steps = [int(e["step"]) for e in entries]
@@ -80,9 +80,9 @@ overlap = "—" if pair["overlap"] is None else f"{pair['overlap']:.6f}"
 st.markdown(f"Overlap of the top spaces ({pair['dims'][0]} and {pair['dims'][1]} dimensions): "
             f"**{overlap}**")
 c1, c2 = st.columns([3, 2])
-c1.plotly_chart(figures.cos2_heatmap(pair["cos2"], a, b, what), config=figures.CONFIG)
-c2.plotly_chart(figures.principal_cos2_bars(pair["principal"], a, b, what),
-                config=figures.CONFIG)
+charts.show(c1, figures.cos2_heatmap(pair["cos2"], a, b, what), f"cos2_{a}_{b}")
+charts.show(c2, figures.principal_cos2_bars(pair["principal"], a, b, what),
+            f"principal_angles_{a}_{b}")
 docs.caption(
     "Left: (u_iᵀv_j)² for the eigenvectors u_i at the first step and v_j at the second; inside a "
     "degenerate cluster how the weight spreads over its entries depends on the solver's basis, "

@@ -8,7 +8,7 @@ from dufm_core.config import FIELDS, MODELS
 from dufm_core.presets import DESCRIPTIONS, PRESETS
 from dufm_core.process import jobs
 from dufm_core.training.real import check_device
-from ui import config_form, data_check, docs, live, shell, state
+from ui import bundle, config_form, data_check, docs, live, shell, state
 
 shell.ensure_shell(__file__)
 title = st.empty()
@@ -24,27 +24,77 @@ if watch and watched is None:
 # the watched run's live view comes first, above the form (it is written at the end, into this
 # slot): a link to a run opens on that run, not on a form for another
 live_slot = st.container()
-if watched is not None:
-    st.subheader("Start a new run")
-c = st.columns([3, 1])
-preset = c[0].selectbox("Preset", list(PRESETS), format_func=DESCRIPTIONS.get, key="preset")
-preset_model = PRESETS[preset].get("model", "ufm")
-model = c[1].selectbox(
-    FIELDS["model"].label,
-    MODELS,
-    MODELS.index(preset_model),
-    key=f"{preset}_model",
-    help=FIELDS["model"].help,
-)
-real = kinds.get(model).real_network
-if model != preset_model:
-    c[0].caption(
-        f"The fields below are model {model}'s defaults: this preset is for {preset_model}."
+watched_cfg = config_form.settings_of(watched)[0] if watched is not None else None
+# "Train again": ?from=ID starts the form at run ID's settings instead of a preset's
+again_id = st.query_params.get("from")
+again = state.find(again_id)
+again_cfg = None
+if again_id and again is None:
+    st.warning(
+        f"Run `{state.shown(again_id)}` to train again was not found in the runs folder; the "
+        "form starts at a preset.",
+        icon=":material/search_off:",
     )
-# The fields start at the preset's values for its own model, else at the chosen model's
-# defaults (RunConfig.from_dict fills config.MODEL_DEFAULTS: K 10, width 64, λ_W 5e-3, …).
-p = RunConfig.from_dict(PRESETS[preset] if model == preset_model else {"model": model}).to_dict()
-k = f"{preset}_" if not real else f"{preset}_{model}_"  # per preset and model: switching resets
+elif again is not None:
+    again_cfg, why = config_form.settings_of(again)
+    if why:
+        st.warning(f"Run `{state.shown(again.id)}` cannot be trained again: {why}")
+if again_cfg is not None:
+    st.subheader("Train again with these settings")
+    c = st.columns([3, 1])
+    c[0].caption(
+        f"The form holds the settings of run **{state.shown(again.id)}** "
+        f"({state.describe_model(again_cfg.to_dict())}): change any value (the seed for another "
+        "draw of the same setting) and Launch."
+    )
+    if c[1].button("Start from a preset instead", key="again_off"):
+        del st.query_params["from"]
+        st.rerun()
+    model = again_cfg.model
+    p = again_cfg.to_dict()
+    k = config_form.again_key(again.id)
+else:
+    if watched is not None:
+        c = st.columns([3, 1])
+        c[0].subheader("Start a new run")
+        if watched_cfg is not None and c[1].button(
+            "Train again with these settings",
+            icon=":material/replay:",
+            key="again_on",
+            help="Fill the form below with this run's settings, to change one and launch.",
+        ):
+            st.query_params["from"] = watched.id
+            st.rerun()
+    c = st.columns([3, 1])
+    # a run shown above picks the first preset of its model: a ResNet run opens on its form
+    first = config_form.preset_of_model(watched_cfg.model, "") if watched_cfg else ""
+    preset = c[0].selectbox(
+        "Preset",
+        list(PRESETS),
+        list(PRESETS).index(first) if first in PRESETS else 0,
+        format_func=DESCRIPTIONS.get,
+        key="preset",
+    )
+    preset_model = PRESETS[preset].get("model", "ufm")
+    model = c[1].selectbox(
+        FIELDS["model"].label,
+        MODELS,
+        MODELS.index(preset_model),
+        key=f"{preset}_model",
+        help=FIELDS["model"].help,
+    )
+    if model != preset_model:
+        c[0].caption(
+            f"The fields below are model {model}'s defaults: this preset is for {preset_model}."
+        )
+    # The fields start at the preset's values for its own model, else at the chosen model's
+    # defaults (RunConfig.from_dict fills config.MODEL_DEFAULTS: K 10, width 64, λ_W 5e-3, …).
+    p = RunConfig.from_dict(
+        PRESETS[preset] if model == preset_model else {"model": model}
+    ).to_dict()
+    # per preset and model: switching resets
+    k = f"{preset}_" if not kinds.get(model).real_network else f"{preset}_{model}_"
+real = kinds.get(model).real_network
 if real:
     title.title("Train a real network")
     docs.caption(
@@ -134,10 +184,13 @@ if st.button("Launch", type="primary", disabled=error is not None):
         st.error(str(exc))
         st.stop()
     st.query_params["run"] = run.id
+    st.query_params.pop("from", None)  # the new run is shown; its own "Train again" is above
     st.session_state["watch"] = run.id
     st.rerun()
 
 if watched is not None:
     with live_slot:
         live.watch_run(watched)
+        if watched.status().get("state") not in live.ACTIVE and watched.checkpoints():
+            bundle.offer(watched)  # a finished run's figures, data and config in one .zip
         st.divider()

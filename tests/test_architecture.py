@@ -164,3 +164,15 @@ if __name__ == "__main__":
     print(f"{len(import_graph())} modules, {len(found)} import cycle(s)")
     for comp in found:
         print("  " + " ↔ ".join(comp))
+
+
+def test_every_chart_goes_through_ui_charts_show() -> None:
+    """Pages and ui/ draw charts only through ui.charts.show, so every chart has its download
+    row (SVG, PNG, CSV); a plain st.plotly_chart would silently lack it."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("pages", "ui")
+        for path in (ROOT / folder).rglob("*.py")
+        if path != ROOT / "ui" / "charts.py" and ".plotly_chart(" in path.read_text()
+    ]
+    assert offenders == []

@@ -28,7 +28,7 @@ from dufm_core.config import ConfigError, RunConfig
 from dufm_core.kinds import load_checkpoint, predict_for
 from dufm_core.report_types import LayerRecord, Report
 from dufm_core.store import Run, read_json
-from ui import docs, figures, shell
+from ui import charts, docs, figures, shell
 
 UPLOAD_CHUNK = 1 << 20  # bytes copied at a time from an upload to its temporary file
 UPLOAD_SUFFIXES = (".pt", ".safetensors")  # the reader picks the format by the suffix
@@ -290,11 +290,12 @@ def show_spectrum(report: Report, layer: int, total: bool = False) -> None:
     )
     c1, c2 = st.columns(2)
     if lay.hessian_histogram and not total:
-        c1.plotly_chart(
+        charts.show(
+            c1,
             figures.binned_histogram(
                 lay.hessian_histogram, top, K2, pred_top, title=f"Layer-{layer} spectrum"
             ),
-            config=figures.CONFIG,
+            f"hist_{layer}_{which}",
             key=f"hist_{layer}_{which}",
         )
     else:
@@ -302,9 +303,10 @@ def show_spectrum(report: Report, layer: int, total: bool = False) -> None:
             "The whole spectrum is shown for layers small enough for an exact or dense "
             "eigendecomposition; this view shows the top eigenvalues."
         )
-    c2.plotly_chart(
+    charts.show(
+        c2,
         figures.top_eigenvalues(top, pred_top, K2, f"Top eigenvalues, layer {layer}"),
-        config=figures.CONFIG,
+        f"top_{layer}_{which}",
         key=f"top_{layer}_{which}",
     )
 
@@ -320,20 +322,22 @@ def show_full(report: Report) -> None:
         + (full.note + "." if full.note else full_theory(theory_applies(report)))
     )
     c1, c2 = st.columns(2)
-    c1.plotly_chart(
+    charts.show(
+        c1,
         figures.top_eigenvalues(
             full.top, full.predicted, K2, "Top eigenvalues of the full fit-Hessian"
         ),
-        config=figures.CONFIG,
+        "full_top",
         key="full_top",
     )
     dens = full.density
     if dens:
         logs = [math.log10(v) for v in full.predicted if v and v > 0]
-        c2.plotly_chart(
+        charts.show(
+            c2,
             figures.density(dens["grid"], dens["density"], "log10 |eigenvalue|",
                           f"Spectral density ({dens['method']})", predicted=logs),
-            config=figures.CONFIG,
+            "full_density",
             key="full_density",
         )
 
@@ -349,7 +353,8 @@ def show_alignment(report: Report, layer: int) -> None:
         "by its block structure and the subspace measures, not by single entries.**"
     )
     c1, c2 = st.columns(2)
-    c1.plotly_chart(
+    charts.show(
+        c1,
         figures.heatmap(
             lay.alignment_f,
             f"f_cc' (layer {layer}; mean {lay.alignment_f_mean:.4f})",
@@ -358,19 +363,21 @@ def show_alignment(report: Report, layer: int) -> None:
             zmin=0,
             zmax=1,
         ),
-        config=figures.CONFIG,
+        f"f_{layer}",
         key=f"f_{layer}",
     )
-    c2.plotly_chart(
+    charts.show(
+        c2,
         figures.heatmap(
             lay.subspace_capture, "Subspace capture π_cc'", labels, labels, zmin=0, zmax=1
         ),
-        config=figures.CONFIG,
+        f"cap_{layer}",
         key=f"cap_{layer}",
     )
     pairs = [f"({a + 1},{b + 1})" for a in range(K) for b in range(K)]
     heat = np.asarray(lay.cosine_heatmap)
-    c1.plotly_chart(
+    charts.show(
+        c1,
         figures.heatmap(
             heat,
             "|cos(predicted v_cc', eigenvector u_j)|",
@@ -380,13 +387,14 @@ def show_alignment(report: Report, layer: int) -> None:
             zmax=1,
             annotate=K <= 4,
         ),
-        config=figures.CONFIG,
+        f"cos_{layer}",
         key=f"cos_{layer}",
     )
     angles = np.degrees(lay.principal_angles).tolist()
-    c2.plotly_chart(
+    charts.show(
+        c2,
         figures.bars(angles, "Principal angles span{v_cc'} vs top-K² eigenspace", "degrees"),
-        config=figures.CONFIG,
+        f"ang_{layer}",
         key=f"ang_{layer}",
     )
 
@@ -406,23 +414,27 @@ def show_gradients(report: Report, layer: int) -> None:
         identity = np.eye(K) / K
         scale = figures.shared_scale(C, identity)  # one colour scale: the two are compared
         c1, c2 = st.columns(2)
-        c1.plotly_chart(
+        charts.show(
+            c1,
             figures.heatmap(C, f"C (layer {layer}), measured", labels, rows, **scale),
-            config=figures.CONFIG,
+            f"C_{layer}",
             key=f"C_{layer}",
         )
-        c2.plotly_chart(
+        charts.show(
+            c2,
             figures.heatmap(identity, "Predicted I/K", labels, rows, **scale),
-            config=figures.CONFIG,
+            f"I_{layer}",
             key=f"I_{layer}",
         )
     else:
-        st.plotly_chart(
+        charts.show(
+            st,
             figures.heatmap(C, f"C (layer {layer}), measured", labels, rows, diverging=True),
-            config=figures.CONFIG,
+            f"C_{layer}",
             key=f"C_{layer}",
         )
-    st.plotly_chart(
+    charts.show(
+        st,
         figures.bars(
             lay.gradient_eigenbasis,
             "Coefficients ⟨u_j, g⟩²/‖g‖² on the "
@@ -430,7 +442,7 @@ def show_gradients(report: Report, layer: int) -> None:
             " = fraction inside the outlier space)",
             "coefficient",
         ),
-        config=figures.CONFIG,
+        f"eigc_{layer}",
         key=f"eigc_{layer}",
     )
     docs.caption(
@@ -509,11 +521,11 @@ def show_bottom_trace(report: Report) -> None:
         docs.caption(f"Trace of the full fit Hessian: {full.trace:.6g}{err} "
                      f"({full.trace_method}).")
     if full.attribution:
-        st.plotly_chart(
-            figures.outlier_attribution(full.attribution, full.attribution_blocks
-                                        or [f"block {i + 1}" for i in
-                                            range(len(full.attribution[0]["layers"]))]),
-            config=figures.CONFIG, key="full_attribution",
+        charts.show(
+            st, figures.outlier_attribution(full.attribution, full.attribution_blocks
+                                            or [f"block {i + 1}" for i in
+                                                range(len(full.attribution[0]["layers"]))]),
+            "outlier_attribution", key="full_attribution",
         )
         docs.caption(f"Clusters: consecutive eigenvalues within a relative gap of "
                      f"{full.attribution_rel_tol or 0:g}; share = ‖V_block‖²_F / multiplicity "

@@ -7,6 +7,9 @@ Widgets: an int is a number input over its allowed range; a field with choices a
 bool a checkbox; the rest (floats, per-layer lists, text) a text input that RunConfig.validate
 reads, so that 1e-06 stays 1e-06 and ``64,128,128`` is a list. A widget's key is the page's
 prefix and the field's name (``paper-linear_lr``).
+
+"Train again": a run's own settings are a starting point like a preset (:func:`settings_of`);
+the page keys their widgets by the run (:func:`again_key`) so that they start at its values.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 
 import streamlit as st
 
-from dufm_core.config import FIELDS, FieldSpec, RunConfig
+from dufm_core.config import FIELDS, ConfigError, FieldSpec, RunConfig
+from dufm_core.presets import PRESETS
+from dufm_core.store import Run
 
 # Fields the generated form leaves out, and why (tests/ui/test_config_form.py holds every
 # other field in a group of the form).
@@ -113,3 +118,24 @@ def form_fields() -> set[str]:
     """Every field some group of the form shows (for some model)."""
     return {n for n, s in FIELDS.items() if s.group in GROUPS}
 
+
+
+def settings_of(run: Run) -> tuple[RunConfig | None, str | None]:
+    """(the run's config, None) to train again from, or (None, one line saying why not: a
+    missing or damaged config.json)."""
+    try:
+        return run.config(), None
+    except (ConfigError, FileNotFoundError) as exc:
+        return None, str(exc)
+
+
+def again_key(run_id: str) -> str:
+    """The widget-key prefix of a form pre-filled from run ``run_id``: its own keys, so its
+    widgets start at the run's values and not at what a preset's form held."""
+    return f"again_{run_id}_"
+
+
+def preset_of_model(model: str, default: str) -> str:
+    """The first preset for ``model`` (a preset without ``model`` is a UFM's), else
+    ``default``: the preset the form starts at when the page shows a run of ``model``."""
+    return next((n for n, p in PRESETS.items() if p.get("model", "ufm") == model), default)

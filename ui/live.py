@@ -10,7 +10,7 @@ from dufm_core import kinds
 from dufm_core.config import ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run
-from ui import figures, links, shell
+from ui import charts, figures, links, shell
 
 ACTIVE = ("queued", "running")
 RATE_ROWS = 20  # the last logged rows that the steps/s is measured over
@@ -55,17 +55,19 @@ def _show(run: Run) -> None:
     elif rows:
         ref = ufm_loss_reference(cfg)
         c1, c2 = st.columns(2)
-        c1.plotly_chart(
+        charts.show(
+            c1,
             figures.metric_curves(
                 {run.id: rows}, "loss", reference=ref,
                 title="Loss (closed form dashed)" if ref is not None else "Loss",
             ),
-            config=figures.CONFIG,
+            f"live_loss_{run.id}",
             key=f"live_loss_{run.id}",
         )
-        c2.plotly_chart(
+        charts.show(
+            c2,
             figures.layer_curves(rows, "nc1", title="NC1 = tr(Σ_W Σ_B^†)/K per layer"),
-            config=figures.CONFIG,
+            f"live_nc1_{run.id}",
             key=f"live_nc1_{run.id}",
         )
     elif state in ACTIVE:
@@ -146,27 +148,30 @@ def ufm_loss_reference(cfg: RunConfig) -> float | None:
 def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> None:
     """Accuracy, eval loss beside batch loss, and NC1 of a real-network run."""
     c1, c2 = st.columns(2)
-    c1.plotly_chart(
+    charts.show(
+        c1,
         figures.accuracy_curves(rows, "Accuracy (eval mode)"),
-        config=figures.CONFIG,
+        f"live_acc_{run_id}",
         key=f"live_acc_{run_id}",
     )
-    c2.plotly_chart(
+    charts.show(
+        c2,
         figures.batch_loss_curves(
             rows, ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
         ),
-        config=figures.CONFIG,
+        f"live_loss_{run_id}",
         key=f"live_loss_{run_id}",
     )
     c1, _ = st.columns(2)
-    c1.plotly_chart(
+    charts.show(
+        c1,
         figures.layer_curves(
             rows,
             "nc1",
             title="NC1 = tr(Σ_W Σ_B^†)/K per layer",
             layer_names=["H_1 = h(x)", *[f"H_{l}" for l in range(2, cfg.depth + 1)], "Z (logits)"],
         ),
-        config=figures.CONFIG,
+        f"live_nc1_{run_id}",
         key=f"live_nc1_{run_id}",
     )
 

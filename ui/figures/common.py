@@ -27,7 +27,9 @@ COLORS = [
     "#7f7f7f",
     "#1f77b4",
 ]
-CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+# the chart options of a page that places a figure itself (ui/charts.py.show gives each figure
+# its own, naming the camera button's file); the camera button saves a print-resolution PNG
+CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 3}}
 
 
 def layout(
