@@ -18,9 +18,12 @@ from ui import figures
 
 @pytest.fixture
 def own_runs(finished_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the finished fixture run (its analysis folder is written here)."""
+    """A copy of the finished fixture run (its analysis folder is written here), without the
+    analyses other tests may have cached in the shared fixture: the page starts unanalysed."""
     root = tmp_path / "runs"
     shutil.copytree(finished_runs, root)
+    for analysis in root.glob("*/analysis"):
+        shutil.rmtree(analysis)
     return serve_runs(root, monkeypatch)
 
 
