@@ -14,14 +14,18 @@ close a run is to instability. Heavy-ball momentum (PyTorch's convention v ← �
 no such limit on the raw Hessian (its stability is that of the preconditioned Hessian), and
 the option is refused for it (:mod:`dufm_core.config`).
 
-**How.** The Lanczos solver of :func:`~dufm_core.curvature.eigensolvers.top_eigenpairs` with a
-block of two: the previous log point's top Ritz vector and one more (the previous second Ritz
-vector, or a random one at the first measurement, so that a crossing of the top two values
-cannot leave the solver inside a stale invariant subspace). Products come from
+**How.** The Krylov solver of :func:`~dufm_core.curvature.eigensolvers.top_eigenpairs` with a
+block of one (Lanczos with full reorthogonalisation and restarts) to a relative residual of
+:data:`TOL`, started from the previous log point's top Ritz vector plus a random part of norm
+:data:`GUARD` (a start that is an exact eigenvector of a lower eigenvalue, as a crossing of the
+top two or an exact symmetry of the collapsed point can leave it, would otherwise keep the
+solver inside that invariant subspace; the random part lets it see every direction). The first
+solve starts from a random vector. Products come from
 :func:`~dufm_core.curvature.spectrum.hessian_operator`: closed-form K-row products for the
-linear UFM, ``torch.func`` Hessian–vector products otherwise. The vectors live in memory only:
+linear UFM, ``torch.func`` Hessian–vector products otherwise. The vector lives in memory only:
 after a resume the first measurement starts cold, so the logged values of a resumed run agree
-with an uninterrupted one to the solver's tolerance, not bit for bit.
+with an uninterrupted one to the solver's tolerance, not bit for bit. The residual bound puts
+the value within TOL (relative) of an eigenvalue; the Ritz value is a lower bound of λ_max.
 
 **Closed form.** For the linear MSE UFM at its collapsed optimum the whole spectrum of the total
 Hessian over weights and H_1 is known (:func:`dufm_core.theory.hessian_spectrum`); its top is
@@ -46,14 +50,15 @@ __all__ = [
     "SharpnessMeter",
     "SharpnessReading",
     "at_edge",
+    "metrics_fields",
     "predicted_sharpness",
     "stability_limit",
 ]
 
 PARAMS = "weights+features"  # every parameter the UFM's optimiser moves
-BLOCK = 1
-GUARD = 0.05
-TOL = {torch.float64: 1e-9, torch.float32: 1e-5}  # relative residual ‖Hv − θv‖ ≤ tol·|θ|
+BLOCK = 1  # Lanczos: one product per iteration
+GUARD = 0.05  # norm of the random part added to the warm start vector (a unit vector)
+TOL = {torch.float64: 1e-7, torch.float32: 1e-5}  # relative residual ‖Hv − θv‖ ≤ tol·|θ|
 MAX_ITER = 500
 EDGE_RTOL = 1e-3  # "at the edge": sharpness ≥ (1 − EDGE_RTOL) · limit
 
@@ -108,7 +113,7 @@ class SharpnessReading:
 
 class SharpnessMeter:
     """Measures the sharpness of a model at successive states, each solve warm-started from the
-    previous one's top two Ritz vectors (kept in memory; the first solve starts cold).
+    previous one's top Ritz vector (kept in memory; the first solve starts cold).
 
     Args:
         loss: "mse" or "ce", the run's fit term.

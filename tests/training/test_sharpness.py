@@ -169,7 +169,7 @@ def test_resume_logs_sharpness_again_from_a_cold_start(runs_dir: Path) -> None:
     assert b.keys() >= {60, 75, 90, 105, 120} and all(set(r) >= SHARP_KEYS for r in b.values())
     for step in a.keys() & b.keys():  # the same states: the same sharpness, to the tolerance
         assert b[step]["loss"] == a[step]["loss"]
-        assert b[step]["sharpness"] == pytest.approx(a[step]["sharpness"], rel=1e-7)
+        assert b[step]["sharpness"] == pytest.approx(a[step]["sharpness"], rel=1e-6)
 
 
 @pytest.mark.parametrize(("factor", "flagged"), [(1.1, True), (0.8, False)])
