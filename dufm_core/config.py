@@ -121,7 +121,7 @@ class RunConfig:
     log_points: int = 200
     checkpoint_points: int = 12
     # log the sharpness (top eigenvalue of the total Hessian) at every log point (UFM, gd and
-    # momentum only; dufm_core/curvature/sharpness.py)
+    # momentum only; dufm_core/sharpness.py)
     log_sharpness: bool = False
     # reproducibility and numerics
     seed: int = 0

@@ -6,9 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from dufm_core import kinds
+from dufm_core import kinds, sharpness
 from dufm_core.config import ConfigError, RunConfig
-from dufm_core.curvature import sharpness
 from dufm_core.process import jobs
 from dufm_core.store import Run
 from ui import figures, links, shell

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-from dufm_core import collapse
+from dufm_core import collapse, sharpness
 from dufm_core.config import RunConfig
-from dufm_core.curvature import sharpness
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.training.loop import Optimizer, StepOutcome, TrainingSession
 

@@ -1,4 +1,4 @@
-"""Sharpness during training (``log_sharpness``, dufm_core/curvature/sharpness.py): the logged
+"""Sharpness during training (``log_sharpness``, dufm_core/sharpness.py): the logged
 value against a dense float64 autograd Hessian and the closed form at the optimum, warm and
 cold starts, the option off by default (rows unchanged), resume, the edge-of-stability flag,
 config refusals and the metrics reader."""
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from dufm_core import kinds
+from dufm_core import sharpness as sh
 from dufm_core.config import ConfigError, RunConfig
-from dufm_core.curvature import sharpness as sh
 from dufm_core.models import build_model, fit_term
 from dufm_core.run_schema import typed_metrics_row
 from dufm_core.store import open_run
