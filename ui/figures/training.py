@@ -211,7 +211,7 @@ def sharpness_curves(
         fig.add_hline(y=limit, line=LIMIT_STYLE, annotation_text=f"{limit_label} = {limit:.4g}",
                       annotation_position="top left")
     if predicted is not None:
-        fig.add_hline(y=predicted, line=PRED_STYLE, annotation_position="bottom right",
+        fig.add_hline(y=predicted, line=PRED_STYLE, annotation_position="top right",
                       annotation_text=f"closed form at the optimum {predicted:.4g}")
     edge = [(x, r) for x, r in zip(xs, rows, strict=True) if r.get("edge_of_stability")]
     if edge:
