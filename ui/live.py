@@ -177,7 +177,8 @@ def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> No
 def sharpness_note(rows: list[dict[str, Any]], limit_label: str) -> str:
     """One line on the edge of stability: the first logged step whose sharpness reached the
     limit and how many logged steps did; empty when none did."""
-    flagged = [r for r in rows if r.get("edge_of_stability")]
+    flagged = [r for r in rows if r.get("edge_of_stability") is True
+               and isinstance(r.get("sharpness"), int | float)]
     if not flagged:
         return ""
     first = flagged[0]

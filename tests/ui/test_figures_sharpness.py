@@ -37,3 +37,5 @@ def test_sharpness_note_names_the_first_flagged_step() -> None:
     note = sharpness_note(_rows([0.5, 2.5, 1.0, 2.0]), "2/η")
     assert note.startswith("Edge of stability: the sharpness reached 2/η = 2 at step 10 (2.5)")
     assert "2 of 4 logged steps" in note
+    # a hand-edited row flagged without a number is not counted (and does not break the note)
+    assert sharpness_note([{"step": 1, "edge_of_stability": True, "sharpness": None}], "2/η") == ""
