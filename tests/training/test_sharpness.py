@@ -218,3 +218,25 @@ def test_metrics_reader_types_the_sharpness_keys() -> None:
     assert row["sharpness_limit"] == 10.0 and row["edge_of_stability"] is None
     ok = typed_metrics_row({"step": 3, "edge_of_stability": True})
     assert ok is not None and ok["edge_of_stability"] is True
+
+
+@pytest.mark.parametrize("args", [
+    ["--log-sharpness", "true", "--optimizer", "adam"],
+    ["--log-sharpness", "true", "--model", "resnet20"],
+    ["--log-sharpness", "maybe"],
+])
+def test_cli_refuses_in_one_line_before_any_folder(args, tmp_path: Path, capsys) -> None:
+    from dufm_core.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["train", *args, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: log_sharpness: "), err
+    assert not runs.exists()
+
+
+def test_cli_dry_run_accepts_the_option(capsys) -> None:
+    from dufm_core.cli import main
+
+    assert main(["train", "--log-sharpness", "true", "--optimizer", "momentum", "--dry-run"]) == 0
+    assert '"log_sharpness": true' in capsys.readouterr().out
