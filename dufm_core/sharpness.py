@@ -60,6 +60,7 @@ BLOCK = 1  # Lanczos: one product per iteration
 GUARD = 0.05  # norm of the random part added to the warm start vector (a unit vector)
 TOL = {torch.float64: 1e-7, torch.float32: 1e-5}  # relative residual ‖Hv − θv‖ ≤ tol·|θ|
 MAX_ITER = 500
+MAX_BASIS = 32  # Lanczos vectors kept (then a thick restart): ~2 × 32 × dim numbers in memory
 EDGE_RTOL = 1e-3  # "at the edge": sharpness ≥ (1 − EDGE_RTOL) · limit
 
 
@@ -147,7 +148,7 @@ class SharpnessMeter:
         tol = TOL.get(op.dtype, 1e-5)
         with torch.no_grad():
             res = top_eigenpairs(op, m=1, block=BLOCK, tol=tol, max_iter=MAX_ITER,
-                                 seed=self.seed, v0=v0)
+                                 max_basis=MAX_BASIS, seed=self.seed, v0=v0)
         self._vectors = res.vectors[:, :1].detach().clone()
         return SharpnessReading(float(res.values[0]), int(res.matvecs),
                                 bool(res.converged[0]))
