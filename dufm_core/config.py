@@ -120,6 +120,9 @@ class RunConfig:
     schedule: str = "log"
     log_points: int = 200
     checkpoint_points: int = 12
+    # log the sharpness (top eigenvalue of the total Hessian) at every log point (UFM, gd and
+    # momentum only; dufm_core/sharpness.py)
+    log_sharpness: bool = False
     # reproducibility and numerics
     seed: int = 0
     dtype: str = "float64"
@@ -242,6 +245,7 @@ class RunConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         self.log_points = check_int("log_points", self.log_points, 2, 100_000)
         self.checkpoint_points = check_int("checkpoint_points", self.checkpoint_points, 1, 10_000)
+        self._validate_sharpness()
         self.seed = check_int("seed", self.seed, 0, 2**63 - 1)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("device", self.device, DEVICES)
@@ -258,6 +262,21 @@ class RunConfig:
                 "use init=random",
             )
         return self.warnings()
+
+    def _validate_sharpness(self) -> None:
+        """``log_sharpness`` is a bool, and only for UFM runs with gd or momentum: a real
+        network's Hessian over all its parameters would cost far more than a training step, and
+        Adam has no stability limit on the raw Hessian to compare with."""
+        self.log_sharpness = check_bool("log_sharpness", self.log_sharpness)
+        if not self.log_sharpness:
+            return
+        if self.model != "ufm":
+            raise ConfigError("log_sharpness", f"applies to model ufm only (got model "
+                                               f"{self.model}); leave it false")
+        if self.optimizer == "adam":
+            raise ConfigError("log_sharpness", "needs optimizer gd or momentum (Adam's "
+                                               "stability is not set by the Hessian's top "
+                                               "eigenvalue against 2/lr)")
 
     def _validate_real(self) -> None:
         """Checks of the real-network fields (and of the UFM fields they constrain)."""
@@ -486,6 +505,10 @@ FIELDS: dict[str, FieldSpec] = {
     "schedule": FieldSpec(
         "log/checkpoint spacing", "log: dense early, sparse late; linear: evenly spaced",
         group="more", row=3, choices=SCHEDULES),
+    "log_sharpness": FieldSpec(
+        "log sharpness (vs 2/lr)", "at every log point, the top eigenvalue of the total-loss "
+        "Hessian over all parameters, against the stability limit 2/lr (gd or momentum)",
+        group="more", row=4, models="ufm"),
 }
 
 

@@ -100,7 +100,9 @@ def typed_status(raw: Any) -> dict[str, Any]:
 # metrics rows (docs/design.md §3.4): known keys are read as numbers, lists of numbers, or (sv)
 # lists of lists of numbers; a value of another type becomes None (a list is dropped)
 SCALAR_METRICS = ("time", "loss", "fit", "reg", "grad_norm", "gamma_measured", "train_acc",
-                  "test_acc", "batch_loss", "lr", "epoch")
+                  "test_acc", "batch_loss", "lr", "epoch", "sharpness", "sharpness_products",
+                  "sharpness_limit")
+BOOL_METRICS = ("edge_of_stability",)
 LAYER_METRICS = ("nc1", "nc1_fro", "nc1_ratio", "nc2", "nc3")
 
 
@@ -116,6 +118,9 @@ def typed_metrics_row(row: Any) -> dict[str, Any] | None:
     for key in SCALAR_METRICS:
         if key in out:
             out[key] = as_number(out[key])
+    for key in BOOL_METRICS:
+        if key in out:
+            out[key] = out[key] if isinstance(out[key], bool) else None
     for key in LAYER_METRICS:
         if key in out and (values := _numbers(out.pop(key))) is not None:
             out[key] = values

@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from dufm_core import kinds
+from dufm_core import kinds, sharpness
 from dufm_core.config import ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run
@@ -72,6 +72,8 @@ def _show(run: Run) -> None:
         )
     elif state in ACTIVE:
         st.caption("Waiting for the first logged step…")
+    if rows and any(r.get("sharpness") is not None for r in rows):
+        _sharpness_block(run.id, rows, cfg)
     if state not in ACTIVE and st.session_state.get(f"was_active_{run.id}"):
         st.session_state[f"was_active_{run.id}"] = False
         st.rerun(scope="app")  # stop polling
@@ -174,6 +176,46 @@ def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> No
         f"live_nc1_{run_id}",
         key=f"live_nc1_{run_id}",
     )
+
+
+def sharpness_note(rows: list[dict[str, Any]], limit_label: str) -> str:
+    """One line on the edge of stability: the first logged step whose sharpness reached the
+    limit and how many logged steps did; empty when none did."""
+    flagged = [r for r in rows if r.get("edge_of_stability") is True
+               and isinstance(r.get("sharpness"), int | float)]
+    if not flagged:
+        return ""
+    first = flagged[0]
+    limit = first.get("sharpness_limit")
+    at = f" = {limit:.4g}" if isinstance(limit, int | float) else ""
+    return (f"Edge of stability: the sharpness reached {limit_label}{at} at step "
+            f"{first['step']} ({first['sharpness']:.4g}); {len(flagged)} of "
+            f"{sum(r.get('sharpness') is not None for r in rows)} logged steps at or above it.")
+
+
+def _sharpness_block(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> None:
+    """A run with ``log_sharpness``: the sharpness against step with its stability limit, the
+    edge-of-stability flag (markers and a note) and the closed form at the optimum."""
+    label = "(2+2β)/η" if cfg.optimizer == "momentum" else "2/η"
+    predicted = (sharpness.predicted_sharpness(cfg.K, cfg.n, cfg.lam_ws, cfg.lam_h, cfg.widths,
+                                               cfg.activation, cfg.loss)
+                 if cfg.model == "ufm" else None)
+    note = sharpness_note(rows, label)
+    if note:
+        st.warning(note)
+    c1, _ = st.columns(2)
+    charts.show(c1, figures.sharpness_curves(rows, predicted=predicted, limit_label=label),
+                "sharpness", key=f"live_sharpness_{run_id}")
+    limit = sharpness.stability_limit(cfg.optimizer, cfg.lr, cfg.momentum)
+    if predicted is None:
+        more = " No closed form applies to this run."
+    elif limit is not None and predicted >= limit:
+        more = (f" The optimum's sharpness {predicted:.4g} is above {label}: gradient descent "
+                "cannot settle there.")
+    else:
+        more = ""
+    c1.caption("Top eigenvalue of the total-loss Hessian over H_1 and every W_l at each log "
+               f"point; gradient descent is stable only below the dashed limit {label}." + more)
 
 
 def watch_run(run: Run) -> None:

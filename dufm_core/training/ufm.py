@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from dufm_core import collapse
+from dufm_core import collapse, sharpness
 from dufm_core.config import RunConfig
 from dufm_core.models import DeepUFM, fit_term
 from dufm_core.training.loop import Optimizer, StepOutcome, TrainingSession
@@ -156,6 +156,10 @@ class UFMSession(TrainingSession):
         for p in model.parameters():
             p.requires_grad_(not (cfg.activation == "linear" and cfg.loss == "mse"))
         self.grad_fn = GradientFn(model, cfg)
+        # log_sharpness: warm-started across log points, in memory only (cold after a resume)
+        self.sharpness = (sharpness.SharpnessMeter(cfg.loss, cfg.lam_ws, cfg.lam_h)
+                          if cfg.log_sharpness else None)
+        self.sharpness_limit = sharpness.stability_limit(cfg.optimizer, cfg.lr, cfg.momentum)
 
     def step(self, step: int, logging: bool, check: bool) -> StepOutcome:
         grads, fit, reg = self.grad_fn(want_loss=logging)
@@ -164,6 +168,9 @@ class UFMSession(TrainingSession):
         if logging:  # a diverged state gets its loss split only (SVDs of NaN would fail)
             row = ({"loss": fit + reg, "fit": fit, "reg": reg} if bad else
                    compute_metrics(self.model, self.cfg, grads, fit, reg))
+            if self.sharpness is not None and not bad:
+                reading = self.sharpness.measure(self.model)
+                row.update(sharpness.metrics_fields(reading, self.sharpness_limit))
         return StepOutcome(grads, row, bad)
 
     def update(self, step: int, grads: Sequence[torch.Tensor]) -> None:

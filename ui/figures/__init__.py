@@ -49,6 +49,7 @@ from ui.figures.training import (
     layer_curves,
     metric_curves,
     series_lines,
+    sharpness_curves,
 )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "principal_cos2_bars",
     "series_lines",
     "shared_scale",
+    "sharpness_curves",
     "singular_values_at_step",
     "singular_values_over_training",
     "spectrum_histogram",

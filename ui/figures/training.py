@@ -181,3 +181,47 @@ def series_lines(
     if reference is not None:
         fig.add_hline(y=reference, line=PRED_STYLE, annotation_text=reference_label)
     return layout(fig, title, "step", ylabel, log_x=log_x, log_y=log_y)
+
+
+LIMIT_STYLE = {"dash": "dash", "color": "#333333", "width": 2}  # the stability limit 2/η
+
+
+def sharpness_curves(
+    rows: Sequence[Mapping[str, Any]],
+    limit: float | None = None,
+    predicted: float | None = None,
+    limit_label: str = "2/η",
+    title: str = "Sharpness: top eigenvalue of the total Hessian",
+) -> go.Figure:
+    """The logged ``sharpness`` against step, with the stability limit (dashed; default the
+    rows' ``sharpness_limit``), the rows flagged ``edge_of_stability`` as red markers and the
+    first of them annotated, and, where the theory gives it, the closed-form sharpness at the
+    optimum (the prediction style). Rows without a sharpness are left out."""
+    rows = [r for r in rows if r.get("sharpness") is not None]
+    fig = go.Figure()
+    steps = [int(r["step"]) for r in rows]
+    xs, log_x = steps_axis(steps or [0])
+    fig.add_trace(go.Scatter(x=xs, y=[r["sharpness"] for r in rows], mode="lines+markers"
+                             if len(rows) <= 30 else "lines", name="sharpness",
+                             line={"color": COLORS[0]}))
+    if limit is None:
+        limit = next((r["sharpness_limit"] for r in reversed(rows)
+                      if r.get("sharpness_limit") is not None), None)
+    if limit is not None:
+        fig.add_hline(y=limit, line=LIMIT_STYLE, annotation_text=f"{limit_label} = {limit:.4g}",
+                      annotation_position="top left")
+    if predicted is not None:
+        fig.add_hline(y=predicted, line=PRED_STYLE, annotation_position="top right",
+                      annotation_text=f"closed form at the optimum {predicted:.4g}")
+    edge = [(x, r) for x, r in zip(xs, rows, strict=True) if r.get("edge_of_stability")]
+    if edge:
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in edge], y=[r["sharpness"] for _, r in edge], mode="markers",
+            name=f"at the edge (≥ {limit_label})",
+            marker={"color": PRED_STYLE["color"], "symbol": "x", "size": 9}))
+        x0, r0 = edge[0]
+        fig.add_annotation(x=math.log10(x0) if log_x else x0, y=r0["sharpness"],
+                           text=f"reached {limit_label} at step {int(r0['step'])}",
+                           showarrow=True, arrowhead=2, ay=-30,
+                           font={"color": PRED_STYLE["color"]})
+    return layout(fig, title, "step", "sharpness λ_max", log_x=log_x)
