@@ -311,6 +311,26 @@ def _full_bottom_verdict(model: DeepUFM, cfg: RunConfig, params: str, fit_top: f
             "bottom_seconds": time.perf_counter() - t0}
 
 
+def predicted_bases(model: DeepUFM, names: tuple[str, ...],
+                    rtol: float = 1e-10) -> list[torch.Tensor | None]:
+    """Per parameter block (``weights.{l-1}`` is W_l; the features get None) an orthonormal
+    basis of the span of the layer's predicted outlier directions vec_r(μ_c^{(l+1)}
+    μ_{c'}^{(l)ᵀ}) (at most K² columns; directions below ``rtol`` of the largest singular value
+    are dropped, e.g. with collapsed, rank-deficient means)."""
+    out: list[torch.Tensor | None] = []
+    for name in names:
+        if not name.startswith("weights."):
+            out.append(None)
+            continue
+        M_out, M_in = alignment.layer_means(model, int(name.split(".")[1]) + 1)
+        B = alignment.predicted_basis(M_out, M_in)
+        U, sv, _ = torch.linalg.svd(B.reshape(-1, B.shape[-2] * B.shape[-1]).T,
+                                    full_matrices=False)
+        keep = sv > rtol * float(sv.max()) if sv.numel() and float(sv.max()) > 0 else sv > 0
+        out.append(U[:, keep])
+    return out
+
+
 # --------------------------------------------------------------------------- full Hessian
 def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str = "weights",
                  tol: float = 1e-10, layer_traces: list[float] | None = None) -> dict[str, Any]:
@@ -333,7 +353,8 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     usable = conv.index(False) if False in conv else len(conv)
     extra = {**_full_bottom_verdict(model, cfg, params, float(res.values[0]), layer_traces, op),
              "attribution": attribution(res.values, res.vectors, op.pset.sizes,
-                                        CLUSTER_REL_TOL, dim=op.dim, usable=usable),
+                                        CLUSTER_REL_TOL, dim=op.dim, usable=usable,
+                                        predicted=predicted_bases(model, op.pset.names)),
              "attribution_blocks": list(op.pset.names),
              "attribution_rel_tol": CLUSTER_REL_TOL}
     return {

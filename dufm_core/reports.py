@@ -202,6 +202,11 @@ def series_entry(report: Report) -> dict[str, Any]:
         } for lay in report.layers],
         "full_top": (report.full_hessian.top if report.full_hessian is not None
                      and report.full_hessian.top is not None else [])[:K2],
+        # §8.3 over training: where each full-Hessian outlier cluster lives, block by block
+        "full_attribution": (report.full_hessian.attribution
+                             if report.full_hessian is not None else None),
+        "full_blocks": (report.full_hessian.attribution_blocks
+                        if report.full_hessian is not None else None),
     }
 
 

@@ -55,6 +55,14 @@ if not any(e.get("full") for e in entries) and st.button(
 c1, c2 = st.columns(2)
 charts.show(c1, figures.overlap_over_training(series, "overlap_final"), "overlap_final")
 charts.show(c2, figures.overlap_over_training(series, "overlap_prev"), "overlap_prev")
+if any(e.get("full_attribution") for e in entries):
+    charts.show(st, figures.attribution_over_training(series), "attribution_over_training")
+    docs.caption(
+        "Where the top outlier cluster of the full Hessian lives: the share of its eigenspace in "
+        "each weight block (solid; the shares sum to 1) and the part of it inside that layer's "
+        "predicted directions μ_c^(l+1)μ_c'^(l)ᵀ (dashed). Dashed on solid: the outliers are "
+        "made of the predicted class-mean products (docs/design.md §8.3)."
+    )
 
 st.subheader("Between two checkpoints")
 steps = [int(e["step"]) for e in entries]

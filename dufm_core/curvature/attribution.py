@@ -10,6 +10,17 @@ So a share is the fraction of the cluster's eigenspace that lies in block b (doc
 at the linear UFM's optimum the full Gauss–Newton eigenvectors stack the layer eigenvectors with
 weights w_l ∝ √λ_{W_l}, so with a common λ every layer gets 1/L (docs/theory.md §4.5).
 
+Inside a block the theory names directions: the layer's predicted outlier eigen-matrices
+μ_c^{(l+1)} μ_{c'}^{(l)ᵀ}. Given an orthonormal basis Q_b of their span (``predicted``), the
+record also holds, per block,
+
+    predicted_b = ‖Q_bᵀ V_b‖_F² / k  ≤ share_b,
+
+the part of the cluster's eigenspace that lies in the block *and* in the predicted directions
+(again the trace of the eigenprojector, restricted this time to span Q_b: basis-free). At the
+linear UFM's optimum predicted_b = share_b for every block: the outliers are made of the
+predicted matrices and nothing else.
+
 Clusters: consecutive eigenvalues (descending) belong together while
 |λ_i − λ_{i+1}| ≤ rel_tol · max(|λ_i|, |λ_{i+1}|). A cluster that reaches the last computed
 eigenvalue may continue beyond it; it is flagged ``complete: false`` (its share is then that of
@@ -41,18 +52,23 @@ def clusters(values: torch.Tensor, rel_tol: float = CLUSTER_REL_TOL) -> list[tup
 
 def attribution(values: torch.Tensor, vectors: torch.Tensor, sizes: Sequence[int],
                 rel_tol: float = CLUSTER_REL_TOL, dim: int | None = None,
-                usable: int | None = None) -> list[dict[str, Any]]:
+                usable: int | None = None,
+                predicted: Sequence[torch.Tensor | None] | None = None) -> list[dict[str, Any]]:
     """One record per cluster of ``values`` (descending; columns of ``vectors`` orthonormal,
     rows laid out in blocks of ``sizes``): ``{"value", "multiplicity", "layers", "complete"}``.
     ``usable`` limits the clusters to the first ``usable`` values (e.g. the converged ones);
     ``dim`` is the operator's dimension (a cluster ending at the last value is complete only
-    when every eigenvalue was computed)."""
+    when every eigenvalue was computed). ``predicted``: per block an orthonormal basis (rows of
+    the block × r) of the theory's directions, or None; the records then gain ``"predicted"``,
+    per block the cluster's share inside those directions (None where there is no basis)."""
     sizes = [int(s) for s in sizes]
     if sum(sizes) != vectors.shape[0]:
         raise ValueError(f"block sizes sum to {sum(sizes)}, vectors have {vectors.shape[0]} rows")
     n = len(values) if usable is None else min(int(usable), len(values))
     V = vectors[:, :n].double()
     bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    if predicted is not None and len(predicted) != len(sizes):
+        raise ValueError(f"{len(predicted)} predicted bases for {len(sizes)} blocks")
     out = []
     for a, b in clusters(values[:n], rel_tol):
         k = b - a
@@ -60,6 +76,12 @@ def attribution(values: torch.Tensor, vectors: torch.Tensor, sizes: Sequence[int
         shares = [float((block[bounds[i]:bounds[i + 1]] ** 2).sum()) / k
                   for i in range(len(sizes))]
         complete = b < len(values) or (dim is not None and len(values) == dim)
-        out.append({"value": float(values[a:b].double().mean()), "multiplicity": k,
-                    "layers": shares, "complete": bool(complete)})
+        rec: dict[str, Any] = {"value": float(values[a:b].double().mean()), "multiplicity": k,
+                               "layers": shares, "complete": bool(complete)}
+        if predicted is not None:
+            rec["predicted"] = [
+                None if Q is None
+                else float(((Q.double().T @ block[bounds[i]:bounds[i + 1]]) ** 2).sum()) / k
+                for i, Q in enumerate(predicted)]
+        out.append(rec)
     return out

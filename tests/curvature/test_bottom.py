@@ -143,6 +143,41 @@ def test_attribution_of_the_full_hessian_at_the_optimum_is_one_over_L() -> None:
     assert attribution(vals[:2], vecs[:, :2], op.pset.sizes, dim=op.dim)[0]["complete"] is False
 
 
+@pytest.mark.parametrize(("activation", "init"), [("linear", "optimum"), ("linear", "random"),
+                                                  ("relu", "random")])
+def test_predicted_part_of_each_block_share(activation: str, init: str) -> None:
+    """Within a block, the cluster's share inside the predicted directions μ_c^{(l+1)}μ_c'^{(l)ᵀ}:
+    at the linear optimum the outliers are made of them (predicted = share in every block, to
+    rounding); elsewhere it is at most the share, and equals a dense projector computation."""
+    from dufm_core.analysis import predicted_bases
+
+    model, _ = _model(activation=activation, init=init)
+    op = HessianOperator(model, "weights", "mse")
+    vals, vecs = torch.linalg.eigh(op.dense())
+    vals, vecs = vals.flip(0), vecs.flip(1)
+    bases = predicted_bases(model, op.pset.names)
+    assert len(bases) == 3 and all(Q is not None and Q.shape[1] <= 9 for Q in bases)
+    for Q in bases:  # orthonormal columns
+        assert torch.allclose(Q.T @ Q, torch.eye(Q.shape[1], dtype=Q.dtype), atol=1e-10)
+    recs = attribution(vals[:9], vecs[:, :9], op.pset.sizes, dim=op.dim, predicted=bases)
+    bounds = [0, *torch.tensor(op.pset.sizes).cumsum(0).tolist()]
+    for r in recs:
+        assert all(p <= s + 1e-12 for p, s in zip(r["predicted"], r["layers"], strict=True))
+        if init == "optimum":
+            assert r["predicted"] == pytest.approx(r["layers"], abs=1e-8)
+    # a dense reference: trace of (cluster projector) · (block's predicted projector) / k
+    a, b = 0, recs[0]["multiplicity"]
+    P = vecs[:, a:b] @ vecs[:, a:b].T
+    for i, Q in enumerate(bases):
+        R = torch.zeros(op.dim, op.dim, dtype=torch.float64)
+        lo, hi = bounds[i], bounds[i + 1]
+        R[lo:hi, lo:hi] = Q @ Q.T
+        assert recs[0]["predicted"][i] == pytest.approx(float(torch.trace(P @ R)) / (b - a),
+                                                        abs=1e-12)
+    if init == "random":  # away from collapse the outliers leave the predicted directions
+        assert sum(recs[0]["predicted"]) < 0.99 * sum(recs[0]["layers"])
+
+
 def test_clusters_by_relative_gap() -> None:
     v = torch.tensor([3.0, 3.0 * (1 + 1e-9), 2.0, 1e-3, 1e-3 * (1 + 1e-4)])
     assert clusters(v, rel_tol=1e-6) == [(0, 2), (2, 3), (3, 4), (4, 5)]

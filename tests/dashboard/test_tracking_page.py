@@ -116,3 +116,22 @@ def test_figures() -> None:
     bars = figures.principal_cos2_bars([1.0, 0.5], 0, 10, "layer 1")
     assert list(bars.data[0].y) == [1.0, 0.5]
     assert tracking.FULL == "full"
+
+
+def test_page_draws_the_attribution_over_training(own_runs: Path) -> None:
+    """With the full Hessian in the series, the top outlier cluster's share per block and its
+    part in the predicted directions are drawn over training; at the last step of the fixture
+    run (a collapsed linear MSE model) dashed meets solid."""
+    run = open_run(own_runs / _run_id(own_runs))
+    series = reports.analyze_series(run, full=True)
+    last = series["entries"][-1]
+    top = last["full_attribution"][0]
+    assert sum(top["layers"]) == pytest.approx(1.0, abs=1e-9)
+    assert top["predicted"] == pytest.approx(top["layers"], abs=1e-6)
+    at = run_page("tracking", run=run.id)
+    assert not at.exception, [e.value for e in at.exception]
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    attr = next(f for f in figs if "outlier cluster" in f["layout"]["title"]["text"])
+    names = [t["name"] for t in attr["data"]]
+    assert "W_1 · share" in names and "W_3 · in predicted directions" in names
+    assert len(attr["data"]) == 6  # 3 blocks × (share, predicted)

@@ -41,7 +41,12 @@ from ui.figures.sweeps import (
     sweep_width_figures,
 )
 from ui.figures.theory import gamma_vs_lambda, predicted_spectrum
-from ui.figures.tracking import cos2_heatmap, overlap_over_training, principal_cos2_bars
+from ui.figures.tracking import (
+    attribution_over_training,
+    cos2_heatmap,
+    overlap_over_training,
+    principal_cos2_bars,
+)
 from ui.figures.training import (
     accuracy_curves,
     batch_loss_curves,
@@ -58,6 +63,7 @@ __all__ = [
     "PRED_STYLE",
     "CompareLine",
     "accuracy_curves",
+    "attribution_over_training",
     "bars",
     "batch_loss_curves",
     "binned_histogram",

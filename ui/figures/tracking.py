@@ -88,3 +88,41 @@ def principal_cos2_bars(cos2: Sequence[float], step_a: int, step_b: int,
                  "principal angle", "cos² θ_i", height=420)
     fig.update_yaxes(range=[0.0, 1.05])
     return fig
+
+
+def attribution_over_training(series: Mapping[str, Any], top_clusters: int = 1) -> go.Figure:
+    """The top full-Hessian outlier cluster's share in each parameter block against step (solid),
+    and the part of that share inside the block's predicted directions μ_c^{(l+1)}μ_{c'}^{(l)ᵀ}
+    (dashed, same colour): docs/design.md §8.3. Steps whose report has no attribution are
+    gaps."""
+    entries = series.get("entries") or []
+    steps = [int(e["step"]) for e in entries]
+    xs, log_x = steps_axis(steps)
+    blocks: list[str] = next((list(e["full_blocks"]) for e in entries if e.get("full_blocks")), [])
+    fig = go.Figure()
+    for c in range(top_clusters):
+        for b, name in enumerate(blocks):
+            color = COLORS[b % len(COLORS)]
+            for key, dash, label in (("layers", "solid", "share"),
+                                     ("predicted", "dash", "in predicted directions")):
+                ys = []
+                for e in entries:
+                    recs = e.get("full_attribution") or []
+                    vals = recs[c].get(key) if len(recs) > c else None
+                    ys.append(vals[b] if vals is not None and b < len(vals) else None)
+                if all(y is None for y in ys):
+                    continue
+                fig.add_trace(go.Scatter(
+                    x=xs, y=ys, mode="lines+markers", name=f"{_block_label(name)} · {label}",
+                    line={"color": color, "dash": dash}, connectgaps=False))
+    fig = layout(fig, "Top full-Hessian outlier cluster: its share in each block", "step",
+                 "share of the cluster's eigenspace", log_x=log_x)
+    fig.update_yaxes(range=[-0.02, 1.02])
+    return fig
+
+
+def _block_label(name: str) -> str:
+    """``weights.2`` → ``W_3``; ``features`` → ``H_1``; anything else as it is."""
+    if name.startswith("weights."):
+        return f"W_{int(name.split('.')[1]) + 1}"
+    return "H_1" if name == "features" else name
