@@ -1,0 +1,147 @@
+"""The inspection report against dense float64 autograd and direct numpy computations, and the
+same network given as a state dict, a safetensors file and a features file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dufm_core.inspection.command import run_inspect
+from dufm_core.inspection.loading import load_model
+from dufm_core.inspection.report import inspect_model
+from tests.inspection.conftest import K, write_safetensors
+
+
+def _fit(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    if loss == "mse":
+        return (logits - torch.nn.functional.one_hot(y, K).double()).square().sum() / (2 * len(y))
+    return torch.nn.functional.cross_entropy(logits, y)
+
+
+def _dense_head_eigs(net: torch.nn.Sequential, x: torch.Tensor, y: torch.Tensor, idx: int,
+                     loss: str) -> np.ndarray:
+    """Eigenvalues (descending) of the fit Hessian in net[idx].weight, every other tensor fixed."""
+    layer = net[idx]
+    W0 = layer.weight.detach().clone()
+
+    def f(W: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(net, {f"{idx}.weight": W}, (x,))
+        return _fit(out, y, loss)
+
+    Hs = torch.autograd.functional.hessian(f, W0).reshape(W0.numel(), W0.numel())
+    return np.sort(np.linalg.eigvalsh(0.5 * (Hs + Hs.T).numpy()))[::-1]
+
+
+@pytest.fixture(scope="module")
+def pt_file(tmp_path_factory, mlp) -> Path:
+    p = tmp_path_factory.mktemp("m") / "mlp.pt"
+    torch.save({"state_dict": mlp.state_dict()}, p)
+    return p
+
+
+@pytest.mark.parametrize(("loss", "head"), [("ce", 2), ("mse", 1)])
+def test_head_spectra_match_dense_autograd(digits, mlp, pt_file: Path, loss: str,
+                                           head: int) -> None:
+    model = load_model(pt_file, "mlp:64-12-10-10")
+    rep = inspect_model(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                        head=head, loss=loss).to_json()
+    x = digits.x_train.reshape(digits.N, -1)
+    linear_idx = [0, 2, 4][3 - head:]
+    assert len(rep["layers"]) == head
+    for rec, idx in zip(rep["layers"], linear_idx, strict=True):
+        ref = _dense_head_eigs(mlp, x, digits.y_train, idx, loss)
+        top = np.array(rec["hessian_top"])
+        assert top.size == min(K * K + K, ref.size)
+        assert np.max(np.abs(top - ref[: top.size])) < 1e-10 * ref[0]
+        s = np.linalg.svd(mlp[idx].weight.detach().numpy(), compute_uv=False)
+        assert np.allclose(rec["weights_esd"]["singular_values"], s, atol=1e-12)
+    # accuracy as the network computes it
+    with torch.no_grad():
+        acc = float((mlp(x).argmax(1) == digits.y_train).double().mean())
+        xt = digits.x_test.reshape(len(digits.y_test), -1)
+        acc_t = float((mlp(xt).argmax(1) == digits.y_test).double().mean())
+    assert rep["accuracy"] == {"train": acc, "test": acc_t}
+    assert acc > 0.5 and acc_t < 1.0
+    assert rep["inspection"]["head_samples"] == digits.N
+
+
+def _np_nc1(H: np.ndarray, y: np.ndarray) -> float:
+    means = np.stack([H[:, y == c].mean(1) for c in range(K)], 1)
+    Mc = means - means.mean(1, keepdims=True)
+    Hc = H - means[:, y]
+    Sw = Hc @ Hc.T / H.shape[1]
+    Sb = Mc @ Mc.T / K
+    return float(np.trace(Sw @ np.linalg.pinv(Sb, rcond=1e-10)) / K)
+
+
+def test_collapse_matches_numpy(digits, mlp, pt_file: Path) -> None:
+    model = load_model(pt_file, "mlp:64-12-10-10")
+    rep = inspect_model(model, digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                        head=1, loss="ce").to_json()
+    x = digits.x_train.reshape(digits.N, -1)
+    y = digits.y_train.numpy()
+    with torch.no_grad():
+        h1 = torch.relu(mlp[0](x))
+        h2 = torch.relu(mlp[2](h1))
+        pred = mlp(x).argmax(1).numpy()
+    recs = rep["collapse"]["train"]
+    assert [r["dim"] for r in recs] == [12, 10]
+    for rec, h in zip(recs, (h1, h2), strict=True):
+        H = h.T.numpy()
+        assert abs(rec["nc1"] - _np_nc1(H, y)) < 1e-9 * _np_nc1(H, y)
+        means = np.stack([H[:, y == c].mean(1) for c in range(K)], 1)
+        nearest = np.argmin(((H[:, :, None] - means[:, None, :]) ** 2).sum(0), 1)
+        assert rec["nc4"] == float(np.mean(nearest == pred))
+    assert len(rep["collapse"]["test"]) == 2
+    assert rep["network"]["train_acc"] == rep["accuracy"]["train"]
+
+
+def _numbers(rep: dict) -> dict:
+    """What must agree between two sources of one network."""
+    keys = ("hessian_top", "gradient_norm", "gradient_coefficients", "alignment_f",
+            "weight_singular_values", "nc1", "nc2", "nc3")
+    out = {f"{i}.{k}": rec[k] for i, rec in enumerate(rep["layers"]) for k in keys}
+    out["acc"] = [rep["accuracy"]["train"], rep["accuracy"]["test"]]
+    out["loss"] = rep["loss"]["fit"]
+    out["collapse"] = [[r[k] for k in ("nc1", "nc2", "nc3", "nc4", "cdnv")]
+                       for r in rep["collapse"]["train"][-2:] + rep["collapse"]["test"][-2:]]
+    return out
+
+
+def _close(a, b, tol: float = 1e-10) -> None:
+    fa = np.array(a, dtype=float).ravel() if not isinstance(a, dict) else None
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _close(a[k], b[k], tol)
+        return
+    fb = np.array(b, dtype=float).ravel()
+    assert fa.shape == fb.shape
+    assert np.all(np.abs(fa - fb) <= tol * np.maximum(1.0, np.abs(fa))), (fa, fb)
+
+
+def test_same_report_from_state_dict_safetensors_and_features(tmp_path: Path, digits, mlp,
+                                                              pt_file: Path, data_npz) -> None:
+    args = {"head": 2, "dataset": None, "data_dir": "", "loss": "ce", "lam_w": [1e-3],
+            "lam_h": 1e-3, "full": False}
+    a = run_inspect(str(pt_file), "mlp:64-12-10-10", data=str(data_npz), features=None,
+                    **args).to_json()
+    st = write_safetensors(tmp_path / "m.safetensors", mlp.state_dict())
+    b = run_inspect(str(st), "mlp:64-12-10-10", data=str(data_npz), features=None,
+                    **args).to_json()
+    with torch.no_grad():
+        f = torch.relu(mlp[0](digits.x_train.reshape(digits.N, -1)))
+        ft = torch.relu(mlp[0](digits.x_test.reshape(len(digits.y_test), -1)))
+    feats = tmp_path / "features.npz"
+    np.savez(feats, features=f.numpy(), labels=digits.y_train.numpy(),
+             features_test=ft.numpy(), labels_test=digits.y_test.numpy(),
+             W1=mlp[2].weight.detach().numpy(), b1=mlp[2].bias.detach().numpy(),
+             W2=mlp[4].weight.detach().numpy(), b2=mlp[4].bias.detach().numpy())
+    c = run_inspect(None, None, data=None, features=str(feats), **args).to_json()
+    _close(_numbers(a), _numbers(b))
+    _close(_numbers(a), _numbers(c))
+    for key in ("ce_alpha_measured", "layer_outlier"):
+        _close(a["theory"][key], c["theory"][key])
