@@ -93,7 +93,12 @@ def run_inspect(model_path: str | None, arch: str | None, head: int, data: str |
                                 name=Path(features).name, source=src, **kw)
     if not model_path:
         raise InspectError("MODEL: a model file is needed (or --features)")
-    model = load_model(model_path, arch)
+    if Path(model_path).suffix.lower() == ".onnx":
+        from dufm_core.inspection.onnx_graph import load_onnx
+
+        model = load_onnx(model_path)
+    else:
+        model = load_model(model_path, arch)
     K = int(model.chain()[-1][0].shape[0])
     d = load_data_file(data, K) if data else load_dataset_data(str(dataset), data_dir)
     src = {"model_file": Path(model_path).name, "architecture": arch or "onnx",

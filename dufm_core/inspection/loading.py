@@ -128,15 +128,11 @@ def _cap(p: Path, nbytes: int) -> None:
 
 
 def load_model(path: str | Path, arch_name: str | None) -> Inspectable:
-    """A state dict file with its architecture name (``.onnx`` is read by
-    :mod:`dufm_core.inspection.onnx_graph` instead)."""
+    """A state dict file with its architecture name (an ``.onnx`` graph is read by
+    :func:`dufm_core.inspection.onnx_graph.load_onnx` instead)."""
     from dufm_core.inspection.architectures import parse_architecture
 
     p = Path(path)
-    if p.suffix.lower() == ".onnx":
-        from dufm_core.inspection.onnx_graph import load_onnx
-
-        return load_onnx(p)
     if not arch_name:
         raise InspectError(f"{p}: a state dict needs --arch (mlp:D0-D1-…-K, resnet20, resnet18)")
     try:
