@@ -275,6 +275,9 @@ def inspect_model(model: Inspectable, x: torch.Tensor, y: torch.Tensor, x_test: 
     if not 1 <= head <= len(chain):
         raise ValueError(f"head: must be in 1..{len(chain)} (the model's linear layers) "
                          f"(got {head})")
+    head_layers = [(W.detach().double().cpu().clone(),
+                    None if b is None else b.detach().double().cpu().clone())
+                   for W, b in chain[len(chain) - head:]]  # before a float32 pass casts them
     progress = kw.get("progress")
     if progress:
         progress("features of the training data", 0.0)
@@ -284,8 +287,6 @@ def inspect_model(model: Inspectable, x: torch.Tensor, y: torch.Tensor, x_test: 
     if y.numel() and int(y.max()) >= K:
         raise ValueError(f"labels: must be in 0..{K - 1} (the model has K = {K} outputs); "
                          f"found {int(y.max())}")
-    head_layers = [(W.detach().double().cpu(), None if b is None else b.detach().double().cpu())
-                   for W, b in chain[len(chain) - head:]]
     return build_report(train, y, test, y_test, head_layers, model.activation, **kw)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,9 @@ import pytest
 import torch
 
 from dufm_core.cli import main
+from tests.helpers import ROOT
+
+K2 = 100  # K² for the digits' K = 10
 
 
 def test_inspect_writes_the_report_and_prints_its_path(tmp_path: Path, mlp, data_npz, capsys
@@ -17,7 +22,7 @@ def test_inspect_writes_the_report_and_prints_its_path(tmp_path: Path, mlp, data
     torch.save(mlp.state_dict(), tmp_path / "m.pt")
     out = tmp_path / "rep.json"
     rc = main(["inspect", str(tmp_path / "m.pt"), "--arch", "mlp:64-12-10-10", "--data",
-               str(data_npz), "--loss", "mse", "--lam-w", "1e-3", "--out", str(out)])
+               str(data_npz), "--loss", "mse", "--lam-w", "1e-3", "--full", "--out", str(out)])
     cap = capsys.readouterr()
     assert rc == 0 and cap.out.strip().splitlines()[-1] == str(out)
     rep = json.loads(out.read_text())
@@ -25,6 +30,18 @@ def test_inspect_writes_the_report_and_prints_its_path(tmp_path: Path, mlp, data
     assert set(rep["accuracy"]) == {"train", "test"} and rep["collapse"]["test"]
     assert {"singular_values", "bulk_edge", "spikes"} <= set(rep["layers"][0]["weights_esd"])
     assert rep["inspection"]["architecture"] == "mlp:64-12-10-10"
+    # one head layer: the full Hessian over the head's weights is that layer's Hessian
+    full, top = np.array(rep["full_hessian"]["top"]), np.array(rep["layers"][0]["hessian_top"])
+    assert np.allclose(full[:K2], top[:K2], rtol=1e-8, atol=1e-12 * top[0])
+
+
+def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_inspect", "--quick", "--cases",
+                    "resnet20-digits", "--out", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    (row,) = json.loads(out.read_text())
+    assert row["case"] == "resnet20-digits" and row["total_s"] > 0
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
