@@ -281,8 +281,13 @@ def inspect_model(model: Inspectable, x: torch.Tensor, y: torch.Tensor, x_test: 
     progress = kw.get("progress")
     if progress:
         progress("features of the training data", 0.0)
-    train = model_pass(model, x, head, dtype, device)
-    test = model_pass(model, x_test, head, dtype, device) if x_test.shape[0] else None
+    try:
+        train = model_pass(model, x, head, dtype, device)
+        test = model_pass(model, x_test, head, dtype, device) if x_test.shape[0] else None
+    except (RuntimeError, IndexError, TypeError) as exc:  # inputs the model cannot take
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"data: the model cannot take inputs of shape "
+                         f"{list(x.shape[1:])[:8]}: {first}") from None
     K = int(train.logits.shape[1])
     if y.numel() and int(y.max()) >= K:
         raise ValueError(f"labels: must be in 0..{K - 1} (the model has K = {K} outputs); "

@@ -49,13 +49,16 @@ def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     (["--arch", "mlp:64-12-10-10", "--head", "4"], "head: must be in 1..3"),
     (["--arch", "mlp:64-12-10-10", "--lam-w", "1,2"], "lam-w: give one value or one per head"),
     (["--arch", "mlp:64-12-10-10", "--data", "LABELS"], "y must be in 0..9"),
+    (["--arch", "mlp:64-12-10-10", "--data", "SHAPE"], "cannot take inputs of shape [5]"),
 ])
 def test_inspect_refusals_are_one_line(tmp_path: Path, mlp, data_npz, capsys, argv: list,
                                        needle: str) -> None:
     torch.save(mlp.state_dict(), tmp_path / "m.pt")
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((3, 64)), y=np.array([0, 1, 12]))
-    argv = [str(bad) if a == "LABELS" else a for a in argv]
+    np.savez(tmp_path / "shape.npz", x=np.zeros((3, 5)), y=np.array([0, 1, 2]))
+    argv = [str(bad) if a == "LABELS" else str(tmp_path / "shape.npz") if a == "SHAPE" else a
+            for a in argv]
     if "--data" not in argv:
         argv += ["--data", str(data_npz)]
     rc = main(["inspect", str(tmp_path / "m.pt"), *argv, "--out", str(tmp_path / "r.json")])
