@@ -145,3 +145,24 @@ def test_same_report_from_state_dict_safetensors_and_features(tmp_path: Path, di
     _close(_numbers(a), _numbers(c))
     for key in ("ce_alpha_measured", "layer_outlier"):
         _close(a["theory"][key], c["theory"][key])
+
+
+def test_unbalanced_shuffled_features_use_first_n_per_class() -> None:
+    from dufm_core.inspection.report import inspect_features
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.tensor([2, 0, 1, 0, 2, 1, 0, 2, 1, 2, 0, 1, 2])  # counts 4, 4, 5
+    feats = torch.randn(13, 6, generator=g, dtype=torch.float64) + 3 * torch.eye(6)[y * 2]
+    W = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    rep = inspect_features(feats, y, [(W, b)], feats[:0], y[:0], loss="mse").to_json()
+    assert rep["inspection"]["head_samples"] == 12 and rep["inspection"]["train_samples"] == 13
+    # the head's fit Hessian (MSE, one layer): I_K ⊗ H Hᵀ/N over the 4 first samples per class
+    idx = torch.cat([torch.nonzero(y == c).flatten()[:4] for c in range(3)])
+    Hs = feats[idx]
+    ref = np.sort(np.linalg.eigvalsh((Hs.T @ Hs / 12).numpy()))[::-1]
+    top = np.array(rep["layers"][0]["hessian_top"])
+    assert top.size == 12 and np.allclose(top, np.repeat(ref, 3)[:12], rtol=1e-10)  # K-fold
+    assert rep["accuracy"]["test"] is None and "test" not in rep["collapse"]
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have none"):
+        inspect_features(feats[y != 1], y[y != 1], [(W, b)], feats[:0], y[:0])
