@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,6 @@ import pytest
 import torch
 
 from dufm_core.cli import main
-from tests.helpers import ROOT
 
 K2 = 100  # K² for the digits' K = 10
 
@@ -36,10 +33,10 @@ def test_inspect_writes_the_report_and_prints_its_path(tmp_path: Path, mlp, data
 
 
 def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    from benchmarks.bench_inspect import main as bench
+
     out = tmp_path / "b.json"
-    subprocess.run([sys.executable, "-m", "benchmarks.bench_inspect", "--quick", "--cases",
-                    "resnet20-digits", "--out", str(out)], cwd=ROOT, check=True,
-                   capture_output=True, timeout=300)
+    assert bench(["--quick", "--cases", "resnet20-digits", "--out", str(out)]) == 0
     (row,) = json.loads(out.read_text())
     assert row["case"] == "resnet20-digits" and row["total_s"] > 0
 
