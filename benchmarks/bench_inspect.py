@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 d.x, d.y = d.x[::10], d.y[::10]
             rows.append(_case("resnet20-digits", tmpd / "r20.pt", "resnet20", d.x, d.y,
                               d.x_test, d.y_test, args.device, dtype))
+            print(json.dumps(rows[-1]), flush=True)
         if "resnet18-cifar" in args.cases:
             n = 100 if args.quick else args.n
             net18 = ResNet18(3, 10, width=4 if args.quick else 64)
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(y.numel(), 3, 32, 32)
             rows.append(_case("resnet18-cifar", tmpd / "r18.pt", "resnet18", x, y,
                               x[:0], y[:0], args.device, dtype))
-    for r in rows:
-        print(json.dumps(r))
+            print(json.dumps(rows[-1]), flush=True)
     head = f"{'case':<18}{'N':>7}{'device':>8}{'load s':>9}{'forward s':>11}{'analysis s':>12}" \
            f"{'total s':>10}"
     print(head)
