@@ -355,6 +355,7 @@ class OnnxClassifier(Inspectable):
             raise InspectError(f"the graph must have one input and one output (it has "
                                f"{len(graph.inputs)} and {len(graph.outputs)})")
         self.graph = graph
+        self.made_by = {o: n for n in graph.nodes for o in n.outputs}  # output → its node
         self.keys = {name: f"t{i}" for i, name in enumerate(graph.initializers)}
         for name, t in graph.initializers.items():
             self.register_buffer(self.keys[name], t)
@@ -371,7 +372,7 @@ class OnnxClassifier(Inspectable):
             for n in self.stem_nodes)
 
     def _producer(self, name: str) -> Node | None:
-        return next((n for n in self.graph.nodes if name in n.outputs), None)
+        return self.made_by.get(name)
 
     def _const(self, name: str) -> torch.Tensor | None:
         return self.graph.initializers.get(name)
