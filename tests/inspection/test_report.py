@@ -166,3 +166,33 @@ def test_unbalanced_shuffled_features_use_first_n_per_class() -> None:
     assert rep["accuracy"]["test"] is None and "test" not in rep["collapse"]
     with pytest.raises(ValueError, match=r"class\(es\) \[1\] have none"):
         inspect_features(feats[y != 1], y[y != 1], [(W, b)], feats[:0], y[:0])
+
+
+def test_resnet20_head_report_equals_the_real_network_report(tmp_path: Path) -> None:
+    """A project ResNet-20 through `inspect` gives the head analysis of network_report (one
+    analysis, not a second one): same layer spectra, gradients and predictions."""
+    from dufm_core.analysis import analyze_model
+    from dufm_core.config import RunConfig
+    from dufm_core.data import load_dataset
+    from dufm_core.network_report import network_view
+    from dufm_core.networks import RealNetwork
+
+    torch.manual_seed(2)
+    net = RealNetwork(1, [16, 10], "linear", base_width=4, dtype=torch.float64).eval()
+    with torch.no_grad():
+        net.head_weights[0].normal_(0, 0.3)
+    data = load_dataset("digits", 5, K, dtype=torch.float64)
+    cfg = RunConfig(model="resnet20", K=K, n=5, width=[16], depth=1, loss="mse", lam_w=1e-3,
+                    lam_h=1e-3, dataset="digits")
+    view, ucfg, _ = network_view(net, cfg, data)
+    ref = analyze_model(view, ucfg, 0)
+    torch.save(net.state_dict(), tmp_path / "r20.pt")
+    model = load_model(tmp_path / "r20.pt", "resnet20")
+    rep = inspect_model(model, data.x_train, data.y_train, data.x_test, data.y_test, head=1,
+                        loss="mse", lam_w=1e-3, lam_h=1e-3).to_json()
+    for key in ("hessian_top", "gradient_coefficients", "alignment_f", "nc1", "nc3"):
+        _close(rep["layers"][0][key], ref["layers"][0][key])
+    _close(rep["theory"]["layer_outlier"], ref["theory"]["layer_outlier"])
+    assert rep["layers"][0]["hessian_method"] == ref["layers"][0]["hessian_method"]
+    assert [r["layer"] for r in rep["collapse"]["train"]] == [
+        "stage1", "stage2", "stage3 = h(x) = head input of W1"]
