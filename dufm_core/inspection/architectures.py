@@ -75,6 +75,16 @@ class Inspectable(nn.Module):
     def chain(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         raise NotImplementedError
 
+    @property
+    def K(self) -> int:
+        """Number of classes (rows of the last linear layer)."""
+        return int(self.chain()[-1][0].shape[0])
+
+    @property
+    def depth(self) -> int:
+        """Number of linear layers in the chain."""
+        return len(self.chain())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (batch, K)."""
         z, _ = self.stem(x)

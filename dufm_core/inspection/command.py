@@ -40,7 +40,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lam-w", default=None, help="λ_W for the predictions: one value or one per "
                                                  "head layer (default 5e-4)")
     p.add_argument("--lam-h", default=None, help="λ_H for the predictions (default 5e-4)")
-    p.add_argument("--full", action="store_true", help="add the full Hessian over the head")
+    p.add_argument("--full", action="store_true",
+                   help="add the top of the Hessian over every parameter of the network "
+                        "(a features file: over all head weights)")
     p.add_argument("--out", default=None, help="report file (default inspect_report.json)")
     p.set_defaults(func=cmd_inspect)
 

@@ -41,7 +41,7 @@ from dufm_core.config import RunConfig
 from dufm_core.inspection.architectures import Inspectable
 from dufm_core.models import LayerFeatures
 from dufm_core.networks import HeadView
-from dufm_core.report_types import Report
+from dufm_core.report_types import FullHessian, Report
 
 __all__ = ["BiasedHeadView", "ChainPass", "inspect_features", "inspect_model"]
 
@@ -289,7 +289,34 @@ def inspect_model(model: Inspectable, x: torch.Tensor, y: torch.Tensor, x_test: 
     if y.numel() and int(y.max()) >= K:
         raise ValueError(f"labels: must be in 0..{K - 1} (the model has K = {K} outputs); "
                          f"found {int(y.max())}")
-    return build_report(train, y, test, y_test, head_layers, model.activation, **kw)
+    full = bool(kw.pop("full", False))
+    report = build_report(train, y, test, y_test, head_layers, model.activation, **kw)
+    if full:
+        if progress:
+            progress("full Hessian (every parameter of the network)", 0.95)
+        report.full_hessian = FullHessian.from_json(
+            whole_network_top(model, x, y, kw.get("loss", "mse"), progress))
+    return report
+
+
+def whole_network_top(model: Inspectable, x: torch.Tensor, y: torch.Tensor, loss: str,
+                      progress: Progress = None) -> dict[str, Any]:
+    """The top K² + K eigenvalues of the fit Hessian over every parameter of ``model`` on the
+    training data (float64, BatchNorm in eval mode), by the real network's whole-network
+    routine (:func:`dufm_core.network_report.network_full`). For an ONNX graph the parameters
+    are the linear chain's (its other constants are data)."""
+    from types import SimpleNamespace
+
+    from dufm_core.network_report import network_full
+
+    model = model.double()
+    cfg = RunConfig(K=model.K, loss=loss)
+    data = SimpleNamespace(x_train=x.double(), y_train=y)
+    tick = (lambda msg, f: progress(msg, 0.95)) if progress else None
+    out = network_full(model, cfg, data, progress=tick)  # type: ignore[arg-type]
+    out["note"] = ("fit-term Hessian over every parameter of the network, BatchNorm in eval "
+                   "mode, all training samples; no closed form exists for it")
+    return out
 
 
 def inspect_features(features: torch.Tensor, labels: torch.Tensor, head: Head,

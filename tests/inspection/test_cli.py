@@ -27,9 +27,10 @@ def test_inspect_writes_the_report_and_prints_its_path(tmp_path: Path, mlp, data
     assert set(rep["accuracy"]) == {"train", "test"} and rep["collapse"]["test"]
     assert {"singular_values", "bulk_edge", "spikes"} <= set(rep["layers"][0]["weights_esd"])
     assert rep["inspection"]["architecture"] == "mlp:64-12-10-10"
-    # one head layer: the full Hessian over the head's weights is that layer's Hessian
-    full, top = np.array(rep["full_hessian"]["top"]), np.array(rep["layers"][0]["hessian_top"])
-    assert np.allclose(full[:K2], top[:K2], rtol=1e-8, atol=1e-12 * top[0])
+    # --full: the whole network's top spectrum (every weight and bias of the MLP)
+    assert rep["full_hessian"]["params"] == "all"
+    assert rep["full_hessian"]["dim"] == sum(p.numel() for p in mlp.parameters())
+    assert len(rep["full_hessian"]["top"]) == K2 + 10
 
 
 def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:

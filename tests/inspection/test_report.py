@@ -196,3 +196,26 @@ def test_resnet20_head_report_equals_the_real_network_report(tmp_path: Path) -> 
     assert rep["layers"][0]["hessian_method"] == ref["layers"][0]["hessian_method"]
     assert [r["layer"] for r in rep["collapse"]["train"]] == [
         "stage1", "stage2", "stage3 = h(x) = head input of W1"]
+
+
+def test_full_is_the_whole_network_top_spectrum(digits, mlp, pt_file: Path) -> None:
+    model = load_model(pt_file, "mlp:64-12-10-10")
+    rep = inspect_model(model, digits.x_train, digits.y_train, digits.x_test[:0],
+                        digits.y_test[:0], head=1, loss="ce", full=True).to_json()
+    params = dict(mlp.named_parameters())
+    names = list(params)
+    flat0 = torch.cat([p.detach().reshape(-1) for p in params.values()])
+    sizes = [p.numel() for p in params.values()]
+    x = digits.x_train.reshape(digits.N, -1)
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(theta, sizes)
+        state = {n: t.reshape(params[n].shape) for n, t in zip(names, parts, strict=True)}
+        return _fit(torch.func.functional_call(mlp, state, (x,)), digits.y_train, "ce")
+
+    Hs = torch.autograd.functional.hessian(f, flat0)
+    ref = np.sort(np.linalg.eigvalsh(0.5 * (Hs + Hs.T).numpy()))[::-1]
+    full = rep["full_hessian"]
+    assert full["params"] == "all" and full["dim"] == ref.size and full["converged"]
+    top = np.array(full["top"])[: K * K]
+    assert np.max(np.abs(top - ref[: K * K])) < 1e-6 * ref[0]
