@@ -1,8 +1,9 @@
 """Reading a user's files without running code (docs/inspect.md, docs/design.md §8.1).
 
-* **State dict** (``.safetensors``, or ``.pt`` through ``torch.load(weights_only=True)``): the
-  readers of :mod:`dufm_core.checkpoints` (bounded safetensors header reads and checks, the
-  memory cap on a ``.pt``, one-line refusals of code-carrying pickles). A ``.pt`` may wrap the
+* **State dict** (``.safetensors``, or ``.pt`` through ``torch.load(weights_only=True,
+  mmap=True)``): the readers of :mod:`dufm_core.checkpoints` (bounded safetensors header reads
+  and checks, one-line refusals of code-carrying pickles); the tensors' float64 size is checked
+  against the memory cap after their shapes, before their data are read. A ``.pt`` may wrap the
   state dict the usual ways: ``{"state_dict": …}``, ``{"model": …}`` (nested once more is fine)
   and a ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix on every key. The
   declared names and shapes are compared with the architecture's **before** a safetensors
@@ -19,6 +20,7 @@ be integers in 0..K−1. Every refusal is an :class:`InspectError` of one line.
 from __future__ import annotations
 
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,10 +106,11 @@ def read_state_dict(path: str | Path, arch: Architecture) -> Inspectable:
             _cap(p, sum(resources.numel(s) * 8 for s in shapes.values()))
             tensors = strip_prefixes(_st_tensors(p, entries, start))
         else:
-            tensors = unwrap(_torch_load(p, "cpu"), p)
+            tensors = unwrap(_load_pt(p), p)
             shapes = {k: tuple(v.shape) for k, v in tensors.items()}
             model = arch.build(shapes)
             _check_names_shapes(p, arch, arch.expected(model), shapes)
+            _cap(p, sum(resources.numel(s) * 8 for s in shapes.values()))
     except (CheckpointError, ArchitectureError) as exc:
         text = str(exc)
         raise InspectError(text if text.startswith(str(p)) else f"{p}: {text}") from None
@@ -116,6 +119,20 @@ def read_state_dict(path: str | Path, arch: Architecture) -> Inspectable:
     if bad:
         raise InspectError(f"{p}: tensor {bad[0][:80]!r} is not floating point")
     return arch.load(model, tensors)
+
+
+def _load_pt(p: Path) -> Any:
+    """A ``.pt`` through ``torch.load(weights_only=True, mmap=True)``: the tensors stay in the
+    file (memory-mapped) until used, so names and shapes are checked before their data are read.
+    A file that cannot be mapped (the old non-zip format) or is refused goes through
+    :mod:`dufm_core.checkpoints`' reader, which applies the memory cap to the file and words the
+    refusal (a code-carrying pickle is never run by either)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises several types for bad files: reworded below
+        return _torch_load(p, "cpu")
 
 
 def _cap(p: Path, nbytes: int) -> None:

@@ -149,6 +149,9 @@ def test_huge_architecture_over_the_cap(tmp_path: Path, monkeypatch: pytest.Monk
     p = write_safetensors(tmp_path / "big.safetensors", sd)
     with pytest.raises(InspectError, match="memory cap"):
         load_model(p, "mlp:600-300")
+    torch.save(sd, tmp_path / "big.pt")  # memory-mapped: refused from its shapes
+    with pytest.raises(InspectError, match="memory cap"):
+        load_model(tmp_path / "big.pt", "mlp:600-300")
 
 
 def test_npz_files(tmp_path: Path) -> None:
