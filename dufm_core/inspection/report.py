@@ -35,9 +35,10 @@ from typing import Any
 
 import torch
 
-from dufm_core import collapse, weights
+from dufm_core import collapse, resources, weights
 from dufm_core.analysis import _f, analyze_model
 from dufm_core.config import RunConfig
+from dufm_core.curvature.spectrum import DENSE_MAX
 from dufm_core.inspection.architectures import Inspectable
 from dufm_core.models import LayerFeatures
 from dufm_core.networks import HeadView
@@ -182,10 +183,26 @@ def _balanced(y: torch.Tensor, K: int) -> tuple[torch.Tensor, int]:
 
 
 # --------------------------------------------------------------------------- the report
+def _check_memory(head: Head, K: int, N: int) -> None:
+    """MemoryCapError (one line) when the head analysis would need more than the memory cap:
+    per layer its top K² + K eigenvectors (or its dense Hessian) and the per-sample Jacobian
+    rows of the Gauss–Newton split, in float64; e.g. an ImageNet head (K = 1000) is refused
+    rather than left to run out of memory."""
+    parts = []
+    for l, (W, _) in enumerate(head, start=1):
+        dim = int(W.numel())
+        m = min(K * K + K, dim)
+        size = dim * dim if dim <= DENSE_MAX else 3 * dim * m
+        parts.append(resources.Part(f"W{l} Hessian", 8 * size, "head"))
+        parts.append(resources.Part(f"W{l} Jacobian rows", 8 * N * K * int(W.shape[0]), "head"))
+    resources.check(resources.MemoryEstimate("the head analysis", tuple(parts)))
+
+
 def _head_report(train: ChainPass, y: torch.Tensor, head: Head, activation: str, loss: str,
                  lam_w: Sequence[float], lam_h: float, full: bool, name: str,
                  progress: Progress) -> dict[str, Any]:
     K = int(head[-1][0].shape[0])
+    _check_memory(head, K, int(y.numel()))
     idx, n = _balanced(y, K)
     H1 = train.head_input[idx].T.contiguous().double()
     labels = y[idx]

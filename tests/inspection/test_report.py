@@ -219,3 +219,15 @@ def test_full_is_the_whole_network_top_spectrum(digits, mlp, pt_file: Path) -> N
     assert full["params"] == "all" and full["dim"] == ref.size and full["converged"]
     top = np.array(full["top"])[: K * K]
     assert np.max(np.abs(top - ref[: K * K])) < 1e-6 * ref[0]
+
+
+def test_a_head_too_big_for_the_memory_cap_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dufm_core.inspection.report import inspect_features
+    from dufm_core.resources import MemoryCapError
+
+    monkeypatch.setenv("DUFM_MEMORY_CAP", "10M")
+    y = torch.arange(200).repeat_interleave(2)
+    feats = torch.randn(400, 64, dtype=torch.float64)
+    W = torch.randn(200, 64, dtype=torch.float64)
+    with pytest.raises(MemoryCapError, match=r"the head analysis needs about .* memory cap"):
+        inspect_features(feats, y, [(W, None)], feats[:0], y[:0])
