@@ -122,3 +122,25 @@ def test_exported_cnn_matches_features_file(tmp_path: Path, digits) -> None:
     c = run_inspect(None, None, data=None, features=str(feats), **args).to_json()
     _close(_numbers(a), _numbers(c))
     assert [r["layer"].split(" ")[0] for r in a["collapse"]["train"]][:1] == ["features"]
+
+
+def test_one_mlp_as_state_dict_and_onnx_gives_one_report(tmp_path: Path, digits, mlp) -> None:
+    pytest.importorskip("onnx")
+    x = digits.x_train.reshape(digits.N, -1)
+    xt = digits.x_test.reshape(len(digits.y_test), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mlp, (x[:2],), str(tmp_path / "mlp.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}})
+    torch.save(mlp.state_dict(), tmp_path / "mlp.pt")
+    data = tmp_path / "flat.npz"
+    np.savez(data, x=x.numpy(), y=digits.y_train.numpy(), x_test=xt.numpy(),
+             y_test=digits.y_test.numpy())
+    args = {"head": 2, "dataset": None, "data_dir": "", "loss": "ce", "lam_w": None,
+            "lam_h": None, "full": False, "data": str(data), "features": None}
+    a = run_inspect(str(tmp_path / "mlp.pt"), "mlp:64-12-10-10", **args).to_json()
+    b = run_inspect(str(tmp_path / "mlp.onnx"), None, **args).to_json()
+    _close(_numbers(a), _numbers(b))
+    assert [r["layer"] for r in a["collapse"]["train"]] == [
+        r["layer"] for r in b["collapse"]["train"]]
