@@ -465,8 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
 
     from dufm_core import checklist  # the reproduction checklist (its command lives there)
+    from dufm_core.inspection.command import add_parser as add_inspect
 
     checklist.add_parser(sub)
+    add_inspect(sub)  # inspect: any classifier's checkpoint (docs/design.md §8.1)
 
     r = sub.add_parser("runs", help="table of runs and their states")
     r.add_argument("--runs-dir", default=None)

@@ -123,3 +123,45 @@ def stable_rank(s: torch.Tensor) -> float:
 def threshold_rank(s: torch.Tensor, threshold: float = 1e-6) -> int:
     """Number of singular values above ``threshold`` (the companion paper counts > 1e-6)."""
     return int((s > threshold).sum())
+
+
+def nc4(H: torch.Tensor, predicted: torch.Tensor, M: torch.Tensor) -> float:
+    """NC4 (Papyan et al. 2020): how often the network's prediction agrees with the
+    nearest-class-centre classifier on features H (d × N),
+
+        NC4 = (1/N) Σ_i 1[ argmin_c ‖h_i − μ_c‖ = ŷ_i ],
+
+    with ``predicted`` ŷ (N,) the network's argmax and M (d × K) the class centres (for test
+    data, the *training* centres: the classifier a collapsed network would use). 1 at collapse;
+    NaN for N = 0."""
+    if H.shape[1] == 0:
+        return math.nan
+    # ‖h − μ_c‖² = ‖h‖² − 2 hᵀμ_c + ‖μ_c‖²; the ‖h‖² term does not change the argmin
+    dist = M.square().sum(0)[None, :] - 2.0 * (H.T @ M)
+    nearest = dist.argmin(dim=1)
+    return float((nearest == predicted.to(nearest.device)).double().mean())
+
+
+def cdnv(H: torch.Tensor, labels: torch.Tensor, K: int) -> float:
+    """Class-distance normalised variance (Galanti et al. 2022) of features H (d × N), averaged
+    over the pairs of classes present,
+
+        CDNV = mean_{c < c'} (Var_c + Var_c') / (2 ‖μ_c − μ_c'‖²),
+        Var_c = mean_{i ∈ c} ‖h_i − μ_c‖²;
+
+    0 at collapse. NaN when fewer than two classes are present or two class means coincide."""
+    onehot = torch.nn.functional.one_hot(labels, K).to(H.dtype)
+    counts = onehot.sum(0)
+    present = torch.nonzero(counts > 0).flatten()
+    if present.numel() < 2:
+        return math.nan
+    M = class_means(H, labels, K)
+    var = ((H - M[:, labels]).square().sum(0) @ onehot) / counts.clamp_min(1)
+    Mp, vp = M[:, present], var[present]
+    sq = Mp.square().sum(0)
+    dist2 = sq[:, None] + sq[None, :] - 2.0 * (Mp.T @ Mp)
+    iu = torch.triu_indices(present.numel(), present.numel(), offset=1)
+    d2 = dist2[iu[0], iu[1]]
+    if float(d2.min()) <= 0.0:
+        return math.nan
+    return float(((vp[iu[0]] + vp[iu[1]]) / (2.0 * d2)).mean())

@@ -23,7 +23,7 @@ from dufm_core.models import DeepUFM
 from dufm_core.store import to_jsonable
 from dufm_core.subspaces import orthonormal_basis, subspace_angles
 
-__all__ = ["layer_weight_report", "weight_report"]
+__all__ = ["layer_weight_report", "weight_esd", "weight_report"]
 
 Tensor = torch.Tensor
 _F64 = torch.float64
@@ -99,3 +99,31 @@ def layer_weight_report(model: DeepUFM, l: int, threshold: float = 1e-6) -> dict
     M_out, M_in = layer_means(model, l)
     rep = weight_report(model.weights[l - 1], M_in, M_out, model.K, threshold)
     return {"layer": l, **rep}
+
+
+def weight_esd(W: Tensor, K: int) -> dict[str, Any]:
+    """The empirical spectral density of a weight matrix W (d_out × d_in) against a random one:
+    all singular values (descending), a Marchenko–Pastur bulk edge and the spikes above it.
+
+    For a d_out × d_in matrix of i.i.d. entries of variance σ², the singular values fill
+    [σ|√d_out − √d_in|, σ(√d_out + √d_in)] as the sizes grow (Marchenko–Pastur), and the mean
+    squared singular value is σ²·max(d_out, d_in). The noise scale σ is estimated from the
+    **bulk**, i.e. all singular values but the K largest (a trained classifier's head carries
+    about K (MSE) or K−1 (CE) signal directions, docs/theory.md §4.4):
+    σ̂² = mean_{i > K} s_i² / max(d_out, d_in). The edge is σ̂(√d_out + √d_in); ``spikes`` counts
+    the singular values above it, to be read against K. Where min(d_out, d_in) ≤ K no bulk is
+    left and the edge, σ̂ and the spike count are None."""
+    W = W.detach().to(_F64)
+    s = torch.linalg.svdvals(W)
+    d_out, d_in = W.shape
+    bulk = s[K:]
+    out: dict[str, Any] = {"singular_values": to_jsonable(s), "K": int(K), "noise_scale": None,
+                           "bulk_edge": None, "spikes": None,
+                           "method": "σ̂² = mean of the squared singular values below the top "
+                                     "K / max(d_out, d_in); edge σ̂(√d_out + √d_in)"}
+    if bulk.numel() == 0:
+        return out
+    sigma = math.sqrt(float(bulk.square().mean()) / max(d_out, d_in))
+    edge = sigma * (math.sqrt(d_out) + math.sqrt(d_in))
+    out.update(noise_scale=sigma, bulk_edge=edge, spikes=int((s > edge).sum()))
+    return out

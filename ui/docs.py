@@ -22,6 +22,7 @@ DOCUMENTS = {
     "design": ("design.md", "Design and contracts"),
     "real_networks": ("real_networks.md", "Real networks"),
     "sweeps": ("sweeps.md", "Sweeps"),
+    "inspect": ("inspect.md", "Inspect your own model"),
     "benchmarks": ("benchmarks.md", "Benchmarks"),
     "reliability": ("reliability.md", "Reliability"),
 }

@@ -61,6 +61,7 @@ def hessian_operator(
     ``structured`` forces the choice (True raises for a ReLU model). Both have the same
     layout and parts, and both are :class:`~dufm_core.curvature.base.CurvatureOperator` s."""
     linear = getattr(model, "activation", None) == "linear" and hasattr(model, "features")
+    linear = linear and not getattr(model, "has_biases", False)  # closed forms are bias-free
     if structured is None:
         structured = linear
     if structured:

@@ -1,0 +1,65 @@
+"""``python -m dufm_core inspect``: the report's path last, one-line refusals with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dufm_core.cli import main
+
+K2 = 100  # K² for the digits' K = 10
+
+
+def test_inspect_writes_the_report_and_prints_its_path(tmp_path: Path, mlp, data_npz, capsys
+                                                       ) -> None:
+    torch.save(mlp.state_dict(), tmp_path / "m.pt")
+    out = tmp_path / "rep.json"
+    rc = main(["inspect", str(tmp_path / "m.pt"), "--arch", "mlp:64-12-10-10", "--data",
+               str(data_npz), "--loss", "mse", "--lam-w", "1e-3", "--full", "--out", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 0 and cap.out.strip().splitlines()[-1] == str(out)
+    rep = json.loads(out.read_text())
+    assert len(rep["layers"]) == 1 and rep["layers"][0]["shape"] == [10, 10]
+    assert set(rep["accuracy"]) == {"train", "test"} and rep["collapse"]["test"]
+    assert {"singular_values", "bulk_edge", "spikes"} <= set(rep["layers"][0]["weights_esd"])
+    assert rep["inspection"]["architecture"] == "mlp:64-12-10-10"
+    # --full: the whole network's top spectrum (every weight and bias of the MLP)
+    assert rep["full_hessian"]["params"] == "all"
+    assert rep["full_hessian"]["dim"] == sum(p.numel() for p in mlp.parameters())
+    assert len(rep["full_hessian"]["top"]) == K2 + 10
+
+
+def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    from benchmarks.bench_inspect import main as bench
+
+    out = tmp_path / "b.json"
+    assert bench(["--quick", "--cases", "resnet20-digits", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["case"] == "resnet20-digits" and row["total_s"] > 0
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--arch", "vgg"], "unknown architecture 'vgg'"),
+    (["--arch", "mlp:64-12-10-10", "--head", "4"], "head: must be in 1..3"),
+    (["--arch", "mlp:64-12-10-10", "--lam-w", "1,2"], "lam-w: give one value or one per head"),
+    (["--arch", "mlp:64-12-10-10", "--data", "LABELS"], "y must be in 0..9"),
+    (["--arch", "mlp:64-12-10-10", "--data", "SHAPE"], "cannot take inputs of shape [5]"),
+])
+def test_inspect_refusals_are_one_line(tmp_path: Path, mlp, data_npz, capsys, argv: list,
+                                       needle: str) -> None:
+    torch.save(mlp.state_dict(), tmp_path / "m.pt")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 64)), y=np.array([0, 1, 12]))
+    np.savez(tmp_path / "shape.npz", x=np.zeros((3, 5)), y=np.array([0, 1, 2]))
+    argv = [str(bad) if a == "LABELS" else str(tmp_path / "shape.npz") if a == "SHAPE" else a
+            for a in argv]
+    if "--data" not in argv:
+        argv += ["--data", str(data_npz)]
+    rc = main(["inspect", str(tmp_path / "m.pt"), *argv, "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and needle in err[-1] and err[-1].startswith("error: ")
+    assert not (tmp_path / "r.json").exists()
