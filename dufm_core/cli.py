@@ -34,13 +34,8 @@ from dufm_core.config import (
     load_config_file,
 )
 from dufm_core.config_values import check_float, check_int
-from dufm_core.curvature.sharded import (
-    MAX_WORKERS,
-    SHARD_EXECUTORS,
-    DataParallel,
-    ShardError,
-    data_parallel,
-)
+from dufm_core.curvature import sharded
+from dufm_core.curvature.sharded import ShardError, data_parallel
 
 THEORY_BYTES_PER_VALUE = 140  # measured: one K²-list value costs ~130 bytes up to its JSON text
 
@@ -209,7 +204,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         try:
             kind = kinds.get(run.config().model)
             params = kind.normalise_full_params(args.full_params)
-            parallel = parallel_spec(args, args.full and params == "all")
+            parallel = sharded.from_args(args, args.full and params == "all")
         except ValueError as exc:
             return _die(str(exc))
         with data_parallel(parallel):
@@ -236,38 +231,6 @@ def _analyze(run: Any, args: argparse.Namespace, progress: Any) -> int:
             path = Path(args.out)
     print(path)
     return 0
-
-
-def add_parallel_options(parser: argparse.ArgumentParser) -> None:
-    """``--workers W [--executor local|ray] [--address ADDR]``: data-parallel whole-network
-    products (dufm_core/curvature/sharded.py)."""
-    parser.add_argument("--workers", type=int, default=1,
-                        help="whole-network Hessian (--full --full-params all): split the data "
-                             "over W worker processes (default 1: this process)")
-    parser.add_argument("--executor", default="local", choices=SHARD_EXECUTORS,
-                        help="where the workers run: local processes (default) or Ray actors")
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster address (ray executor), e.g. 10.0.0.5:6379")
-    parser.add_argument("--worker-gpus", type=float, default=0.0,
-                        help="GPUs per Ray worker (default 0: CPU)")
-
-
-def parallel_spec(args: argparse.Namespace, whole_network: bool) -> DataParallel | None:
-    """The :class:`DataParallel` the options ask for (None: one process); ValueError with one
-    line for a bad combination, before anything is loaded."""
-    if args.workers < 1 or args.workers > MAX_WORKERS:
-        raise ValueError(f"workers: must be an integer in 1..{MAX_WORKERS} (got {args.workers})")
-    if args.address and args.executor != "ray":
-        raise ValueError("address: only for --executor ray")
-    if args.worker_gpus < 0 or (args.worker_gpus > 0 and args.executor != "ray"):
-        raise ValueError("worker-gpus: must be >= 0, and GPUs per worker need --executor ray")
-    if args.workers == 1 and args.executor == "local" and not args.address:
-        return None
-    if not whole_network:
-        raise ValueError("workers: data-parallel products are for the whole-network Hessian of a "
-                         "real network (--full --full-params all); this analysis runs in one "
-                         "process")
-    return DataParallel(args.workers, args.executor, args.address, gpus=args.worker_gpus)
 
 
 # --------------------------------------------------------------------------- landscape
@@ -425,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default=None, help="also write the report to this file")
     an.add_argument("--all-steps", action="store_true",
                     help="analyse every checkpoint and write analysis/series.json")
-    add_parallel_options(an)
+    sharded.add_options(an)
     an.set_defaults(func=cmd_analyze)
 
     ls = sub.add_parser("landscape", help="loss landscape around a checkpoint (JSON, §8.4); "

@@ -35,8 +35,10 @@ not change with where the products run.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -47,14 +49,21 @@ import torch
 
 from dufm_core.curvature.base import CurvatureOperator
 from dufm_core.curvature.network import NETWORK_PARAMS, NetworkHessianOperator
-from dufm_core.runtime import cpu_threads
 
 __all__ = ["SHARD_EXECUTORS", "DataParallel", "ShardError", "ShardedHessianOperator",
-           "data_parallel", "network_operator", "shard_bounds"]
+           "add_options", "data_parallel", "from_args", "network_operator", "shard_bounds"]
 
 SHARD_EXECUTORS = ("local", "ray")
 MAX_WORKERS = 256
 START_TIMEOUT = 300.0  # seconds a local worker may take to import torch and build its operator
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class ShardError(RuntimeError):
@@ -264,7 +273,7 @@ class ShardedHessianOperator(CurvatureOperator):
             missing = ray_missing()
             if missing:
                 raise ShardError(missing)
-        self.threads = int(threads) if threads else max(1, cpu_threads() // workers)
+        self.threads = int(threads) if threads else max(1, _cpus() // workers)
         self.workers, self.executor, self.address = workers, executor, address
         self.N = N
         self.bounds = shard_bounds(N, workers)
@@ -373,3 +382,36 @@ def network_operator(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, l
                                 batch_size=batch_size, threads=spec.threads, gpus=spec.gpus,
                                 progress=progress) as op:
         yield op
+
+
+# --------------------------------------------------------------------------- the CLI's options
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The CLI options of data-parallel whole-network products (``analyze`` and ``inspect``):
+    ``--workers W [--executor local|ray] [--address ADDR] [--worker-gpus G]``."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="whole-network Hessian (--full --full-params all): split the data "
+                             "over W worker processes (default 1: this process)")
+    parser.add_argument("--executor", default="local", choices=SHARD_EXECUTORS,
+                        help="where the workers run: local processes (default) or Ray actors")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (ray executor), e.g. 10.0.0.5:6379")
+    parser.add_argument("--worker-gpus", type=float, default=0.0,
+                        help="GPUs per Ray worker (default 0: CPU)")
+
+
+def from_args(args: argparse.Namespace, whole_network: bool) -> DataParallel | None:
+    """The :class:`DataParallel` the options ask for (None: one process); ValueError with one
+    line for a bad combination, before anything is loaded."""
+    if args.workers < 1 or args.workers > MAX_WORKERS:
+        raise ValueError(f"workers: must be an integer in 1..{MAX_WORKERS} (got {args.workers})")
+    if args.address and args.executor != "ray":
+        raise ValueError("address: only for --executor ray")
+    if args.worker_gpus < 0 or (args.worker_gpus > 0 and args.executor != "ray"):
+        raise ValueError("worker-gpus: must be >= 0, and GPUs per worker need --executor ray")
+    if args.workers == 1 and args.executor == "local" and not args.address:
+        return None
+    if not whole_network:
+        raise ValueError("workers: data-parallel products are for the whole-network Hessian of a "
+                         "real network (analyze --full --full-params all, inspect MODEL --full); "
+                         "this analysis runs in one process")
+    return DataParallel(args.workers, args.executor, args.address, gpus=args.worker_gpus)

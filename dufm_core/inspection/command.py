@@ -44,6 +44,9 @@ def add_parser(sub: Any) -> None:
                    help="add the top of the Hessian over every parameter of the network "
                         "(a features file: over all head weights)")
     p.add_argument("--out", default=None, help="report file (default inspect_report.json)")
+    from dufm_core.curvature import sharded
+
+    sharded.add_options(p)  # --workers: the --full products over data shards
     p.set_defaults(func=cmd_inspect)
 
 
@@ -112,6 +115,7 @@ def run_inspect(model_path: str | None, arch: str | None, head: int, data: str |
 def cmd_inspect(args: argparse.Namespace) -> int:
     from dufm_core.checkpoints import CheckpointError
     from dufm_core.config_values import check_int
+    from dufm_core.curvature import sharded
     from dufm_core.inspection.loading import InspectError
     from dufm_core.store import atomic_write_json
 
@@ -124,12 +128,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         lam_h = _lams(args.lam_h, "lam_h")
         if lam_h is not None and len(lam_h) != 1:
             raise ConfigError("lam_h", "must be one number")
-        report = run_inspect(args.model, args.arch, head, args.data, args.dataset,
-                             args.data_dir, args.features, args.loss, lam_w,
-                             lam_h[0] if lam_h else None, args.full, progress)
+        parallel = sharded.from_args(args, args.full and args.features is None)
+        with sharded.data_parallel(parallel):
+            report = run_inspect(args.model, args.arch, head, args.data, args.dataset,
+                                 args.data_dir, args.features, args.loss, lam_w,
+                                 lam_h[0] if lam_h else None, args.full, progress)
         out = Path(args.out or "inspect_report.json")
         atomic_write_json(out, report.to_json())
-    except (InspectError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (InspectError, ConfigError, CheckpointError, ValueError, FileNotFoundError,
+            sharded.ShardError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
               file=sys.stderr)
         return 2

@@ -33,6 +33,27 @@ def test_inspect_writes_the_report_and_prints_its_path(tmp_path: Path, mlp, data
     assert len(rep["full_hessian"]["top"]) == K2 + 10
 
 
+def test_inspect_full_on_two_workers_equals_one_process(tmp_path: Path, mlp, data_npz,
+                                                        capsys) -> None:
+    """``inspect --full --workers 2``: the whole-network products over two data shards
+    (curvature/sharded.py) give the one-process report's top values; without --full the
+    option is refused in one line."""
+    torch.save(mlp.state_dict(), tmp_path / "m.pt")
+    base = ["inspect", str(tmp_path / "m.pt"), "--arch", "mlp:64-12-10-10", "--data",
+            str(data_npz), "--loss", "mse", "--lam-w", "1e-3"]
+    tops = []
+    for extra, out in ((["--full"], "one.json"), (["--full", "--workers", "2"], "two.json")):
+        assert main([*base, *extra, "--out", str(tmp_path / out)]) == 0
+        tops.append(json.loads((tmp_path / out).read_text())["full_hessian"])
+    capsys.readouterr()
+    assert "2 workers (local processes" in tops[1]["method"]
+    np.testing.assert_allclose(tops[1]["top"][:K2], tops[0]["top"][:K2], rtol=1e-6)
+    assert main([*base, "--workers", "2", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "workers: data-parallel products are for the whole-network" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_benchmark_quick_mode_runs(tmp_path: Path) -> None:
     from benchmarks.bench_inspect import main as bench
 
