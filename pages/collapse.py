@@ -2,20 +2,13 @@
 
 import streamlit as st
 
-from dufm_core import ConfigError, kinds
+from dufm_core import kinds
 from ui import analysis_view as av
 from ui import charts, docs, figures, live, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
-run = state.select_run()
-if run is None:
-    st.stop()
-try:
-    cfg = run.config()
-except ConfigError as exc:  # a damaged config.json: one line, not a traceback
-    st.error(str(exc))
-    st.stop()
+run, cfg = state.select_run_config()
 rows = run.metrics()
 state.show_run_header(run, rows[-1]["step"] if rows else None)
 docs.caption(

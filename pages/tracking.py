@@ -3,20 +3,13 @@
 
 import streamlit as st
 
-from dufm_core import ConfigError, kinds, reports, tracking
+from dufm_core import kinds, reports, tracking
 from ui import analysis_view as av
 from ui import charts, docs, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Eigenspace tracking")
-run = state.select_run()
-if run is None:
-    st.stop()
-try:
-    cfg = run.config()
-except ConfigError as exc:  # a damaged config.json: one line, not a traceback
-    st.error(f"Run `{run.id}` cannot be analysed: {exc}")
-    st.stop()
+run, cfg = state.select_run_config()
 state.show_run_header(run)
 docs.caption(
     "The overlap of two eigenspaces is the mean cos² of their principal angles, "

@@ -235,20 +235,28 @@ def select_layer(depth: int, where=st.sidebar) -> int | None:
     return int(layer)
 
 
+def select_run_config() -> tuple[Run, RunConfig]:
+    """The sidebar's run picker and the picked run's config. Stops the page with a hint when
+    there is no run (or the link named one that is not there), and with one line when the run's
+    config.json is damaged (never a traceback)."""
+    run = select_run()
+    if run is None:
+        st.stop()
+    try:
+        return run, run.config()
+    except ConfigError as exc:
+        st.error(f"Run `{run.id}` cannot be analysed: {exc}")
+        st.stop()
+        raise  # st.stop() raises; this line only tells the type checker
+
+
 def select_analysis_target() -> tuple[Run, int, RunConfig, int]:
     """Sidebar pickers of the analysis pages: (run, checkpoint step, its config, layer).
     Stops the page with a hint when there is no run or no checkpoint yet, or when the link
     named a run, step or layer that is not there (until one is picked)."""
-    run = select_run()
-    if run is None:
-        st.stop()
+    run, cfg = select_run_config()
     step = select_step(run)
     if step is None:
-        st.stop()
-    try:
-        cfg = run.config()
-    except ConfigError as exc:  # a damaged config.json: one line, never a traceback
-        st.error(f"Run `{run.id}` cannot be analysed: {exc}")
         st.stop()
     show_run_header(run, step)
     layer = select_layer(cfg.depth)

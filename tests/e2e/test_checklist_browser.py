@@ -15,7 +15,6 @@ import pytest
 
 from dufm_core import checklist
 from scripts import devserver
-from scripts.devserver import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.conftest import SHOTS, _require_browser
 
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -26,10 +25,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def empty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A dashboard over an empty runs folder, and a browser."""
+    """A dashboard over an empty runs folder (the session's browser drives it: one Playwright
+    per process, since its sync API cannot be nested)."""
     _require_browser()
-    from playwright.sync_api import sync_playwright
-
     runs = tmp_path_factory.mktemp("e2e_checklist") / "runs"
     runs.mkdir()
     try:
@@ -37,10 +35,7 @@ def empty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     except RuntimeError as exc:
         pytest.fail(str(exc))
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield {"url": srv.url, "runs": runs, "browser": browser}
-        browser.close()
+    yield {"url": srv.url, "runs": runs}
     srv.stop()
 
 
@@ -55,9 +50,9 @@ def _no_exception(page) -> None:
     assert not errors, errors[0].inner_text()[:1000]
 
 
-def test_one_click_checklist_passes_on_the_presets(empty_server: dict) -> None:
+def test_one_click_checklist_passes_on_the_presets(browser, empty_server: dict) -> None:
     n = len(checklist.CLAIMS)
-    page = empty_server["browser"].new_page(viewport={"width": 1400, "height": 2300})
+    page = browser.new_page(viewport={"width": 1400, "height": 2300})
     page.goto(f"{empty_server['url']}/checklist")
     _settle(page)
     _no_exception(page)
