@@ -46,7 +46,11 @@ DTYPES = ("float64", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 INITS = ("random", "optimum")
 SCHEDULES = ("log", "linear")
-MODELS = ("ufm", "resnet20")
+# model → is it a real network (data, a feature map) rather than a UFM (free features)? The model
+# kinds (dufm_core/kinds/) take their ``real_network`` from here, so that the dashboard can name
+# a run's model without importing the kinds (and torch) on its first page
+REAL_NETWORK = {"ufm": False, "resnet20": True}
+MODELS = tuple(REAL_NETWORK)
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 LR_SCHEDULES = ("constant", "cosine", "step")
 FEATURE_DIM = 64  # output dimension of the ResNet-20 feature map (global-average-pooled stage 3)

@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dufm_core.config import MODELS, ConfigError, RunConfig
 from dufm_core.report_types import Report
@@ -104,7 +104,8 @@ def to_jsonable(obj: Any) -> Any:
     Anything else (e.g. an operator object) raises TypeError so that it is never silently
     dropped.
     """
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # not imported here: a tensor exists only if torch does
+    if torch is not None and isinstance(obj, torch.Tensor):
         obj = obj.detach().cpu()
         return obj.item() if obj.ndim == 0 else obj.tolist()
     if isinstance(obj, np.ndarray):

@@ -14,6 +14,8 @@ components with more than one module are import cycles.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers import ROOT
@@ -176,3 +178,24 @@ def test_every_chart_goes_through_ui_charts_show() -> None:
         if path != ROOT / "ui" / "charts.py" and ".plotly_chart(" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_the_first_page_does_not_import_torch() -> None:
+    """What app.py and the Overview page import (the run store, the launcher, the ui helpers)
+    stays free of torch, so the dashboard's cold first page does not wait for it (≈1 s; see
+    docs/benchmarks.md §3). The heavy engine loads with the first page that needs it."""
+    code = ("import sys; import dufm_core, dufm_core.store, dufm_core.process.launcher, "
+            "ui.shell, ui.docs, ui.links, ui.state, ui.quickstart; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_each_kind_says_real_network_as_the_config_table_does() -> None:
+    from dufm_core import kinds
+    from dufm_core.config import MODELS, REAL_NETWORK
+
+    assert tuple(REAL_NETWORK) == MODELS
+    for model, real in REAL_NETWORK.items():
+        assert kinds.get(model).real_network is real

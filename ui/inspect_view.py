@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
@@ -22,7 +21,7 @@ from dufm_core.checkpoints import CheckpointError
 from dufm_core.config import ConfigError
 from dufm_core.report_types import Report
 from ui import analysis_view as av
-from ui import shell
+from ui import charts, figures, shell
 
 MODEL_TYPES = ["pt", "safetensors", "onnx"]
 NPZ = ["npz"]
@@ -155,12 +154,8 @@ def show_esd(report: Report, layer: int) -> None:
     rec = report.layers[layer - 1]
     esd = rec.get("weights_esd") or {}
     s = esd.get("singular_values") or []
-    fig = go.Figure(go.Bar(x=list(range(1, len(s) + 1)), y=s, name="singular values"))
-    if esd.get("bulk_edge") is not None:
-        fig.add_hline(y=esd["bulk_edge"], line_dash="dash", annotation_text="bulk edge")
-    fig.update_layout(xaxis_title="index", yaxis_title="σ_i", height=320,
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    st.plotly_chart(fig, key=f"esd_{layer}")
+    charts.show(st, figures.weights_esd(s, esd.get("bulk_edge"), layer, rec.shape or ()),
+                f"weights_esd_W{layer}", key=f"esd_{layer}")
     spikes = esd.get("spikes")
     st.caption(
         f"W_{layer} ({' × '.join(map(str, rec.shape or []))}): "

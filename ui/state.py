@@ -19,8 +19,7 @@ from typing import Any
 
 import streamlit as st
 
-from dufm_core import kinds
-from dufm_core.config import ConfigError, RunConfig
+from dufm_core.config import REAL_NETWORK, ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run, RunSummary, default_runs_dir, find_run, list_runs
 
@@ -64,9 +63,8 @@ def describe_model(config: Mapping[str, Any]) -> str:
     """The model of a run in a few words: a UFM's activation/loss, K and L; a real network's
     name, data set and head depth (``config``: a run's config.json as a dict)."""
     c = config
-    try:
-        real = kinds.get(c.get("model", "ufm")).real_network
-    except ValueError:
+    real = REAL_NETWORK.get(c.get("model", "ufm"))
+    if real is None:
         return str(c.get("model", "?"))
     if real:
         return f"{c.get('model')} + {c.get('depth')} linear, {c.get('dataset')}"
@@ -79,10 +77,7 @@ def _short_name(config: Mapping[str, Any]) -> str:
     c = config
     name = " ".join(str(c.get("name") or "").split())
     if not name:
-        try:
-            real = kinds.get(c.get("model", "ufm")).real_network
-        except ValueError:
-            real = True
+        real = REAL_NETWORK.get(c.get("model", "ufm"), True)
         name = (f"{c.get('model')} {c.get('dataset')}" if real
                 else f"{c.get('activation')}/{c.get('loss')} K{c.get('K')} L{c.get('depth')}")
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"

@@ -20,7 +20,7 @@ import torch
 
 from dufm_core import network_report
 from dufm_core.checkpoints import Checkpoint
-from dufm_core.config import FEATURE_DIM, RunConfig
+from dufm_core.config import FEATURE_DIM, REAL_NETWORK, RunConfig
 from dufm_core.curvature.network import NETWORK_PARAMS
 from dufm_core.data import RealData, dataset_info, load_data
 from dufm_core.kinds.base import ModelKind, Progress
@@ -60,7 +60,7 @@ class ResNet20Kind(ModelKind):
     label = "ResNet-20 + head"
     full_params: ClassVar[tuple[str, ...]] = NETWORK_PARAMS  # head | all
     full_params_aliases: ClassVar[dict[str, str]] = {"weights": "head"}
-    real_network = True
+    real_network = REAL_NETWORK["resnet20"]
     weights_label = "all head weights"
 
     def build(

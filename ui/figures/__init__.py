@@ -19,7 +19,11 @@ Every builder is also importable from here (``from ui import figures``;
 """
 
 from ui.figures.alignment import bars, heatmap, shared_scale
-from ui.figures.collapse import singular_values_at_step, singular_values_over_training
+from ui.figures.collapse import (
+    singular_values_at_step,
+    singular_values_over_training,
+    weights_esd,
+)
 from ui.figures.common import COLORS, CONFIG, PRED_STYLE
 from ui.figures.compare import CompareLine, compare_curves
 from ui.figures.landscape import landscape_line, landscape_plane
@@ -96,4 +100,5 @@ __all__ = [
     "sweep_sensitivity_figures",
     "sweep_width_figures",
     "top_eigenvalues",
+    "weights_esd",
 ]

@@ -73,3 +73,17 @@ def singular_values_at_step(
     return layout(
         fig, f"Top singular values at step {step}", "weight", "singular value", log_y=True
     )
+
+
+def weights_esd(singular_values: Sequence[float], bulk_edge: float | None, layer: int,
+                shape: Sequence[int] = ()) -> go.Figure:
+    """All singular values of a head weight W_l in decreasing order (bars), with the
+    Marchenko–Pastur bulk edge of a random matrix of its shape and estimated noise scale
+    (dashed): the bars above the edge are the spikes, which the UFM counts against K."""
+    s = list(singular_values)
+    fig = go.Figure(go.Bar(x=list(range(1, len(s) + 1)), y=s, name="singular values σ_i",
+                           marker_color=COLORS[0]))
+    if bulk_edge is not None:
+        fig.add_hline(y=bulk_edge, line=PRED_STYLE, annotation_text="Marchenko–Pastur edge")
+    size = f" ({' × '.join(map(str, shape))})" if shape else ""
+    return layout(fig, f"Singular values of W_{layer}{size}", "index i", "σ_i", height=320)
