@@ -3,6 +3,7 @@ draw charts, and a run launched from the Train page trains to the end."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -19,6 +20,8 @@ PAGES = [
     "collapse",
     "inspect",
     "theory_explorer",
+    "tracking",
+    "landscape",
 ]
 CHART_PAGES = {"spectrum": 2, "alignment": 4, "gradients": 3, "collapse": 6, "theory_explorer": 3}
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -61,6 +64,15 @@ def test_page(browser, server, path: str) -> None:
     page.goto(f"{server['url']}/{path}")
     _settle(page)
     name = path or "overview"
+    if path in CHART_PAGES:  # the script may start after the first idle check on a busy machine
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        want = CHART_PAGES[path]
+        with contextlib.suppress(PlaywrightTimeout):  # counted and reported below
+            page.wait_for_function(
+                f"document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg')"
+                f".length >= {want}", timeout=60_000)
+        _settle(page)
     _no_exception(page, name)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     if path in CHART_PAGES:
