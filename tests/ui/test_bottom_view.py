@@ -49,7 +49,9 @@ def test_attribution_figure_stacks_one_bar_per_cluster(report: Report) -> None:
     full = report.full_hessian
     fig = figures.outlier_attribution(full.attribution, full.attribution_blocks)
     assert isinstance(fig, go.Figure) and fig.layout.barmode == "stack"
-    assert [t.name for t in fig.data] == ["weights.0", "weights.1", "weights.2"]
+    assert [t.name for t in fig.data] == ["W_1", "W_2", "W_3"]  # as the theory names them
+    # each bar's hover also gives the part of the share inside the predicted directions
+    assert list(fig.data[0].customdata) == [c["predicted"][0] for c in full.attribution]
     n = len(full.attribution)
     totals = [sum(t.y[i] for t in fig.data) for i in range(n)]
     assert totals == pytest.approx([1.0] * n, abs=1e-9)

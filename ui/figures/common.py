@@ -70,3 +70,12 @@ def steps_axis(steps: Sequence[int]) -> tuple[list[float], bool]:
     """Plot steps on a log axis (step 0 shown at 0.5) when they span decades."""
     log_x = len(steps) > 2 and max(steps) >= 100
     return ([s if s > 0 else 0.5 for s in steps] if log_x else list(steps)), log_x
+
+
+def block_label(name: str) -> str:
+    """A parameter block's name as the theory writes it: ``weights.2`` → ``W_3``,
+    ``features`` → ``H_1``, ``head_weights.0`` → ``head W_1``; anything else as it is."""
+    for prefix, shown in (("weights.", "W_"), ("head_weights.", "head W_")):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return f"{shown}{int(name[len(prefix):]) + 1}"
+    return "H_1" if name == "features" else name

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dufm_core.report_types import Report
-from ui.figures.common import COLORS, PRED_STYLE, layout, positive
+from ui.figures.common import COLORS, PRED_STYLE, block_label, layout, positive
 
 PRED_LABEL_GAP = 0.2  # labels of predictions closer than this fraction of the x axis are merged
 PRED_LABEL_LEVELS = (1.0, 0.92)  # paper heights of labels, alternated between close neighbours
@@ -253,7 +253,13 @@ def outlier_attribution(clusters: Sequence[Mapping[str, Any]], blocks: Sequence[
               for c in clusters]
     fig = go.Figure()
     for i, name in enumerate(blocks):
-        fig.add_trace(go.Bar(x=labels, y=[c["layers"][i] for c in clusters], name=name,
-                             marker={"color": COLORS[i % len(COLORS)]}))
+        inside = [(c.get("predicted") or [None] * len(blocks))[i] for c in clusters]
+        fig.add_trace(go.Bar(
+            x=labels, y=[c["layers"][i] for c in clusters], name=block_label(name),
+            marker={"color": COLORS[i % len(COLORS)]}, customdata=inside,
+            hovertemplate=(f"{block_label(name)}: share %{{y:.4f}}"
+                           + (", in predicted directions %{customdata:.4f}"
+                              if any(v is not None for v in inside) else "")
+                           + "<extra></extra>")))
     fig.update_layout(barmode="stack")
     return layout(fig, title, "eigenvalue cluster (value ×multiplicity)", "share of the cluster")

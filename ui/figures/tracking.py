@@ -13,7 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from ui.figures.common import COLORS, PRED_STYLE, layout, steps_axis
+from ui.figures.common import COLORS, PRED_STYLE, block_label, layout, steps_axis
 
 OVERLAP_TITLES = {
     "overlap_final": "Overlap with the last checkpoint's top-K² eigenspace",
@@ -113,16 +113,10 @@ def attribution_over_training(series: Mapping[str, Any], top_clusters: int = 1) 
                 if all(y is None for y in ys):
                     continue
                 fig.add_trace(go.Scatter(
-                    x=xs, y=ys, mode="lines+markers", name=f"{_block_label(name)} · {label}",
+                    x=xs, y=ys, mode="lines+markers", name=f"{block_label(name)} · {label}",
                     line={"color": color, "dash": dash}, connectgaps=False))
     fig = layout(fig, "Top full-Hessian outlier cluster: its share in each block", "step",
                  "share of the cluster's eigenspace", log_x=log_x)
     fig.update_yaxes(range=[-0.02, 1.02])
     return fig
 
-
-def _block_label(name: str) -> str:
-    """``weights.2`` → ``W_3``; ``features`` → ``H_1``; anything else as it is."""
-    if name.startswith("weights."):
-        return f"W_{int(name.split('.')[1]) + 1}"
-    return "H_1" if name == "features" else name
