@@ -47,6 +47,15 @@ NAV = {"spectrum": ("Spectrum", "Hessian spectrum"),
 GOALS = {"cold first page (Overview)": 3.0, "Real network vs UFM (digits)": 3.0}
 
 
+def _charts_drawn(page) -> None:
+    """Wait until every chart on the (finished) page has drawn its SVG."""
+    n = len(page.query_selector_all(CHART))
+    if n:
+        page.wait_for_function(
+            f"document.querySelectorAll('{CHART} .main-svg').length >= {n}", timeout=120_000
+        )
+
+
 def _drawn(page, url: str, ready_text: str | None = None) -> float:
     """Seconds from ``page.goto(url)`` until the script has finished and every chart on the page
     has its SVG (the count is read once the script is idle, then waited for)."""
@@ -61,11 +70,7 @@ def _drawn(page, url: str, ready_text: str | None = None) -> float:
         " && document.querySelectorAll('[data-testid=\"stMain\"] h1').length > 0; })()",
         timeout=120_000,
     )
-    n = len(page.query_selector_all(CHART))
-    if n:
-        page.wait_for_function(
-            f"document.querySelectorAll('{CHART} .main-svg').length >= {n}", timeout=120_000
-        )
+    _charts_drawn(page)
     return time.perf_counter() - t0
 
 
@@ -77,16 +82,12 @@ def _navigated(page, nav_label: str, title: str) -> float:
     page.get_by_test_id("stSidebarNav").get_by_text(nav_label, exact=True).click()
     page.wait_for_function(
         "(() => { const h = document.querySelector('[data-testid=\"stMain\"] h1');"
-        f" const a = document.querySelector('[data-testid=\"stApp\"]');"
+        " const a = document.querySelector('[data-testid=\"stApp\"]');"
         f" return h && h.textContent.includes({json.dumps(title)}) && a"
         " && a.getAttribute('data-test-script-state') === 'notRunning'; })()",
         timeout=120_000,
     )
-    n = len(page.query_selector_all(CHART))
-    if n:
-        page.wait_for_function(
-            f"document.querySelectorAll('{CHART} .main-svg').length >= {n}", timeout=120_000
-        )
+    _charts_drawn(page)
     return time.perf_counter() - t0
 
 
