@@ -1,0 +1,70 @@
+"""Exactness of the fast paths of issue #16 (products and the report path), not their speed.
+
+* SLQ keeps its Lanczos basis in an uninitialised buffer (no zero-fill of probes × steps × dim
+  numbers): every row it reads must have been written first, on runs that go all the way and on
+  runs whose probes stop early at an invariant subspace. ``torch.empty`` is made to hand out
+  NaN-filled memory, so one read of an unwritten row would poison the nodes.
+* The whole-network operator's float32 products (an explicit choice, e.g. for a GPU) agree with
+  the float64 ones to the accuracy docs/real_networks.md §7 states; float64 stays the default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dufm_core.config import RunConfig
+from dufm_core.curvature import HessianOperator
+from dufm_core.curvature.density import lanczos_quadrature
+from dufm_core.curvature.network import NetworkHessianOperator
+from dufm_core.models import build_model
+from dufm_core.networks import RealNetwork, init_network
+
+F64 = torch.float64
+
+
+def _nan_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_empty = torch.empty
+
+    def poisoned(*args: object, **kwargs: object) -> torch.Tensor:
+        t = real_empty(*args, **kwargs)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        return t
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+
+
+@pytest.mark.parametrize("width,steps", [(6, 20), (4, 12)])
+def test_slq_never_reads_an_unwritten_basis_row(monkeypatch: pytest.MonkeyPatch, width: int,
+                                                 steps: int) -> None:
+    cfg = RunConfig(K=3, n=40, width=width, depth=5, init="optimum")
+    cfg.validate()
+    op = HessianOperator(build_model(cfg), "layer:2" if width == 6 else "weights")
+    ref_nodes, ref_weights = lanczos_quadrature(op, steps=steps, probes=5, seed=3)
+    _nan_empty(monkeypatch)
+    assert torch.isnan(torch.empty(3, dtype=F64)).all()  # the poison is in place
+    nodes, weights = lanczos_quadrature(op, steps=steps, probes=5, seed=3)
+    assert np.isfinite(nodes).all() and np.isfinite(weights).all()
+    np.testing.assert_array_equal(weights > 0, ref_weights > 0)
+    np.testing.assert_allclose(nodes, ref_nodes, rtol=0, atol=1e-12 * np.abs(ref_nodes).max())
+    if width == 6:  # rank 9 of 36: every probe stops after two steps, the rest never written
+        assert (weights > 0).sum(axis=1).max() <= 2
+
+
+def test_network_float32_products_agree_with_float64_to_the_stated_accuracy() -> None:
+    torch.manual_seed(0)
+    model = RealNetwork(1, [4, 5, 3], "relu", base_width=1, dtype=F64)
+    init_network(model, 1.0, torch.Generator().manual_seed(0))
+    x = torch.randn(12, 1, 8, 8, dtype=F64)
+    y = torch.arange(3).repeat_interleave(4)
+    op64 = NetworkHessianOperator(model, x, y, "mse", "all", batch_size=5, chunk=3)
+    op32 = NetworkHessianOperator(model, x, y, "mse", "all", batch_size=5, chunk=3,
+                                  dtype=torch.float32)
+    assert op64.dtype == F64 and op32.dtype == torch.float32
+    V = torch.randn(op64.dim, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    a, b = op64.matmat(V), op32.matmat(V.float())
+    assert b.dtype == torch.float32
+    rel = float((b.double() - a).abs().max() / a.abs().max())
+    assert 0.0 < rel < 1e-5  # float32 rounding: measurably inexact, well inside 1e-5
