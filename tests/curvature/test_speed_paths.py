@@ -108,3 +108,35 @@ def test_bottom_start_is_orthogonal_to_the_outliers_or_absent() -> None:
     assert float((Y.T @ X).abs().max()) < 1e-12 * float(X.abs().max())
     assert bottom_start(40, Y) is None  # too small to leave the outliers out: default start
     assert bottom_start(500, None) is not None
+
+
+def test_network_layout_and_split_passes_change_products_only_by_rounding() -> None:
+    """CPU float64: channels-last weights/images and passes of ≤ PASS_ROWS directions × samples
+    give the row-major, one-pass products to 1e-12 relative (issue #16's exactness bar)."""
+    from dufm_core.curvature import network
+
+    torch.manual_seed(0)
+    model = RealNetwork(1, [4, 5, 3], "relu", base_width=1, dtype=F64)
+    init_network(model, 1.0, torch.Generator().manual_seed(0))
+    x = torch.randn(40, 1, 8, 8, dtype=F64)
+    y = torch.arange(3).repeat_interleave(14)[:40]
+    op = NetworkHessianOperator(model, x, y, "ce", "all", batch_size=40, chunk=6)
+    assert op.cpu_f64 and op.x.is_contiguous(memory_format=torch.channels_last)
+    assert any(t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+               and not t.is_contiguous() for t in op.theta.values())
+    assert op._rows(6) == min(40, network.PASS_ROWS // 6)
+    plain = NetworkHessianOperator(model, x, y, "ce", "all", batch_size=40, chunk=6)
+    plain.cpu_f64 = False
+    plain.theta = {k: t.contiguous() for k, t in plain.theta.items()}
+    plain.frozen = {k: t.contiguous() for k, t in plain.frozen.items()}
+    plain.x = plain.x.contiguous()
+    V = torch.randn(op.dim, 6, dtype=F64, generator=torch.Generator().manual_seed(2))
+    old_rows = network.PASS_ROWS
+    try:
+        network.PASS_ROWS = 12  # force split passes (2 samples a pass for 6 directions)
+        assert op._rows(6) == 2
+        a = op.matmat(V)
+    finally:
+        network.PASS_ROWS = old_rows
+    b = plain.matmat(V)
+    assert float((a - b).abs().max()) <= 1e-12 * float(b.abs().max())
