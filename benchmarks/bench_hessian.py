@@ -13,8 +13,8 @@ at width d (default 256: 4·256² + 3·256 = 262 912 weights). Target: the K² =
              autograd ones but ~5× cheaper here. Only for the linear model.
 * ours-report  the report path of ``analyze --full``: ``analysis.analyze_full`` (top K² + K at
              ``--report-tol``, default 1e-10, its SLQ density, bottom, trace, verdict and
-             attribution), at the thread count ``analyze`` uses for this width, with the time
-             of each stage (medians) printed under the table.
+             attribution), at the thread count ``analyze`` uses for this width (or
+             ``--report-threads``), with the time of each stage (medians) under the table.
 * pyhessian  ``hessian(model, criterion, data=(inputs, targets), cuda=False).eigenvalues(top_n=9)``
              at its defaults (power iteration with deflation, maxIter=100, tol=1e-3). The model is
              a wrapper whose forward takes the sample indices as inputs and whose only trainable
@@ -186,7 +186,7 @@ REPORT_STAGES = {
 
 
 def run_ours_report(model: torch.nn.Module, cfg: RunConfig, tol: float,
-                    layer_traces: list[float]) -> dict:
+                    layer_traces: list[float], threads: int | None = None) -> dict:
     """The whole ``analyze --full`` part for the full Hessian: ``analysis.analyze_full`` (top K²
     + K to ``tol``, SLQ density, bottom, trace, verdict, attribution), run as ``analyze_model``
     runs it (its thread count, the layers' exact traces handed in), with a time per stage."""
@@ -211,9 +211,10 @@ def run_ours_report(model: torch.nn.Module, cfg: RunConfig, tol: float,
 
         setattr(mod, fn_name, timed)
     th = analysis.predictions(cfg, model)
+    n_threads = threads if threads else threads_for(max(cfg.dims))
     try:
         t0 = time.perf_counter()
-        with cpu_threads(threads_for(max(cfg.dims))):
+        with cpu_threads(n_threads):
             out = analysis.analyze_full(model, cfg, th, "weights", tol, layer_traces)
         dt = time.perf_counter() - t0
     finally:
@@ -223,7 +224,7 @@ def run_ours_report(model: torch.nn.Module, cfg: RunConfig, tol: float,
     return {"seconds": dt, "values": out["top"][: cfg.K**2], "hvps": out["matvecs"],
             "bottom_hvps": out["verdict_detail"].get("bottom_matvecs"),
             "converged": out["converged"], "stages": spent,
-            "threads": threads_for(max(cfg.dims)) or torch.get_num_threads()}
+            "threads": n_threads or torch.get_num_threads()}
 
 
 # ---------------------------------------------------------------------------- driver
@@ -232,7 +233,7 @@ def available(name: str) -> bool:
 
 
 def run(width: int, repeats: int, tol: float, block: int, only: list[str],
-        report_tol: float = 1e-10) -> dict:
+        report_tol: float = 1e-10, report_threads: int | None = None) -> dict:
     model, ref, cfg = case_a(width)
     k = cfg.K**2
     methods: dict[str, Callable[[], dict]] = {}
@@ -246,7 +247,8 @@ def run(width: int, repeats: int, tol: float, block: int, only: list[str],
 
         traces = [KroneckerSpectrum.from_model(model, l).trace()
                   for l in range(1, cfg.depth + 1)]  # the report's layer part has them
-        methods["ours-report"] = lambda: run_ours_report(model, cfg, report_tol, traces)
+        methods["ours-report"] = lambda: run_ours_report(model, cfg, report_tol, traces,
+                                                         report_threads)
     for name, fn in (("pyhessian", run_pyhessian), ("curvlinops", run_curvlinops)):
         if name not in only:
             continue
@@ -322,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine has 2)")
     ap.add_argument("--tol", type=float, default=1e-8, help="our residual tolerance")
+    ap.add_argument("--report-threads", type=int, default=0,
+                    help="ours-report's threads (0: as analyze chooses for the width)")
     ap.add_argument("--report-tol", type=float, default=1e-10,
                     help="ours-report's tolerance (analyze --full uses 1e-10)")
     ap.add_argument("--block", type=int, default=9, help="our block size (≥ K² = 9)")
@@ -332,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     width, repeats = (12, 1) if args.quick else (args.width, args.repeats)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    res = run(width, repeats, args.tol, args.block, only, args.report_tol)
+    res = run(width, repeats, args.tol, args.block, only, args.report_tol,
+              args.report_threads or None)
     print_table(res)
     if args.out:
         args.out.write_text(json.dumps(res, indent=2) + "\n")

@@ -24,9 +24,9 @@ Where a product spends its time (``benchmarks/bench_products.py``, docs/benchmar
 CPU in float64, ~80 % in PyTorch's im2col convolutions (``_slow_conv2d`` forward and backward;
 float64 has no oneDNN kernels), the rest in element-wise passes. Two layout choices pay there and
 change products only by rounding (~1e-16 relative): the network's 4-D weights and the images in
-**channels-last** memory format, and at most ``PASS_ROWS`` directions × samples in one vmapped
-pass (a pass over 16 directions × 512 samples runs out of cache; the batch is split instead, so
-the primal gradient is still computed once per sample). Together ~1.8× on ResNet-20 / digits.
+**channels-last** memory format, and small vmapped passes: at most ``CPU_CHUNK`` directions
+(a vmapped convolution over many weight tangents is slow) and ``PASS_ROWS`` directions × samples
+(the batch is split to stay in cache). Together ~1.5× on ResNet-20 / digits (§13).
 They are applied on the CPU in float64 only (where they were measured). Forward-over-reverse
 stays: reverse-over-reverse through a retained gradient graph was within ±15 % of it. float32
 products are an explicit ``dtype`` choice (~6× faster on the CPU, oneDNN), not a default: they
@@ -55,6 +55,7 @@ __all__ = ["NETWORK_PARAMS", "NetworkHessianOperator"]
 
 NETWORK_PARAMS = ("head", "all")
 PASS_ROWS = 512  # CPU float64: most directions × samples in one vmapped pass (cache-sized)
+CPU_CHUNK = 4  # CPU float64: most directions in one vmapped pass (vmapped convolutions)
 
 
 class NetworkHessianOperator(CurvatureOperator):
@@ -69,7 +70,8 @@ class NetworkHessianOperator(CurvatureOperator):
         batch_size: samples per pass (memory only; the result does not depend on it). On the
             CPU in float64 a pass holds at most ``PASS_ROWS`` directions × samples (module
             docstring), so the batch may be split further.
-        chunk: directions per vmapped pass (memory ∝ chunk · batch_size activations).
+        chunk: directions per vmapped pass (memory ∝ chunk · batch_size activations); at most
+            ``CPU_CHUNK`` on the CPU in float64.
         dtype: computation dtype (default float64, as every analysis).
     """
 
@@ -113,6 +115,8 @@ class NetworkHessianOperator(CurvatureOperator):
         self.N = int(x.shape[0])
         self.batch_size = max(1, int(batch_size))
         self.chunk = max(1, int(chunk))
+        if self.cpu_f64:
+            self.chunk = min(self.chunk, CPU_CHUNK)
         self.progress = progress
 
     # ------------------------------------------------------------------ helpers

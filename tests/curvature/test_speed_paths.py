@@ -121,6 +121,7 @@ def test_network_layout_and_split_passes_change_products_only_by_rounding() -> N
     x = torch.randn(40, 1, 8, 8, dtype=F64)
     y = torch.arange(3).repeat_interleave(14)[:40]
     op = NetworkHessianOperator(model, x, y, "ce", "all", batch_size=40, chunk=6)
+    assert op.chunk == network.CPU_CHUNK  # 6 asked, at most CPU_CHUNK per vmapped pass
     assert op.cpu_f64 and op.x.is_contiguous(memory_format=torch.channels_last)
     assert any(t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
                and not t.is_contiguous() for t in op.theta.values())
