@@ -11,6 +11,10 @@ at width d (default 256: 4·256² + 3·256 = 262 912 weights). Target: the K² =
 * ours-structured  the same solver on LinearHessianOperator(model, "weights"): closed-form
              products of the linear UFM (every product through a K-row matrix), exact like the
              autograd ones but ~5× cheaper here. Only for the linear model.
+* ours-report  the report path of ``analyze --full``: ``analysis.analyze_full`` (top K² + K at
+             ``--report-tol``, default 1e-10, its SLQ density, bottom, trace, verdict and
+             attribution), at the thread count ``analyze`` uses for this width (or
+             ``--report-threads``), with the time of each stage (medians) under the table.
 * pyhessian  ``hessian(model, criterion, data=(inputs, targets), cuda=False).eigenvalues(top_n=9)``
              at its defaults (power iteration with deflation, maxIter=100, tol=1e-3). The model is
              a wrapper whose forward takes the sample indices as inputs and whose only trainable
@@ -170,12 +174,66 @@ def run_curvlinops(model: torch.nn.Module, k: int) -> dict:
     return {"seconds": dt, "values": sorted(vals.tolist(), reverse=True), "hvps": count[0]}
 
 
+# Stages of the report path, timed by wrapping the functions ``analyze_full`` calls (the engine
+# itself is unchanged; the wrappers add two clock reads per call).
+REPORT_STAGES = {
+    "solve": ("dufm_core.analysis", "top_eigenpairs"),
+    "slq": ("dufm_core.analysis", "slq_log_density"),
+    "bottom+trace+verdict": ("dufm_core.analysis", "_full_bottom_verdict"),
+    "attribution": ("dufm_core.analysis", "attribution"),
+    "predicted bases": ("dufm_core.analysis", "predicted_bases"),
+}
+
+
+def run_ours_report(model: torch.nn.Module, cfg: RunConfig, tol: float,
+                    layer_traces: list[float], threads: int | None = None) -> dict:
+    """The whole ``analyze --full`` part for the full Hessian: ``analysis.analyze_full`` (top K²
+    + K to ``tol``, SLQ density, bottom, trace, verdict, attribution), run as ``analyze_model``
+    runs it (its thread count, the layers' exact traces handed in), with a time per stage."""
+    import importlib
+
+    from dufm_core import analysis
+    from dufm_core.runtime import cpu_threads, threads_for
+
+    spent: dict[str, float] = dict.fromkeys(REPORT_STAGES, 0.0)
+    originals = []
+    for stage, (mod_name, fn_name) in REPORT_STAGES.items():
+        mod = importlib.import_module(mod_name)
+        fn = getattr(mod, fn_name)
+        originals.append((mod, fn_name, fn))
+
+        def timed(*a: object, _fn: Callable = fn, _stage: str = stage, **k: object) -> object:
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **k)
+            finally:
+                spent[_stage] += time.perf_counter() - t
+
+        setattr(mod, fn_name, timed)
+    th = analysis.predictions(cfg, model)
+    n_threads = threads if threads else threads_for(max(cfg.dims))
+    try:
+        t0 = time.perf_counter()
+        with cpu_threads(n_threads):
+            out = analysis.analyze_full(model, cfg, th, "weights", tol, layer_traces)
+        dt = time.perf_counter() - t0
+    finally:
+        for mod, fn_name, fn in originals:
+            setattr(mod, fn_name, fn)
+    spent["rest"] = dt - sum(spent.values())
+    return {"seconds": dt, "values": out["top"][: cfg.K**2], "hvps": out["matvecs"],
+            "bottom_hvps": out["verdict_detail"].get("bottom_matvecs"),
+            "converged": out["converged"], "stages": spent,
+            "threads": n_threads or torch.get_num_threads()}
+
+
 # ---------------------------------------------------------------------------- driver
 def available(name: str) -> bool:
     return importlib.util.find_spec(EXTERNAL[name]) is not None
 
 
-def run(width: int, repeats: int, tol: float, block: int, only: list[str]) -> dict:
+def run(width: int, repeats: int, tol: float, block: int, only: list[str],
+        report_tol: float = 1e-10, report_threads: int | None = None) -> dict:
     model, ref, cfg = case_a(width)
     k = cfg.K**2
     methods: dict[str, Callable[[], dict]] = {}
@@ -184,6 +242,13 @@ def run(width: int, repeats: int, tol: float, block: int, only: list[str]) -> di
         methods["ours"] = lambda: run_ours(model, k, tol, block)
     if "ours-structured" in only:
         methods["ours-structured"] = lambda: run_ours(model, k, tol, block, structured=True)
+    if "ours-report" in only:
+        from dufm_core.curvature.kronecker import KroneckerSpectrum
+
+        traces = [KroneckerSpectrum.from_model(model, l).trace()
+                  for l in range(1, cfg.depth + 1)]  # the report's layer part has them
+        methods["ours-report"] = lambda: run_ours_report(model, cfg, report_tol, traces,
+                                                         report_threads)
     for name, fn in (("pyhessian", run_pyhessian), ("curvlinops", run_curvlinops)):
         if name not in only:
             continue
@@ -195,10 +260,12 @@ def run(width: int, repeats: int, tol: float, block: int, only: list[str]) -> di
     cold = {name: fn()["seconds"] for name, fn in methods.items()}  # warm-up, reported too
     times: dict[str, list[float]] = {name: [] for name in methods}
     last: dict[str, dict] = {}
+    stages: dict[str, list[dict]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, fn in methods.items():
             out = fn()
             times[name].append(out["seconds"])
+            stages[name].append(out.get("stages", {}))
             last[name] = out
     results = {}
     for name in methods:
@@ -207,9 +274,12 @@ def run(width: int, repeats: int, tol: float, block: int, only: list[str]) -> di
         out["all_seconds"] = times[name]
         out["cold_seconds"] = cold[name]
         out["max_rel_err"] = rel_err(np.array(out["values"]), ref)
+        if "stages" in out:  # median per stage over the timed repeats
+            out["stages"] = {st: statistics.median(s[st] for s in stages[name])
+                             for st in out["stages"]}
         results[name] = out
     ratios = {}
-    for mine in ("ours", "ours-structured"):
+    for mine in ("ours", "ours-structured", "ours-report"):
         if mine not in results:
             continue
         for name in ("pyhessian", "curvlinops"):
@@ -237,6 +307,11 @@ def print_table(res: dict) -> None:
             f"{name:<16} {r['seconds']:>9.3f} {r['cold_seconds']:>8.3f} {hv!s:>6} "
             f"{r['max_rel_err']:>12.2e}"
         )
+    for name, r in res["results"].items():
+        if "stages" in r:
+            parts = ", ".join(f"{st} {sec:.3f}" for st, sec in r["stages"].items())
+            print(f"{name} stages (s, median): {parts}; bottom HVPs {r.get('bottom_hvps')}, "
+                  f"{r.get('threads')} thread(s)")
     for key, val in res["ratios"].items():
         print(f"ratio {key}: {val:.2f}x")
     for name, why in res["skipped"].items():
@@ -249,15 +324,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine has 2)")
     ap.add_argument("--tol", type=float, default=1e-8, help="our residual tolerance")
+    ap.add_argument("--report-threads", type=int, default=0,
+                    help="ours-report's threads (0: as analyze chooses for the width)")
+    ap.add_argument("--report-tol", type=float, default=1e-10,
+                    help="ours-report's tolerance (analyze --full uses 1e-10)")
     ap.add_argument("--block", type=int, default=9, help="our block size (≥ K² = 9)")
-    ap.add_argument("--only", default="ours,ours-structured,pyhessian,curvlinops")
+    ap.add_argument("--only", default="ours,ours-structured,ours-report,pyhessian,curvlinops")
     ap.add_argument("--quick", action="store_true", help="width 12, 1 repeat (CI smoke test)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     width, repeats = (12, 1) if args.quick else (args.width, args.repeats)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    res = run(width, repeats, args.tol, args.block, only)
+    res = run(width, repeats, args.tol, args.block, only, args.report_tol,
+              args.report_threads or None)
     print_table(res)
     if args.out:
         args.out.write_text(json.dumps(res, indent=2) + "\n")

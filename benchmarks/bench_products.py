@@ -5,22 +5,30 @@ over N digits images and every parameter (BatchNorm in eval mode). Ways of compu
 product, timed round-robin in one run so that background load hits them alike:
 
 * ``fwd-over-rev, vmap``: ``jvp`` of ``grad``, vmapped over the block (the engine's way,
-  :class:`dufm_core.curvature.network.NetworkHessianOperator`);
+  :class:`dufm_core.curvature.network.NetworkHessianOperator`; in float64 on the CPU with its
+  channels-last layout and passes of ≤ ``PASS_ROWS`` directions × samples), and the same
+  ``before #16`` (row-major, one pass per batch of 512);
 * ``fwd-over-rev, loop``: the same, one vector at a time;
 * ``rev-over-rev, loop``: double backward (``autograd.grad`` with ``create_graph``, then the
   gradient of ⟨g, v⟩), one vector at a time — what PyHessian does;
 * ``rev-over-rev, one graph``: the gradient graph built once per batch, then one backward per
   vector through it (``retain_graph``);
 
-each in float64 and float32 (``--dtypes``). Every row also gives its largest relative difference
+each in float64 and float32 (``--dtypes``). Variants of the engine's way in the same round-robin:
+other ``--batch-sizes`` (samples per pass) and ``--chunks`` (directions per vmapped pass), and
+``--channels-last`` (the network and images in channels-last memory format). BatchNorm is in eval
+mode throughout (the operator's contract). Every row also gives its largest relative difference
 from the float64 vmapped product (exactness), and the rate in products (vectors) per second.
 
     python -m benchmarks.bench_products --n 10 --block 8 --repeats 3
+    python -m benchmarks.bench_products --n 10 --block 16 --repeats 2 --threads 1 \
+        --batch-sizes 25 --chunks 4 --channels-last
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -79,7 +87,9 @@ def _loop(op: NetworkHessianOperator) -> Callable:
     return matmat
 
 
-def run(n: int, block: int, repeats: int, dtypes: list[str], threads: int) -> list[dict]:
+def run(n: int, block: int, repeats: int, dtypes: list[str], threads: int,
+        batch_sizes: tuple[int, ...] = (), chunks: tuple[int, ...] = (),
+        channels_last: bool = False) -> list[dict]:
     torch.set_num_threads(threads)
     cfg = RunConfig.from_dict({"model": "resnet20", "dataset": "digits", "n": n})
     data = load_data(cfg)
@@ -96,6 +106,29 @@ def run(n: int, block: int, repeats: int, dtypes: list[str], threads: int) -> li
         ways[f"fwd-over-rev, loop, {d}"] = _loop(op)
         ways[f"rev-over-rev, loop, {d}"] = _double_backward(op, one_graph=False)
         ways[f"rev-over-rev, one graph, {d}"] = _double_backward(op, one_graph=True)
+    extra: dict[str, NetworkHessianOperator] = {}
+    for d in dtypes:
+        dt = getattr(torch, d)
+        for bs in batch_sizes:
+            extra[f"fwd-over-rev, vmap, batch {bs}, {d}"] = NetworkHessianOperator(
+                model, x, y, cfg.loss, "all", batch_size=bs, chunk=block, dtype=dt)
+        for c in chunks:
+            extra[f"fwd-over-rev, vmap, chunk {c}, {d}"] = NetworkHessianOperator(
+                model, x, y, cfg.loss, "all", chunk=c, dtype=dt)
+        if channels_last:
+            cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            extra[f"fwd-over-rev, vmap, channels-last, {d}"] = NetworkHessianOperator(
+                cl, x.contiguous(memory_format=torch.channels_last), y, cfg.loss, "all",
+                chunk=block, dtype=dt)
+    if "float64" in ops:  # the engine as it was before issue #16: row-major, 512 per pass
+        before = NetworkHessianOperator(model, x, y, cfg.loss, "all", chunk=block)
+        before.cpu_f64 = False  # no channels-last, no split of the pass
+        before.theta = {k: t.contiguous() for k, t in before.theta.items()}
+        before.frozen = {k: t.contiguous() for k, t in before.frozen.items()}
+        before.x = before.x.contiguous()
+        extra["fwd-over-rev, vmap, before #16 (row-major, one pass), float64"] = before
+    for name, op in extra.items():
+        ways[name] = op.matmat
     ref = ops["float64"].matmat(V) if "float64" in ops else None
     times: dict[str, list[float]] = {k: [] for k in ways}
     diffs: dict[str, float] = {}
@@ -122,9 +155,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--batch-sizes", default="",
+                   help="engine variants: samples per pass, e.g. 25,50")
+    p.add_argument("--chunks", default="", help="engine variants: directions per vmapped pass")
+    p.add_argument("--channels-last", action="store_true", help="engine variant: channels-last")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    rows = run(a.n, a.block, a.repeats, a.dtypes.split(","), a.threads)
+
+    def ints(text: str) -> tuple[int, ...]:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+
+    rows = run(a.n, a.block, a.repeats, a.dtypes.split(","), a.threads, ints(a.batch_sizes),
+               ints(a.chunks), a.channels_last)
     r0 = rows[0]
     print(f"ResNet-20 + head, digits N = {r0['N']}, {r0['dim']} parameters, blocks of "
           f"{r0['block']} vectors, {a.threads} threads; load average {os.getloadavg()[0]:.2f}")

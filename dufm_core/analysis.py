@@ -56,6 +56,7 @@ TAUS = (0.0, 0.5, 1.0)
 FULL_PARAMS = ("weights", "weights+features")
 SLQ_PROBES, SLQ_STEPS = 4, 40  # spectral density of the full Hessian (log10|λ| axis)
 TRACE_MATVECS = 96  # Hutch++ budget where no exact trace is at hand
+BOTTOM_BLOCK = 4  # block of the full bottom solve started away from the outliers (bottom_start)
 
 Progress = Callable[[str, float], None] | None
 
@@ -277,16 +278,44 @@ def _layer_bottom_trace(hess: Any) -> dict[str, Any]:
             "hessian_trace_stderr": _f(tr.stderr), "hessian_trace_method": tr.method}
 
 
+def bottom_start(dim: int, top: torch.Tensor | None, block: int = BOTTOM_BLOCK,
+                 seed: int = 0) -> torch.Tensor | None:
+    """Start block of the full bottom solve: ``block`` Gaussian vectors with the converged top
+    eigenvectors ``top`` (dim, k) projected out (twice), or None where the problem is too small
+    for that to leave room (dim < 4·(k + block)).
+
+    Why: a random block's error is dominated by its components along the outliers, the
+    eigenvalues farthest from the bottom; without them the shifted solve meets its tolerance in
+    fewer block steps (case A, width 256: 12 products instead of 32). Nothing is lost: the
+    Krylov space still reaches those directions through the products wherever the total Hessian
+    mixes them in, and where it does not (λ·I regulariser) they are eigenvectors at the *top*.
+    """
+    k = 0 if top is None else int(top.shape[1])
+    if dim < 4 * (k + block):
+        return None
+    X = torch.randn(dim, block, generator=torch.Generator().manual_seed(seed),
+                    dtype=torch.float64)
+    if top is not None and k:
+        Y = top.to(torch.float64)
+        for _ in range(2):
+            X = X - Y @ (Y.T @ X)
+    return X
+
+
 def _full_bottom_verdict(model: DeepUFM, cfg: RunConfig, params: str, fit_top: float,
-                         layer_traces: list[float] | None, op: Any) -> dict[str, Any]:
+                         layer_traces: list[float] | None, op: Any,
+                         top_vectors: torch.Tensor | None = None) -> dict[str, Any]:
     """The §8.3 keys of ``full_hessian``: ``bottom`` of the total Hessian, ``trace`` of the fit
-    Hessian, ``verdict`` with ``verdict_detail`` (dufm_core.curvature.bottom)."""
+    Hessian, ``verdict`` with ``verdict_detail`` (dufm_core.curvature.bottom). ``top_vectors``:
+    the fit Hessian's converged top eigenvectors, kept out of the bottom solve's start block."""
     t0 = time.perf_counter()
     pset = param_set(model, params)
     total = PlusDiagonal(op, regulariser_diagonal(pset, cfg.lam_ws, cfg.lam_h))
     # Weyl: λ_max(fit + diag(λ)) ≤ λ_max(fit) + max λ, a valid shift and the tolerances' scale
     lam_max = fit_top + max([*cfg.lam_ws, cfg.lam_h if "features" in params else 0.0])
-    bot = bottom_eigenvalues(total, BOTTOM_M, sigma=lam_max)
+    v0 = bottom_start(op.dim, top_vectors)
+    bot = bottom_eigenvalues(total, BOTTOM_M, sigma=lam_max, v0=v0,
+                             block=BOTTOM_BLOCK if v0 is not None else None)
     # ∇ of the total loss over the set: one plain backward pass (fresh leaves, model untouched)
     leaves = {n: t.clone().requires_grad_(True) for n, t in zip(pset.names, pset.tensors(model),
                                                                 strict=True)}
@@ -351,7 +380,8 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     dens = slq_log_density(op, steps=SLQ_STEPS, probes=SLQ_PROBES, grid_points=200)
     conv = [bool(c) for c in res.converged]
     usable = conv.index(False) if False in conv else len(conv)
-    extra = {**_full_bottom_verdict(model, cfg, params, float(res.values[0]), layer_traces, op),
+    extra = {**_full_bottom_verdict(model, cfg, params, float(res.values[0]), layer_traces, op,
+                                    res.vectors[:, :usable]),
              "attribution": attribution(res.values, res.vectors, op.pset.sizes,
                                         CLUSTER_REL_TOL, dim=op.dim, usable=usable,
                                         predicted=predicted_bases(model, op.pset.names)),

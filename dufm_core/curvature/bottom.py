@@ -89,13 +89,16 @@ class Bottom:
 
 def bottom_eigenvalues(op: Operand, m: int = BOTTOM_M, spectrum: torch.Tensor | None = None,
                        sigma: float | None = None, tol: float = 1e-8,
-                       max_iter: int = BOTTOM_MAX_ITER, seed: int = 0) -> Bottom:
+                       max_iter: int = BOTTOM_MAX_ITER, seed: int = 0,
+                       v0: torch.Tensor | None = None, block: int | None = None) -> Bottom:
     """The ``m`` smallest eigenvalues of ``op``, ascending (module docstring).
 
     ``spectrum`` is the whole spectrum when known (any order): then it is simply sorted. Else
     ``sigma`` (an upper bound on λ_max, e.g. the top eigenvalue already computed) shifts the
     operator; without it λ_max is found first (a few products). ``tol`` is the solver's relative
-    residual tolerance on σI − A (so relative to σ)."""
+    residual tolerance on σI − A (so relative to σ). ``v0``/``block``: start vectors and block
+    size of the shifted solve (default a random block of max(2m, 8)); the result is the same to
+    ``tol``, only the number of products changes."""
     A = as_operator(op)
     m = min(int(m), A.dim)
     if spectrum is not None and spectrum.numel() == A.dim:
@@ -106,8 +109,8 @@ def bottom_eigenvalues(op: Operand, m: int = BOTTOM_M, spectrum: torch.Tensor | 
         sigma = float(top_eigenpairs(A, 1, block=4, tol=1e-6, max_iter=max_iter).values[0])
     sigma = abs(float(sigma)) * (1.0 + 1e-6) + 1e-300  # σ ≥ λ_max, σI − A ⪰ 0
     shifted = ShiftedOperator(A, sigma)
-    res = top_eigenpairs(shifted, m, block=max(2 * m, 8), tol=tol, max_iter=max_iter,
-                         seed=seed)
+    res = top_eigenpairs(shifted, m, block=max(2 * m, 8) if block is None else max(block, m),
+                         tol=tol, max_iter=max_iter, seed=seed, v0=v0)
     vals = torch.sort(sigma - res.values.double()).values
     worst = float(res.residual_norms.max())
     return Bottom(vals, f"block solve on σI − H (σ = {sigma:.4g}, ≤ {max_iter} steps)",

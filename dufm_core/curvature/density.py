@@ -122,7 +122,10 @@ def _lanczos_groups(
         signs = torch.randint(0, 2, (g, n), generator=gen, dtype=torch.int8)
         v = (signs.to(torch.float64) * 2.0 - 1.0).to(dtype=A.dtype, device=A.device)
         v = v / math.sqrt(n)
-        basis = torch.zeros(k, g, n, dtype=A.dtype, device=A.device)
+        # uninitialised: row j+1 is written before it is read, and a probe that stops early
+        # (an invariant subspace, common for low-rank Hessians) never touches the rest, so
+        # the k·g·n buffer costs no zero-fill and no page faults beyond the steps run
+        basis = torch.empty(k, g, n, dtype=A.dtype, device=A.device)
         alpha = torch.zeros(g, k, dtype=torch.float64)
         beta = torch.zeros(g, k, dtype=torch.float64)
         length = torch.full((g,), k, dtype=torch.long)

@@ -39,12 +39,16 @@ def _run(script: str, out: Path, *extra: str) -> dict:
 
 
 def test_bench_hessian_ours_quick(tmp_path: Path) -> None:
-    res = _run("bench_hessian", tmp_path / "ours.json", "--only", "ours,ours-structured")
+    res = _run("bench_hessian", tmp_path / "ours.json", "--only",
+               "ours,ours-structured,ours-report")
     assert res["k"] == 9 and res["n_weights"] > 0
-    for name in ("ours", "ours-structured"):
+    for name in ("ours", "ours-structured", "ours-report"):
         ours = res["results"][name]
         assert ours["converged"] and ours["max_rel_err"] < 1e-8
         assert ours["hvps"] >= 9 and ours["seconds"] > 0
+    stages = res["results"]["ours-report"]["stages"]  # the report path, stage by stage
+    assert {"solve", "slq", "bottom+trace+verdict", "rest"} <= set(stages)
+    assert stages["solve"] > 0 and stages["slq"] > 0 and stages["bottom+trace+verdict"] > 0
 
 
 def test_bench_hessian_external_quick(tmp_path: Path) -> None:
@@ -52,7 +56,8 @@ def test_bench_hessian_external_quick(tmp_path: Path) -> None:
     if missing:
         pytest.skip(f"benchmark-only packages not installed: {', '.join(missing)}")
     res = _run("bench_hessian", tmp_path / "all.json")
-    assert set(res["results"]) == {"ours", "ours-structured", "pyhessian", "curvlinops"}
+    assert set(res["results"]) == {"ours", "ours-structured", "ours-report", "pyhessian",
+                                   "curvlinops"}
     assert res["results"]["curvlinops"]["max_rel_err"] < 1e-6
     assert res["results"]["pyhessian"]["max_rel_err"] < 0.1  # power iteration at tol 1e-3
     assert all(v > 0 for v in res["ratios"].values())
