@@ -125,6 +125,13 @@ def _serve(conn: Any, kwargs: dict[str, Any]) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
+def _one_dim(dims: set[int]) -> int:
+    """The operator dimension the workers reported (every shard's operator has the same)."""
+    if len(dims) != 1:
+        raise ShardError(f"the workers' operators disagree on the dimension: {sorted(dims)}")
+    return dims.pop()
+
+
 class _LocalWorkers:
     """W spawned processes, one shard each, talking over pipes."""
 
@@ -141,8 +148,8 @@ class _LocalWorkers:
                 child.close()
                 self.procs.append(proc)
                 self.conns.append(parent)
-            for s, conn in enumerate(self.conns):
-                self._reply(s, conn, START_TIMEOUT)
+            dims = {self._reply(s, conn, START_TIMEOUT) for s, conn in enumerate(self.conns)}
+            self.dim = _one_dim(dims)
         except BaseException:
             self.close()
             raise
@@ -195,11 +202,12 @@ class _RayWorkers:
         remote = ray.remote(ShardServer).options(num_cpus=threads, num_gpus=gpus)
         self.actors = [remote.remote(**kw) for kw in shard_kwargs]
         try:
-            ray.get([a.dim.remote() for a in self.actors], timeout=START_TIMEOUT)
+            dims = set(ray.get([a.dim.remote() for a in self.actors], timeout=START_TIMEOUT))
         except Exception as exc:
             self.close()
             raise ShardError(f"a Ray worker could not start: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        self.dim = _one_dim(dims)
 
     def matmat(self, V: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
         import ray
@@ -278,13 +286,6 @@ class ShardedHessianOperator(CurvatureOperator):
         self.N = N
         self.bounds = shard_bounds(N, workers)
         self.weights = [(b - a) / N for a, b in self.bounds]
-        names = [n for n, _ in model.named_parameters()]
-        head = {f"head_weights.{i}" for i in range(int(model.depth))}
-        named = dict(model.named_parameters())
-        dim = int(sum(named[n].numel() for n in names if params == "all" or n in head))
-        super().__init__(dim, dtype, torch.device("cpu"))
-        self.progress = progress
-        self.worker_seconds: list[float] = [0.0] * workers
         cpu = next(model.parameters()).device.type == "cpu"
         model_cpu = model if cpu else copy.deepcopy(model).to("cpu")  # the caller's stays put
         device = "cuda" if gpus > 0 else "cpu"
@@ -295,6 +296,11 @@ class ShardedHessianOperator(CurvatureOperator):
         self._pool: _LocalWorkers | _RayWorkers | None = (
             _LocalWorkers(kwargs) if executor == "local"
             else _RayWorkers(kwargs, address, self.threads, gpus))
+        # the dimension as the workers' operators count it (which parameters "head" / "all"
+        # selects is NetworkHessianOperator's business, not repeated here)
+        super().__init__(self._pool.dim, dtype, torch.device("cpu"))
+        self.progress = progress
+        self.worker_seconds: list[float] = [0.0] * workers
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Σ_s (N_s/N)·H_s·V for V of shape (dim, m)."""
