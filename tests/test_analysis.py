@@ -129,14 +129,20 @@ def test_autograd_paths_report(kw) -> None:
     del W
 
 
-def test_lanczos_path_matches_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+def _dense_and_iterative(monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+    """Layer 2 of a small ReLU UFM analysed densely, then on Hessian products (DENSE_MAX
+    lowered below its 49 weights)."""
     cfg = RunConfig(K=3, n=4, width=7, depth=3, activation="relu", seed=1)
     cfg.validate()
     model = build_model(cfg)
     th = analysis.predictions(cfg, model)
     dense = analysis.analyze_layer(model, cfg, 2, th)
     monkeypatch.setattr(analysis, "DENSE_MAX", 10)
-    iterative = analysis.analyze_layer(model, cfg, 2, th)
+    return dense, analysis.analyze_layer(model, cfg, 2, th)
+
+
+def test_lanczos_path_matches_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    dense, iterative = _dense_and_iterative(monkeypatch)
     assert "products" in iterative["hessian_method"] and iterative["hessian_converged"]
     np.testing.assert_allclose(iterative["hessian_top"], dense["hessian_top"], rtol=1e-8,
                                atol=1e-12)
@@ -236,13 +242,7 @@ def test_verdict_at_a_perturbed_point_is_undetermined() -> None:
 
 
 def test_iterative_layer_bottom_and_trace_match_dense(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = RunConfig(K=3, n=4, width=7, depth=3, activation="relu", seed=1)
-    cfg.validate()
-    model = build_model(cfg)
-    th = analysis.predictions(cfg, model)
-    dense = analysis.analyze_layer(model, cfg, 2, th)
-    monkeypatch.setattr(analysis, "DENSE_MAX", 10)
-    it = analysis.analyze_layer(model, cfg, 2, th)
+    dense, it = _dense_and_iterative(monkeypatch)
     assert it["hessian_bottom_converged"] and "σI − H" in it["hessian_bottom_method"]
     np.testing.assert_allclose(it["hessian_bottom"], dense["hessian_bottom"], atol=1e-7)
     assert dense["hessian_trace_stderr"] == 0.0 and it["hessian_trace_stderr"] > 0
