@@ -49,6 +49,7 @@ __all__ = [
     "dense_hvp",
     "layer_means",
     "predicted_basis",
+    "predicted_span",
     "principal_angles",
     "subspace_capture",
 ]
@@ -88,13 +89,37 @@ def predicted_basis(M_out: Tensor, M_in: Tensor) -> Tensor:
     (‖u vᵀ‖_F = ‖u‖‖v‖). A pair with a zero mean gives the zero matrix (the measures below then
     return NaN or 0 for it, as documented there).
     """
+    U, V = _unit_columns(M_out, M_in)
+    return torch.einsum("ac,bd->cdab", U, V)
+
+
+def _unit_columns(M_out: Tensor, M_in: Tensor) -> tuple[Tensor, Tensor]:
+    """The class means with unit-norm columns (zero columns stay zero), float64."""
     M_out, M_in = M_out.to(_F64), M_in.to(_F64)
     if M_out.shape[1] != M_in.shape[1]:
         raise ValueError(f"M_out has {M_out.shape[1]} columns but M_in {M_in.shape[1]}")
     no, ni = M_out.norm(dim=0), M_in.norm(dim=0)
-    U = M_out / torch.where(no > 0, no, torch.ones_like(no))
-    V = M_in / torch.where(ni > 0, ni, torch.ones_like(ni))
-    return torch.einsum("ac,bd->cdab", U, V)
+    return (M_out / torch.where(no > 0, no, torch.ones_like(no)),
+            M_in / torch.where(ni > 0, ni, torch.ones_like(ni)))
+
+
+def predicted_span(M_out: Tensor, M_in: Tensor, rtol: float = 1e-10) -> Tensor:
+    """An orthonormal basis (d_out·d_in × r, row-major vec) of span{b_cc'} of
+    :func:`predicted_basis`, keeping directions above ``rtol`` of the largest singular value.
+
+    vec_r b_cc' = u_c ⊗ v_c' are the columns of U ⊗ V (the unit-norm means), whose singular
+    values are the products σ_i τ_j of U's and V's and whose left singular vectors are
+    p_i ⊗ r_j. So two d × K SVDs give the same subspace as ``orthonormal_basis`` of the
+    d_out·d_in × K² stack, without forming or decomposing it (collapsed, rank-deficient means
+    drop out by the same rule)."""
+    U, V = _unit_columns(M_out, M_in)
+    P, s, _ = torch.linalg.svd(U, full_matrices=False)
+    R, t, _ = torch.linalg.svd(V, full_matrices=False)
+    prod = (s[:, None] * t[None, :]).reshape(-1)
+    basis = torch.einsum("ai,bj->abij", P, R).reshape(U.shape[0] * V.shape[0], -1)
+    if prod.numel() == 0 or float(prod.max()) == 0.0:
+        return basis[:, :0]
+    return basis[:, prod > rtol * float(prod.max())]
 
 
 def _stack(basis: Tensor) -> Tensor:

@@ -37,12 +37,19 @@ import torch
 from dufm_core import alignment, collapse, gradients, theory, tracking, weights
 from dufm_core.config import RunConfig
 from dufm_core.curvature.attribution import CLUSTER_REL_TOL, attribution
-from dufm_core.curvature.bottom import BOTTOM_M, PlusDiagonal, bottom_eigenvalues, verdict
+from dufm_core.curvature.bottom import (
+    BOTTOM_M,
+    PlusDiagonal,
+    bottom_eigenvalues,
+    verdict,
+    with_known_values,
+)
 from dufm_core.curvature.density import slq_log_density
 from dufm_core.curvature.eigensolvers import count_outliers, top_eigenpairs
 from dufm_core.curvature.gauss_newton import gn_split
 from dufm_core.curvature.operators import regulariser_diagonal
 from dufm_core.curvature.params import param_set
+from dufm_core.curvature.range_space import RangeSpaceOperator, range_space
 from dufm_core.curvature.spectrum import DENSE_MAX, hessian_operator, layer_spectrum
 from dufm_core.curvature.trace import exact_trace, full_fit_trace, hutch_pp
 from dufm_core.models import DeepUFM, fit_term
@@ -307,15 +314,25 @@ def _full_bottom_verdict(model: DeepUFM, cfg: RunConfig, params: str, fit_top: f
                          top_vectors: torch.Tensor | None = None) -> dict[str, Any]:
     """The §8.3 keys of ``full_hessian``: ``bottom`` of the total Hessian, ``trace`` of the fit
     Hessian, ``verdict`` with ``verdict_detail`` (dufm_core.curvature.bottom). ``top_vectors``:
-    the fit Hessian's converged top eigenvectors, kept out of the bottom solve's start block."""
+    the fit Hessian's converged top eigenvectors, kept out of the bottom solve's start block.
+    ``op`` is the fit Hessian or its :class:`RangeSpaceOperator` (vectors in its coordinates):
+    then the total Hessian is C + diag(λ) on the range space and the regulariser's λ_f on the
+    complement's share of each block (exact, no solve)."""
     t0 = time.perf_counter()
     pset = param_set(model, params)
-    total = PlusDiagonal(op, regulariser_diagonal(pset, cfg.lam_ws, cfg.lam_h))
+    reg = regulariser_diagonal(pset, cfg.lam_ws, cfg.lam_h)
+    rs = op if isinstance(op, RangeSpaceOperator) else None
+    total = PlusDiagonal(op, rs.diagonal_in_range(reg) if rs is not None else reg)
     # Weyl: λ_max(fit + diag(λ)) ≤ λ_max(fit) + max λ, a valid shift and the tolerances' scale
     lam_max = fit_top + max([*cfg.lam_ws, cfg.lam_h if "features" in params else 0.0])
     v0 = bottom_start(op.dim, top_vectors)
     bot = bottom_eigenvalues(total, BOTTOM_M, sigma=lam_max, v0=v0,
                              block=BOTTOM_BLOCK if v0 is not None else None)
+    if rs is not None:  # the fit Hessian is 0 on the complement: the total is λ_f there
+        lams = reg[torch.tensor(pset.offsets[:-1])]
+        known = torch.cat([lams[i].repeat(min(k, BOTTOM_M))
+                           for i, k in enumerate(rs.block_null_dims())])
+        bot = with_known_values(bot, known, "λ_f on the complement of the range space")
     # ∇ of the total loss over the set: one plain backward pass (fresh leaves, model untouched)
     leaves = {n: t.clone().requires_grad_(True) for n, t in zip(pset.names, pset.tensors(model),
                                                                 strict=True)}
@@ -345,22 +362,39 @@ def predicted_bases(model: DeepUFM, names: tuple[str, ...],
     """Per parameter block (``weights.{l-1}`` is W_l; the features get None) an orthonormal
     basis of the span of the layer's predicted outlier directions vec_r(μ_c^{(l+1)}
     μ_{c'}^{(l)ᵀ}) (at most K² columns; directions below ``rtol`` of the largest singular value
-    are dropped, e.g. with collapsed, rank-deficient means)."""
+    are dropped, e.g. with collapsed, rank-deficient means): ``alignment.predicted_span``."""
     out: list[torch.Tensor | None] = []
     for name in names:
         if not name.startswith("weights."):
             out.append(None)
             continue
-        M_out, M_in = alignment.layer_means(model, int(name.split(".")[1]) + 1)
-        B = alignment.predicted_basis(M_out, M_in)
-        U, sv, _ = torch.linalg.svd(B.reshape(-1, B.shape[-2] * B.shape[-1]).T,
-                                    full_matrices=False)
-        keep = sv > rtol * float(sv.max()) if sv.numel() and float(sv.max()) > 0 else sv > 0
-        out.append(U[:, keep])
+        out.append(alignment.predicted_span(
+            *alignment.layer_means(model, int(name.split(".")[1]) + 1), rtol))
     return out
 
 
 # --------------------------------------------------------------------------- full Hessian
+def _full_top(op: Any, m: int, K2: int, tol: float,
+              block: int) -> tuple[Any, RangeSpaceOperator | None]:
+    """The top ``m`` eigenpairs of the full fit Hessian (the K² outliers to ``tol``; the K
+    further values are bulk Ritz estimates, flagged), warm-started from the last checkpoint's
+    eigenspace, and the range-space operator they were solved on (None: on ``op`` itself).
+
+    For the linear UFM the solve runs on C = Qᵀ H Q (:mod:`dufm_core.curvature.range_space`),
+    whose nonzero spectrum is H's: the same values to rounding at a fraction of the basis work.
+    H also has exact zeros outside the range space, so when C's m-th value is negative the top
+    m of H would include zeros: then the solve is repeated on H itself (vectors of H)."""
+    rs = range_space(op)
+    v0 = tracking.warm_start(tracking.FULL, op.dim)
+    if rs is not None:
+        res = top_eigenpairs(rs, m, block=block, tol=tol,
+                             need=min(K2, m), v0=rs.compress(v0) if v0 is not None else None)
+        if float(res.values[-1]) >= 0.0 or rs.null_dim == 0:
+            return res, rs
+    res = top_eigenpairs(op, m, block=block, tol=tol, need=min(K2, m), v0=v0)
+    return res, None
+
+
 def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str = "weights",
                  tol: float = 1e-10, layer_traces: list[float] | None = None) -> dict[str, Any]:
     """Top K² + K eigenvalues of the full fit-Hessian over ``params`` beside the prediction,
@@ -372,26 +406,34 @@ def analyze_full(model: DeepUFM, cfg: RunConfig, th: dict[str, Any], params: str
     op = hessian_operator(model, params, loss=cfg.loss, part="fit")
     m = min(K2 + cfg.K, op.dim)
     t0 = time.perf_counter()
-    # the K² outliers to ``tol``; the K further values are bulk Ritz estimates (flagged)
-    res = top_eigenpairs(op, m, block=max(m, K2 + cfg.K), tol=tol, need=min(K2, m),
-                         v0=tracking.warm_start(tracking.FULL, op.dim))
-    tracking.record(tracking.FULL, res.values, res.vectors, K2)
+    res, rs = _full_top(op, m, K2, tol, block=max(m, K2 + cfg.K))
+    solve_op = rs if rs is not None else op
+    if tracking.capture_open():  # eigenspace tracking keeps H's vectors (the top K²)
+        top = res.vectors[:, :K2]
+        tracking.record(tracking.FULL, res.values, rs.expand(top) if rs else top, K2)
+    predicted = predicted_bases(model, op.pset.names)
+    if rs is not None:  # attribution in the range space's coordinates (module range_space)
+        predicted = [None if P is None else rs.compress_block(i, P)
+                     for i, P in enumerate(predicted)]
     key = "full_outliers" if params == "weights" else "full_outliers_with_features"
-    dens = slq_log_density(op, steps=SLQ_STEPS, probes=SLQ_PROBES, grid_points=200)
+    dens = slq_log_density(solve_op, steps=SLQ_STEPS, probes=SLQ_PROBES, grid_points=200,
+                           null_dim=rs.null_dim if rs is not None else 0)
     conv = [bool(c) for c in res.converged]
     usable = conv.index(False) if False in conv else len(conv)
-    extra = {**_full_bottom_verdict(model, cfg, params, float(res.values[0]), layer_traces, op,
-                                    res.vectors[:, :usable]),
-             "attribution": attribution(res.values, res.vectors, op.pset.sizes,
+    extra = {**_full_bottom_verdict(model, cfg, params, float(res.values[0]), layer_traces,
+                                    solve_op, res.vectors[:, :usable]),
+             "attribution": attribution(res.values, res.vectors,
+                                        rs.sizes if rs is not None else op.pset.sizes,
                                         CLUSTER_REL_TOL, dim=op.dim, usable=usable,
-                                        predicted=predicted_bases(model, op.pset.names)),
+                                        predicted=predicted),
              "attribution_blocks": list(op.pset.names),
              "attribution_rel_tol": CLUSTER_REL_TOL}
     return {
         **extra,
         "params": params, "dim": op.dim,
         "top": _list(res.values), "predicted": th.get(key) or [],
-        "method": f"{res.method} on {type(op).__name__} products",
+        "method": f"{res.method} on {type(op).__name__} products" + (
+            f" in its range space (dim {rs.dim} of {rs.dim + rs.null_dim})" if rs else ""),
         "seconds": time.perf_counter() - t0, "matvecs": res.matvecs,
         "residual_norms": _list(res.residual_norms),
         "converged": bool(res.converged[: min(K2, m)].all()),

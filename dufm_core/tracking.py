@@ -47,7 +47,8 @@ import torch
 
 from dufm_core.checkpoints import CheckpointError, read_safetensors, write_safetensors
 
-__all__ = ["FULL", "GAP_RTOL", "Capture", "Eigenspace", "StepVectors", "capturing", "compare",
+__all__ = ["FULL", "GAP_RTOL", "Capture", "Eigenspace", "StepVectors", "capture_open",
+           "capturing", "compare",
            "cos2_matrix", "layer_key", "overlap", "principal_cos2", "read_vectors", "record",
            "vectors_path", "warm_start", "write_vectors"]
 
@@ -160,6 +161,11 @@ def capturing(warm: StepVectors | None = None) -> Iterator[Capture]:
         yield cap
     finally:
         _CAPTURE.reset(token)
+
+
+def capture_open() -> bool:
+    """True inside :func:`capturing` (an analysis may then skip work only tracking needs)."""
+    return _CAPTURE.get() is not None
 
 
 def warm_start(key: str, dim: int) -> torch.Tensor | None:

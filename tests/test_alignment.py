@@ -21,12 +21,14 @@ from dufm_core.alignment import (
     dense_hvp,
     layer_means,
     predicted_basis,
+    predicted_span,
     principal_angles,
     subspace_capture,
 )
 from dufm_core.config import RunConfig
 from dufm_core.curvature.kronecker import KroneckerSpectrum, layer_factors
 from dufm_core.models import DeepUFM, build_model, fit_term
+from dufm_core.subspaces import orthonormal_basis
 
 # ----------------------------------------------------------------------------- shared helpers
 # docs/theory.md §8 cases with a small width (the closed forms do not depend on d).
@@ -203,3 +205,22 @@ def test_report_and_validation() -> None:
     relu, _ = make_model(RELU_G, init="optimum", activation="relu")
     with pytest.raises(ValueError, match="linear"):
         layer_factors(relu, 1)
+
+
+@pytest.mark.parametrize("case", ["generic", "rank_deficient", "zero_mean"])
+def test_predicted_span_is_the_span_of_the_stacked_basis(case: str) -> None:
+    """predicted_span (two d × K SVDs) spans the same subspace as the SVD of the d_out·d_in × K²
+    stack of predicted_basis, with the same numerical rank: projectors equal to rounding."""
+    g = torch.Generator().manual_seed(3)
+    M_out = torch.randn(7, 3, dtype=torch.float64, generator=g)
+    M_in = torch.randn(5, 3, dtype=torch.float64, generator=g)
+    if case == "rank_deficient":  # two equal input means (collapsed classes): rank 2 on the right
+        M_in[:, 2] = M_in[:, 1]
+    if case == "zero_mean":
+        M_out[:, 0] = 0.0
+    Q = predicted_span(M_out, M_in)
+    ref = orthonormal_basis(predicted_basis(M_out, M_in).reshape(9, -1).T)
+    assert Q.shape == ref.shape
+    assert float((Q.T @ Q - torch.eye(Q.shape[1], dtype=torch.float64)).abs().max()) < 1e-13
+    assert float((Q @ Q.T - ref @ ref.T).abs().max()) < 1e-12
+    assert predicted_span(torch.zeros(4, 2), torch.ones(3, 2)).shape == (12, 0)

@@ -12,6 +12,7 @@ Layout (imports only go down this list, so there are no cycles):
                   apply_matrices), DenseOperator, as_operator; params: ParamSet
     operators     HessianOperator (autograd, torch.func), gradient, regulariser_diagonal
     kronecker     KroneckerSpectrum (layer P ⊗ Q), LinearHessianOperator (closed forms)
+    range_space   RangeSpaceOperator: the linear UFM's Hessian on a subspace holding its range
     network       NetworkHessianOperator (a real network over its training set)
     eigensolvers  top_eigenpairs → EigResult, full_spectrum, count_outliers
     density       slq_density / slq_log_density → SpectralDensity
@@ -61,6 +62,7 @@ from dufm_core.curvature.operators import (
     regulariser_diagonal,
 )
 from dufm_core.curvature.params import ParamSet, flatten, param_set, unflatten
+from dufm_core.curvature.range_space import RangeSpaceOperator, range_space
 from dufm_core.curvature.spectrum import LayerSpectrum, hessian_operator, layer_spectrum
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "LinearHessianOperator",
     "Operand",
     "ParamSet",
+    "RangeSpaceOperator",
     "SpectralDensity",
     "as_operator",
     "count_outliers",
@@ -92,6 +95,7 @@ __all__ = [
     "layer_factors",
     "layer_spectrum",
     "param_set",
+    "range_space",
     "regulariser_diagonal",
     "slq_density",
     "slq_log_density",

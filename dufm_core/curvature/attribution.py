@@ -60,7 +60,12 @@ def attribution(values: torch.Tensor, vectors: torch.Tensor, sizes: Sequence[int
     ``dim`` is the operator's dimension (a cluster ending at the last value is complete only
     when every eigenvalue was computed). ``predicted``: per block an orthonormal basis (rows of
     the block × r) of the theory's directions, or None; the records then gain ``"predicted"``,
-    per block the cluster's share inside those directions (None where there is no basis)."""
+    per block the cluster's share inside those directions (None where there is no basis).
+
+    Any coordinates that are an isometry per block serve as well: for the vectors y of a
+    :class:`~dufm_core.curvature.range_space.RangeSpaceOperator` pass its ``sizes`` and, per
+    block, Q_iᵀP (``compress_block``) instead of P: ‖(Qy)_i‖ = ‖y_i‖ and ‖Pᵀ(Qy)_i‖ =
+    ‖(Q_iᵀP)ᵀy_i‖, so the shares are the same numbers."""
     sizes = [int(s) for s in sizes]
     if sum(sizes) != vectors.shape[0]:
         raise ValueError(f"block sizes sum to {sum(sizes)}, vectors have {vectors.shape[0]} rows")
@@ -72,7 +77,7 @@ def attribution(values: torch.Tensor, vectors: torch.Tensor, sizes: Sequence[int
     out = []
     for a, b in clusters(values[:n], rel_tol):
         k = b - a
-        block = V[:, a:b]
+        block = V[:, a:b].contiguous()  # columns of the cluster, one GEMM-friendly block
         shares = [float((block[bounds[i]:bounds[i + 1]] ** 2).sum()) / k
                   for i in range(len(sizes))]
         complete = b < len(values) or (dim is not None and len(values) == dim)

@@ -31,7 +31,7 @@ from dufm_core.curvature.base import CurvatureOperator, Operand, as_operator
 from dufm_core.curvature.eigensolvers import top_eigenpairs
 
 __all__ = ["BOTTOM_M", "Bottom", "PlusDiagonal", "ShiftedOperator", "bottom_eigenvalues",
-           "verdict"]
+           "verdict", "with_known_values"]
 
 BOTTOM_M = 3  # smallest eigenvalues the report keeps (the contract asks for at least 3)
 BOTTOM_MAX_ITER = 60  # block steps of a shifted bottom solve: bounded cost
@@ -116,6 +116,17 @@ def bottom_eigenvalues(op: Operand, m: int = BOTTOM_M, spectrum: torch.Tensor | 
     return Bottom(vals, f"block solve on σI − H (σ = {sigma:.4g}, ≤ {max_iter} steps)",
                   bool(res.converged.all()), A.matvecs - before,
                   worst if math.isfinite(worst) else None)
+
+
+def with_known_values(bottom: Bottom, known: torch.Tensor, note: str) -> Bottom:
+    """``bottom`` merged with eigenvalues known exactly without a solve (e.g. the regulariser's
+    λ_f on the complement of a :class:`~dufm_core.curvature.range_space.RangeSpaceOperator`'s
+    subspace, where the fit Hessian is zero): the same number of smallest values, ascending,
+    from both. ``note`` says where the known values come from (appended to the method)."""
+    m = bottom.values.numel()
+    merged = torch.sort(torch.cat([bottom.values.double(), known.double().reshape(-1)])).values
+    return Bottom(merged[:m], f"{bottom.method}; {note}", bottom.converged, bottom.matvecs,
+                  bottom.residual_max)
 
 
 def verdict(bottom: Bottom, lam_max: float, grad_norm: float, theta_norm: float,

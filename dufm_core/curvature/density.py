@@ -85,11 +85,18 @@ def lanczos_quadrature(
     probes: int = 8,
     seed: int = 0,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    null_dim: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gauss quadrature nodes and weights of P Rademacher probes, each (P, steps).
 
     Lanczos with full reorthogonalisation; a probe whose β_j falls below 1e-12·‖T‖ stops
     there (its remaining entries have weight 0). ``steps`` is capped at the dimension.
+
+    ``null_dim`` > 0: ``op`` stands for an operator of dimension n' = dim + null_dim whose other
+    null_dim eigenvalues are exact zeros (a :class:`~dufm_core.curvature.range_space.
+    RangeSpaceOperator`). Its density is (dim/n') φ_op + (null_dim/n') δ_0, so every probe's
+    weights are scaled by dim/n' and one more node 0 of weight null_dim/n' is appended (one
+    more column): unbiased for the ambient density, with the zeros' mass exact.
     """
     A = as_operator(op)
     n = int(A.dim)
@@ -102,6 +109,10 @@ def lanczos_quadrature(
     small = n * k * min(group, probes) <= (1 << 22) and A.device.type == "cpu"
     with single_thread() if small else contextlib.nullcontext():
         _lanczos_groups(A, n, k, probes, group, gen, nodes, weights)
+    if null_dim > 0:
+        share = n / (n + int(null_dim))
+        nodes = np.hstack([nodes, np.zeros((probes, 1))])
+        weights = np.hstack([weights * share, np.full((probes, 1), 1.0 - share)])
     return nodes, weights
 
 
@@ -189,13 +200,16 @@ def slq_density(
     sigma_rel: float = 0.01,
     grid: np.ndarray | None = None,
     seed: int = 0,
+    null_dim: int = 0,
 ) -> SpectralDensity:
     """SLQ spectral density φ_σ(t) (module docstring), seeded.
 
     σ defaults to ``sigma_rel`` × (spread of the nodes); the grid defaults to the node range
-    widened by 6σ on each side, so ∫ φ_σ ≈ 1 on it.
+    widened by 6σ on each side, so ∫ φ_σ ≈ 1 on it. ``null_dim``: see
+    :func:`lanczos_quadrature`.
     """
-    nodes, weights = lanczos_quadrature(op, steps=steps, probes=probes, seed=seed)
+    nodes, weights = lanczos_quadrature(op, steps=steps, probes=probes, seed=seed,
+                                        null_dim=null_dim)
     used = nodes[weights > 0]
     lo, hi = float(used.min()), float(used.max())
     spread = max(hi - lo, abs(hi), abs(lo), 1e-300)
@@ -215,13 +229,16 @@ def slq_log_density(
     floor: float | None = None,
     floor_rel: float = 1e-12,
     seed: int = 0,
+    null_dim: int = 0,
 ) -> SpectralDensity:
     """SLQ density of y = log10|λ| (for log-binned histograms), seeded.
 
     Nodes with |θ| below ``floor`` (default ``floor_rel`` × max|θ|) are placed at log10(floor),
     so exact zeros of a low-rank Hessian show as a peak at the floor. σ is in decades.
+    ``null_dim``: see :func:`lanczos_quadrature`.
     """
-    nodes, weights = lanczos_quadrature(op, steps=steps, probes=probes, seed=seed)
+    nodes, weights = lanczos_quadrature(op, steps=steps, probes=probes, seed=seed,
+                                        null_dim=null_dim)
     used = np.abs(nodes[weights > 0])
     fl = float(floor) if floor is not None else floor_rel * max(float(used.max()), 1e-300)
     y = np.log10(np.maximum(np.abs(nodes), fl))

@@ -274,23 +274,31 @@ class LinearHessianOperator(CurvatureOperator):
         """M_{f,g} (None for the identity, f = g + 1)."""
         return self.M.get((f, g))
 
-    def _factor_terms(
-        self, Vs: dict[int, torch.Tensor], gn: bool, res: bool
+    def factor_terms(
+        self,
+        ut: dict[int, torch.Tensor] | None,
+        sv: dict[int, torch.Tensor] | None,
+        vu: dict[int, torch.Tensor] | None,
     ) -> dict[int, tuple[torch.Tensor | None, torch.Tensor | None]]:
         """Per selected factor f the low-rank pieces of (H V)_f = U_f A_f + B_f S_f.
 
-        A_f (b, K, c_f) collects the Gauss–Newton term H_ℓ[dZ] P_fᵀ and the residual terms
-        S_g V_gᵀ M_{f,g}ᵀ (g < f); B_f (b, r_f, K) collects M_{g,f}ᵀ V_gᵀ U_g (g > f). Summing
-        the thin factors first means each output block is formed by one rank-2K product.
+        The direction V enters only through three thin products per selected factor g (see
+        :meth:`thin_inputs`): ``ut[g]`` = U_gᵀ V_g (b, K, c_g) for the Gauss–Newton term,
+        ``sv[g]`` = S_g V_gᵀ (b, K, r_g) and ``vu[g]`` = V_gᵀ U_g (b, c_g, K) for the residual
+        terms (None: that part is not wanted). A_f (b, K, c_f) collects the Gauss–Newton term
+        H_ℓ[dZ] P_fᵀ and the residual terms S_g V_gᵀ M_{f,g}ᵀ (g < f); B_f (b, r_f, K) collects
+        M_{g,f}ᵀ V_gᵀ U_g (g > f). Summing the thin factors first means each output block is
+        formed by one rank-2K product — and the same terms serve the range-space operator
+        (:mod:`dufm_core.curvature.range_space`), which forms the thin products from its own
+        coordinates without ever building V.
         """
         sel = self._sel
-        b = next(iter(Vs.values())).shape[0]
         A: dict[int, torch.Tensor | None] = dict.fromkeys(sel)
         Bm: dict[int, torch.Tensor | None] = dict.fromkeys(sel)
-        if gn:
+        if ut is not None:
             dZ = None
             for g in sel:
-                t = self.U[g].T @ Vs[g]  # (b, K, c_g)
+                t = ut[g]  # (b, K, c_g)
                 if g > 0:
                     t = t @ self.prefix[g]  # (b, K, N)
                 dZ = t if dZ is None else dZ + t
@@ -302,10 +310,9 @@ class LinearHessianOperator(CurvatureOperator):
                 hz = (p * dZ - p * (p * dZ).sum(dim=1, keepdim=True)) / self.N
             for f in sel:
                 A[f] = hz if f == 0 else hz @ self.prefix[f].T
-        if res and len(sel) > 1:
+        if sv is not None and vu is not None:
             K = self.gamma.shape[0]
-            sv = {g: self.S[g] @ Vs[g].transpose(1, 2) for g in sel}  # (b, K, r_g)
-            vu = {g: Vs[g].transpose(1, 2) @ self.U[g] for g in sel}  # (b, c_g, K)
+            b = next(iter(sv.values())).shape[0]
             for f in sel:
                 for g in sel:
                     if g < f:
@@ -324,6 +331,22 @@ class LinearHessianOperator(CurvatureOperator):
                         Bm[f] = t if Bm[f] is None else Bm[f] + t
         return {f: (A[f], Bm[f]) for f in sel}
 
+    def wants(self) -> tuple[bool, bool]:
+        """(Gauss–Newton term wanted, residual terms wanted) for this operator's part; the
+        residual terms couple different factors, so one factor alone has none."""
+        return self.part != "residual", self.part != "gn" and len(self._sel) > 1
+
+    def thin_inputs(
+        self, Vs: dict[int, torch.Tensor]
+    ) -> tuple[dict | None, dict | None, dict | None]:
+        """(U_gᵀV_g, S_gV_gᵀ, V_gᵀU_g) per selected factor g for a stack of directions V_g
+        (b, r_g, c_g); None where :meth:`wants` says that part is not needed."""
+        gn, res = self.wants()
+        ut = {g: self.U[g].T @ Vs[g] for g in self._sel} if gn else None
+        sv = {g: self.S[g] @ Vs[g].transpose(1, 2) for g in self._sel} if res else None
+        vu = {g: Vs[g].transpose(1, 2) @ self.U[g] for g in self._sel} if res else None
+        return ut, sv, vu
+
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """H V for V of shape (dim, m) (row-major layout of the ParamSet), returns (dim, m)."""
         self._check_block(V)
@@ -334,7 +357,7 @@ class LinearHessianOperator(CurvatureOperator):
         Vs = {}
         for i, (name, shape) in enumerate(zip(self.pset.names, self.pset.shapes, strict=True)):
             Vs[self.factor_of[name]] = Vr[:, off[i] : off[i + 1]].reshape(b, *shape)
-        terms = self._factor_terms(Vs, gn=self.part != "residual", res=self.part != "gn")
+        terms = self.factor_terms(*self.thin_inputs(Vs))
         rows = torch.empty(b, self.dim, dtype=self.dtype, device=self.device)
         for i, (name, shape) in enumerate(zip(self.pset.names, self.pset.shapes, strict=True)):
             f = self.factor_of[name]

@@ -22,6 +22,7 @@ ALLOWED = {
     "bottom": {"base", "eigensolvers"},
     "attribution": set(),
     "sharded": {"base", "network"},
+    "range_space": {"base", "kronecker"},
 }
 # modules above curvature/ that curvature must never import
 ABOVE = {"alignment", "analysis", "network_report", "gradients", "weights", "store", "training"}
