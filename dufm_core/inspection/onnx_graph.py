@@ -18,6 +18,9 @@ list below, and any other operator is refused (one line listing them) before any
   with Relu (or nothing) between them, is the :meth:`~.architectures.Inspectable.chain`; the
   graph up to the chain's input is the stem. The stem is a feature layer unless it holds no
   parameters (an MLP's Flatten of its input).
+* **Parameters**: the chain's weights and biases, and the stem's weights (Conv, Gemm and
+  MatMul weights and biases, BatchNormalization's scale and shift; not its running statistics),
+  so the whole-network Hessian (``inspect --full``) is over every weight a framework trains.
 """
 
 from __future__ import annotations
@@ -342,8 +345,9 @@ OPS: dict[str, Any] = {
 # --------------------------------------------------------------------------- the classifier
 class OnnxClassifier(Inspectable):
     """A parsed graph as an :class:`~.architectures.Inspectable` (module docstring): the
-    initializers are buffers (so ``.double()`` converts the float ones), the trailing linear
-    chain's weights and biases are parameters."""
+    trailing linear chain's weights and biases and the stem's weights (:meth:`_stem_weights`)
+    are parameters, every other initializer a buffer (``.double()`` converts the float
+    ones)."""
 
     def __init__(self, graph: Graph) -> None:
         super().__init__()
@@ -357,19 +361,50 @@ class OnnxClassifier(Inspectable):
         self.graph = graph
         self.made_by = {o: n for n in graph.nodes for o in n.outputs}  # output → its node
         self.keys = {name: f"t{i}" for i, name in enumerate(graph.initializers)}
-        for name, t in graph.initializers.items():
-            self.register_buffer(self.keys[name], t)
         self.z0, links, self.activation = self._find_chain()
+        needed = self._ancestors(self.z0)
+        learnable = self._stem_weights(needed)
+        for name, t in graph.initializers.items():  # the stem's weights first ("all" order)
+            if name in learnable:
+                self.register_parameter(self.keys[name], torch.nn.Parameter(t))
+            else:
+                self.register_buffer(self.keys[name], t)
         self.weights_ = torch.nn.ParameterList([torch.nn.Parameter(W) for W, _ in links])
         self.biases_ = torch.nn.ParameterList(
             [torch.nn.Parameter(b if b is not None else W.new_zeros(W.shape[0]))
              for W, b in links])
         self.has_bias = [b is not None for _, b in links]
-        needed = self._ancestors(self.z0)
         self.stem_nodes = [n for n in graph.nodes if any(o in needed for o in n.outputs)]
         self.stem_is_features = any(
             n.op == "Conv" or any(i in graph.initializers for i in n.inputs)
             for n in self.stem_nodes)
+
+    def _stem_weights(self, needed: set[str]) -> set[str]:
+        """The float initializers of the stem (the nodes before the linear chain) that are
+        weights, i.e. what a framework trains: a Conv's or Gemm's weight and bias, a
+        BatchNormalization's scale and shift (not its running statistics), a MatMul's constant
+        operand and the bias Added to its output. They become parameters, so the whole-network
+        Hessian (``params="all"``) covers them; every other constant (shapes, running
+        statistics, scalars of a preprocessing step) stays a buffer."""
+        out: set[str] = set()
+        for n in self.graph.nodes:
+            if not any(o in needed for o in n.outputs):
+                continue
+            picks: list[str] = []
+            if n.op in ("Conv", "Gemm", "BatchNormalization"):
+                picks = list(n.inputs[1:3])
+            elif n.op == "MatMul":
+                picks = list(n.inputs[:2])
+            elif n.op == "Add":
+                for i in (0, 1):
+                    inner = self._producer(n.inputs[i])
+                    if inner is not None and inner.op in ("MatMul", "Conv", "Gemm"):
+                        picks.append(n.inputs[1 - i])
+            for name in picks:
+                t = self.graph.initializers.get(name)
+                if t is not None and t.is_floating_point():
+                    out.add(name)
+        return out
 
     def _producer(self, name: str) -> Node | None:
         return self.made_by.get(name)

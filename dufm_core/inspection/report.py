@@ -321,7 +321,8 @@ def whole_network_top(model: Inspectable, x: torch.Tensor, y: torch.Tensor, loss
     """The top K² + K eigenvalues of the fit Hessian over every parameter of ``model`` on the
     training data (float64, BatchNorm in eval mode), by the real network's whole-network
     routine (:func:`dufm_core.network_report.network_full`). For an ONNX graph the parameters
-    are the linear chain's (its other constants are data)."""
+    are the linear chain's and the stem's weights (``OnnxClassifier._stem_weights``); running
+    statistics and other constants are data."""
     from types import SimpleNamespace
 
     from dufm_core.network_report import network_full

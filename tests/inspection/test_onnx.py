@@ -144,3 +144,48 @@ def test_one_mlp_as_state_dict_and_onnx_gives_one_report(tmp_path: Path, digits,
     _close(_numbers(a), _numbers(b))
     assert [r["layer"] for r in a["collapse"]["train"]] == [
         r["layer"] for r in b["collapse"]["train"]]
+
+
+def test_onnx_full_hessian_covers_the_stem_weights(tmp_path: Path, digits) -> None:
+    """``--full`` of an exported CNN is over every weight the framework trains (Conv, BN scale
+    and shift, Linear), not the running statistics: the same dimension and the same top
+    eigenvalues as the whole-network Hessian of the torch module itself."""
+    pytest.importorskip("onnx")
+    from dufm_core.curvature.eigensolvers import top_eigenpairs
+    from dufm_core.curvature.network import NetworkHessianOperator
+    from dufm_core.inspection.report import whole_network_top
+
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 10)).double()
+    with torch.no_grad():  # non-trivial running statistics: they must stay data
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 1.5)
+    net.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # without constant folding, so BatchNorm is not folded into the convolution
+        torch.onnx.export(net, (digits.x_train[:2],), str(tmp_path / "cnn.onnx"), dynamo=False,
+                          input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}}, do_constant_folding=False)
+    model = load_onnx(tmp_path / "cnn.onnx")
+    x, y = digits.x_train[:40].double(), digits.y_train[:40]
+    out = whole_network_top(model, x, y, "ce")
+    n_weights = sum(p.numel() for p in net.parameters())  # 30 + 6 + 40 = 76
+    assert out["dim"] == n_weights
+
+    class Wrapped(torch.nn.Module):  # the torch net as the operator expects a network
+        K, depth = 10, 1
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            return self.net(inp)
+
+    ref = NetworkHessianOperator(Wrapped(), x, y, "ce", "all")
+    assert ref.dim == n_weights
+    top = top_eigenpairs(ref, len(out["top"]), tol=1e-10).values
+    np.testing.assert_allclose(out["top"][:5], top[:5].numpy(), rtol=1e-6)
