@@ -212,8 +212,13 @@ def top_eigenpairs(
             LinearHessianOperator, KroneckerSpectrum, NetworkHessianOperator, DenseOperator,
             ...) or a dense matrix.
         m: number of wanted pairs.
-        block: block size b ≥ m (default :func:`default_block`); use b ≥ K² when the top of the
-            spectrum is a K²-fold degenerate cluster.
+        block: block size b (default :func:`default_block`, b > m); use b ≥ K² when the top of
+            the spectrum is a K²-fold degenerate cluster. b < m is allowed when the wanted
+            eigenvalues are known to be simple (a trained network's top-k, not the UFM's
+            degenerate outliers): for the same products a small block builds a Krylov space of
+            higher degree, so it needs fewer products (one vector: about as few as ARPACK's
+            Lanczos, docs/benchmarks.md §15), at the cost of the block products' batching; an
+            exactly degenerate eigenvalue is then found with multiplicity at most b.
         tol: relative residual tolerance, ‖A v − θ v‖ ≤ tol · max(|θ_max|, tiny).
         max_iter: maximum number of Rayleigh–Ritz steps (the first uses the start block only).
         which: "LA" largest algebraic (outliers of a Hessian) or "LM" largest modulus.
@@ -232,8 +237,8 @@ def top_eigenpairs(
     if not 1 <= m <= n:
         raise ValueError(f"m must be in 1..dim = {n} (got {m})")
     b = default_block(m) if block is None else int(block)
-    if b < m:
-        raise ValueError(f"block ({b}) must be at least m ({m}): a block method needs b ≥ m")
+    if b < 1:
+        raise ValueError(f"block must be at least 1 (got {b})")
     b = min(b, n)
     cap = min(n, max(int(max_basis) if max_basis else max(8 * b, 64), 2 * b, m + b))
     # Small problems run on one thread: there the thread pool costs more than it saves, and on
@@ -324,14 +329,15 @@ def _block_krylov(
             kb, dest = 0, None
             Qt, B = Wt[:0], Wt.new_zeros(0, 0)
             est = torch.zeros(k, dtype=dtype, device=device)
-        if bool((est[:need] <= tol * scale).all()) or it >= max_iter or p >= n:
+        enough = p >= m  # a small block (b < m) first grows the basis to m Ritz pairs
+        if (enough and bool((est[:need] <= tol * scale).all())) or it >= max_iter or p >= n:
             # Explicit residuals of the returned vectors: A y = (AV) s up to rounding.
             Sm = S[:, :m]
             Yt = Sm.T @ V
             Rt = _combine(Sm, av_blocks)  # A Y, then A Y − Y Θ in place
             rn = Rt.addcmul_(theta[:m, None], Yt, value=-1.0).norm(dim=1)
             conv = rn <= tol * scale
-            if bool(conv[:need].all()) or it >= max_iter or p >= n:
+            if (enough and bool(conv[:need].all())) or it >= max_iter or p >= n:
                 break
         # A row of W much shorter than A q is mostly cancellation noise: two Gram–Schmidt passes
         # leave it orthogonal to V only to ~eps/ratio, so it gets one more pass (the noise is a
@@ -343,7 +349,9 @@ def _block_krylov(
             Qt, _ = _qr_rows(Qt, out=dest, one_pass_cond=1.0)
         _fill_dependent(V, Qt, ratio < 1e-14, gen)
         if dest is None:  # thick restart to the best Ritz vectors (Krylov–Schur style)
-            keep = max(m, cap - kb)
+            # a wide block restarts rarely and keeps all it can; a small block (b < m) would
+            # restart at every step that way, so it keeps half the basis (ARPACK-like)
+            keep = max(m, cap - kb) if b >= m else max(m + 1, cap // 2)
             Sk = S[:, :keep]
             new_av = _combine(Sk, av_blocks)
             Vt[:keep] = Sk.T @ V
