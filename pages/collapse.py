@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import analysis_view as av
-from ui import charts, docs, figures, page_figures, shell, state
+from ui import bundle, charts, docs, figures, page_figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
@@ -70,3 +70,5 @@ if series:
         ),
         "effective_rank_hessian",
     )
+
+bundle.offer_on_analysis_page(run)  # every figure of the run in one .zip

@@ -4,7 +4,7 @@ import streamlit as st
 
 from dufm_core import kinds
 from ui import analysis_view as av
-from ui import charts, page_figures, shell, state
+from ui import bundle, charts, page_figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
@@ -41,3 +41,5 @@ if series:
     pick = st.select_slider("Histogram at step", options=series["steps"], value=step)
     if pick != step:
         av.show_spectrum(av.get_report(run, pick), layer, suffix=f"_step{pick}")
+
+bundle.offer_on_analysis_page(run)  # every figure of the run in one .zip

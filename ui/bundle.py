@@ -5,7 +5,8 @@ The figures are made from the run's data (``metrics.jsonl``, the report of its l
 ``series.json`` when complete) by the pages' own lists (``ui/page_figures.py``: the same names,
 builders and titles), not by running the pages. :func:`run_figures` lists them;
 :func:`build_bundle` writes the zip (all images drawn by one browser, ``ui/figures/export.py``);
-:func:`offer` is the button on a finished run's view.
+:func:`offer` is the button, on a finished run's live view and at the foot of its analysis pages
+(:func:`offer_if_finished`, :func:`offer_on_analysis_page`).
 
 Zip layout (``<run id>-figures/`` at the top)::
 
@@ -139,3 +140,21 @@ def offer(run: Run, where: Any = None) -> None:
     else:
         c[2].caption("Every figure of this run as SVG (and PNG) with its data as CSV, "
                      "metrics.csv and config.json, in one .zip.")
+
+
+def offer_if_finished(run: Run) -> None:
+    """:func:`offer` for ``run`` once it has finished (queued or running: nothing yet) and kept
+    a checkpoint: on its live view (Train) and at the foot of its analysis pages."""
+    from ui.live import ACTIVE
+
+    if run.status().get("state") not in ACTIVE and run.checkpoints():
+        offer(run)
+
+
+def offer_on_analysis_page(run: Run) -> None:
+    """The foot of an analysis page (Collapse, Spectrum, Alignment, Gradients): every figure of
+    the run, of all its layers, in one .zip (:func:`offer_if_finished`)."""
+    import streamlit as st
+
+    st.subheader("Figure bundle")
+    offer_if_finished(run)
