@@ -14,6 +14,10 @@ tensors' names, shapes and dtypes are compared with those the embedded config im
 ``expect`` of :func:`read_checkpoint`, which also applies the memory cap) before the data are
 read from a memory map, one copy per tensor. A ``.pt`` larger than the memory cap is refused
 unread. Every refusal is a :class:`CheckpointError` of one line, in our own words.
+
+The readers are public (:func:`read_safetensors_header`, :func:`read_safetensors_tensors`,
+:func:`load_pt_safely`): :mod:`dufm_core.inspection.loading` reads a user's state dict with them,
+so both kinds of file pass the same checks.
 """
 
 from __future__ import annotations
