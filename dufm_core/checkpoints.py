@@ -14,6 +14,10 @@ tensors' names, shapes and dtypes are compared with those the embedded config im
 ``expect`` of :func:`read_checkpoint`, which also applies the memory cap) before the data are
 read from a memory map, one copy per tensor. A ``.pt`` larger than the memory cap is refused
 unread. Every refusal is a :class:`CheckpointError` of one line, in our own words.
+
+The readers are public (:func:`read_safetensors_header`, :func:`read_safetensors_tensors`,
+:func:`load_pt_safely`): :mod:`dufm_core.inspection.loading` reads a user's state dict with them,
+so both kinds of file pass the same checks.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ import torch
 from dufm_core import resources
 from dufm_core.config import ConfigError, RunConfig
 from dufm_core.store import Run, atomic_write_bytes
+
+__all__ = [
+    "FORMAT_VERSION", "Checkpoint", "CheckpointError", "CheckpointState", "Expect",
+    "SafetensorsEntry", "SafetensorsHeader", "TensorSpec", "compare_tensors", "load_pt_safely",
+    "read_checkpoint", "read_safetensors", "read_safetensors_header", "read_safetensors_tensors",
+    "save_checkpoint", "save_safetensors", "short_name_list", "write_safetensors",
+]
 
 FORMAT_VERSION = 1
 
@@ -62,9 +73,9 @@ def compare_tensors(
     if missing or extra:
         words = []
         if missing:
-            words.append(f"missing {_names(missing)}")
+            words.append(f"missing {short_name_list(missing)}")
         if extra:
-            words.append(f"unexpected {_names(extra)}")
+            words.append(f"unexpected {short_name_list(extra)}")
         raise CheckpointError(f"{path}: its tensors do not match its config: "
                               f"{'; '.join(words)}")
     for name, want in expected.items():
@@ -75,7 +86,10 @@ def compare_tensors(
                 f"{_spec_text(want)}, the file has {_spec_text(got)}")
 
 
-def _names(names: list[str], most: int = 3) -> str:
+def short_name_list(names: list[str], most: int = 3) -> str:
+    """The first ``most`` of ``names``, quoted and cut to 60 characters each, then "and N more":
+    a refusal naming a file's tensors (or an archive's members) stays one short line, however
+    many names or however long a name the file declares."""
     shown = ", ".join(repr(n[:60]) for n in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
@@ -187,13 +201,14 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.
     """(metadata, tensors) of any ``.safetensors`` file, with the bounds checks of a checkpoint
     export; a CheckpointError of one line when it is malformed."""
     p = Path(path)
-    meta, entries, start = _st_header(p)
-    return meta, _st_tensors(p, entries, start)
+    header = read_safetensors_header(p)
+    return header.metadata, read_safetensors_tensors(p, header)
 
 
 @dataclass(frozen=True)
-class _Entry:
-    """One tensor a safetensors header declares, checked against the file's size."""
+class SafetensorsEntry:
+    """One tensor a safetensors header declares, checked against the file's size: its dtype
+    (``F64``, ``F32`` or ``I64``), shape and byte range in the data section."""
 
     dtype: str
     shape: tuple[int, ...]
@@ -214,7 +229,7 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _st_entry(p: Path, name: str, spec: Any, body: int) -> _Entry:
+def _st_entry(p: Path, name: str, spec: Any, body: int) -> SafetensorsEntry:
     """Check one header entry: dtype, shape (at most 16 non-negative dimensions), offsets inside
     the data and a byte size equal to the shape's."""
     shown = repr(name[:80])
@@ -240,12 +255,29 @@ def _st_entry(p: Path, name: str, spec: Any, body: int) -> _Entry:
     if nbytes != end - begin:
         raise CheckpointError(f"{p}: tensor {shown} of shape {shape[:8]} needs {nbytes} bytes "
                               f"but its offsets span {end - begin}")
-    return _Entry(dtype, tuple(shape), begin, end)
+    return SafetensorsEntry(dtype, tuple(shape), begin, end)
 
 
-def _st_header(p: Path) -> tuple[dict[str, Any], dict[str, _Entry], int]:
-    """(metadata, checked entries, where the data start) of a safetensors file, from bounded
-    reads of its first 8 + n bytes; no tensor data is read."""
+class SafetensorsHeader(NamedTuple):
+    """A safetensors file's header as read and checked by :func:`read_safetensors_header`:
+    its string ``metadata``, its tensors' checked ``entries`` by name, and ``data_start``, the
+    byte where the data section begins."""
+
+    metadata: dict[str, Any]
+    entries: dict[str, SafetensorsEntry]
+    data_start: int
+
+
+def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
+    """The checked header of the safetensors file at ``path``; no tensor data is read.
+
+    The 8-byte length comes first and is checked against the file's size and a 16 MiB bound
+    before the header is read (bounded reads only); the JSON is parsed with every failure as one
+    line; each entry must name a known dtype, at most 16 non-negative dimensions and offsets
+    inside the data section spanning exactly the shape's byte size, and no two tensors' data may
+    overlap. So the declared shapes can be compared with what a caller expects (and with the
+    memory cap) before anything is allocated. Raises :class:`CheckpointError` (one line)."""
+    p = Path(path)
     size = p.stat().st_size
     with p.open("rb") as f:
         first = f.read(8)
@@ -269,7 +301,7 @@ def _st_header(p: Path) -> tuple[dict[str, Any], dict[str, _Entry], int]:
         if e.begin < last:
             raise CheckpointError(f"{p}: tensor {name[:80]!r} overlaps another tensor's data")
         last = e.end
-    return meta, entries, 8 + n
+    return SafetensorsHeader(meta, entries, 8 + n)
 
 
 def _st_state(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -289,14 +321,19 @@ def _st_state(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _st_tensors(p: Path, entries: dict[str, _Entry], start: int) -> dict[str, torch.Tensor]:
-    """The declared tensors, read through a memory map: one copy each, nothing else."""
+def read_safetensors_tensors(path: str | Path, header: SafetensorsHeader
+                             ) -> dict[str, torch.Tensor]:
+    """The tensors ``header`` (from :func:`read_safetensors_header` of the same file) declares,
+    read through a memory map: one copy each in the declared dtype and shape, nothing else
+    (the file is never read whole). Call it only after the declared shapes were checked
+    against what the caller expects: this is where the memory is allocated."""
+    p = Path(path)
     out: dict[str, torch.Tensor] = {}
     with p.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        for name, e in entries.items():
+        for name, e in header.entries.items():
             dtype = np.dtype(_ST_NUMPY[e.dtype])
             view = np.frombuffer(mm, dtype=dtype, count=(e.end - e.begin) // dtype.itemsize,
-                                 offset=start + e.begin)
+                                 offset=header.data_start + e.begin)
             out[name] = torch.from_numpy(view.astype(dtype.newbyteorder("="))).reshape(e.shape)
             del view  # the map closes only when no view of it is left
     return out
@@ -306,9 +343,16 @@ def _st_tensors(p: Path, entries: dict[str, _Entry], start: int) -> dict[str, to
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def _torch_load(p: Path, device: torch.device | str) -> Any:
-    """``torch.load(weights_only=True)`` with its many failure types turned into one line in our
-    own words: never PyTorch's advice to turn the safety off."""
+def load_pt_safely(path: str | Path, device: torch.device | str = "cpu") -> Any:
+    """The object in the PyTorch file at ``path``, loaded with ``torch.load(weights_only=True)``
+    onto ``device``: tensors and plain containers only, never plain unpickling, so a file that
+    carries code is refused and nothing in it runs.
+
+    A file larger than the memory cap (:func:`dufm_core.resources.memory_cap`) is refused
+    unread. Every failure is a :class:`CheckpointError` of one line in our own words (code
+    named with what it asks for, a truncated or corrupt zip, a bare pickle stream, a file that
+    is neither): never PyTorch's advice to turn the safety off."""
+    p = Path(path)
     size = p.stat().st_size
     cap, source = resources.memory_cap()
     if size > cap:
@@ -355,14 +399,14 @@ def read_checkpoint(
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
-    entries: dict[str, _Entry] | None = None
+    header: SafetensorsHeader | None = None
     if p.suffix == ".safetensors":
-        meta, entries, start = _st_header(p)
-        state: Any = _st_state(p, meta)
+        header = read_safetensors_header(p)
+        state: Any = _st_state(p, header.metadata)
     else:
-        state = _torch_load(p, device)
+        state = load_pt_safely(p, device)
     if (not isinstance(state, dict) or "config" not in state
-            or (entries is None and not isinstance(state.get("model"), dict))):
+            or (header is None and not isinstance(state.get("model"), dict))):
         raise CheckpointError(
             f"{p}: not a DUFM Lab checkpoint: expected a dict with keys format_version, config, "
             "step, model, optimizer"
@@ -385,22 +429,22 @@ def read_checkpoint(
     except (ValueError, TypeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{p}: its config is invalid: {reason}") from None
-    if entries is None:
+    if header is None:
         model = state["model"]
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
             raise CheckpointError(f"{p}: not a DUFM Lab checkpoint: its model is not a dict of "
                                   "named tensors")
         found = _specs_of(model)
     else:
-        found = {k: TensorSpec(e.shape, _ST_DTYPES[e.dtype]) for k, e in entries.items()}
+        found = {k: TensorSpec(e.shape, _ST_DTYPES[e.dtype]) for k, e in header.entries.items()}
     if expect is not None:
         try:
             expected = expect(cfg)
         except ConfigError as exc:
             raise CheckpointError(f"{p}: {exc}") from None
         compare_tensors(p, expected, found)
-    if entries is not None:
-        model = _st_tensors(p, entries, start)
+    if header is not None:
+        model = read_safetensors_tensors(p, header)
     optimizer = state.get("optimizer")
     return CheckpointState(
         config=cfg,

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import analysis_view as av
-from ui import charts, docs, figures, shell, state
+from ui import bundle, charts, docs, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Eigenvector alignment")
@@ -31,3 +31,5 @@ if series:
         ),
         "alignment_over_training",
     )
+
+bundle.offer_on_analysis_page(run)  # every figure of the run in one .zip

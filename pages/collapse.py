@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from dufm_core import kinds
 from ui import analysis_view as av
-from ui import charts, docs, figures, live, shell, state
+from ui import bundle, charts, docs, figures, page_figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Collapse & weights")
@@ -29,60 +28,11 @@ if figures.has_accuracy(rows):  # a real network: accuracy and the two losses fi
         "what the optimiser descends. Dashed: the UFM optimum at λ_H,UFM = λ_H/N "
         "(docs/real_networks.md §3)."
     )
-    c1, c2 = st.columns(2)
-    charts.show(c1, figures.accuracy_curves(rows, "Accuracy (eval mode)"), "accuracy")
-    charts.show(
-        c2,
-        figures.batch_loss_curves(
-            rows, live.ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
-        ),
-        "batch_loss",
-    )
+    charts.show_in_rows(page_figures.loss_figures(run.id, rows, cfg))
     st.subheader("Collapse")
-names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
-if kinds.get(cfg.model).real_network:
-    names[0] = "H_1 = h(x)"
-c1, c2 = st.columns(2)
-charts.show(
-    c1,
-    figures.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names), "nc1_per_layer"
-)
-charts.show(
-    c2,
-    figures.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names), "nc2_per_layer"
-)
-charts.show(
-    c1,
-    figures.layer_curves(
-        rows, "nc3", "NC3 per weight W_l", layer_names=[f"W_{l}" for l in range(1, cfg.depth + 1)]
-    ),
-    "nc3_per_weight",
-)
-charts.show(
-    c2,
-    figures.layer_curves(
-        rows, "nc1_fro", "‖Σ_W Σ_B^†‖_F² (the reproduction's DNC1)", layer_names=names
-    ),
-    "dnc1_frobenius",
-)
-
-pred = kinds.predict_for(cfg).prediction()  # the run's UFM (λ_H/N for real networks)
+charts.show_in_rows(page_figures.collapse_figures(rows, cfg))
 layer = state.select_layer(cfg.depth)  # None: the link's layer is out of range (it says so)
-c1, c2 = st.columns(2)
-if layer is not None:
-    charts.show(
-        c1,
-        figures.singular_values_over_training(rows, layer, pred.sigma[layer - 1] if pred else None),
-        f"singular_values_w{layer}",
-    )
-last_sv = next((r for r in reversed(rows) if r.get("sv")), None)  # a row may lack sv
-if last_sv is not None:
-    charts.show(
-        c2,
-        figures.singular_values_at_step(last_sv["sv"], pred.sigma if pred else None,
-                                        last_sv["step"]),
-        "singular_values_last_step",
-    )
+charts.show_in_rows(page_figures.singular_value_figures(rows, cfg, [layer] if layer else []))
 
 st.subheader("Effective ranks over training")
 st.caption(
@@ -120,3 +70,5 @@ if series:
         ),
         "effective_rank_hessian",
     )
+
+bundle.offer_on_analysis_page(run)  # every figure of the run in one .zip

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from ui import analysis_view as av
-from ui import charts, figures, shell, state
+from ui import bundle, charts, figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Gradient coefficients")
@@ -31,3 +31,5 @@ if series:
         ),
         "gradient_over_training",
     )
+
+bundle.offer_on_analysis_page(run)  # every figure of the run in one .zip

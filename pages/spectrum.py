@@ -4,7 +4,7 @@ import streamlit as st
 
 from dufm_core import kinds
 from ui import analysis_view as av
-from ui import charts, figures, shell, state
+from ui import bundle, charts, page_figures, shell, state
 
 shell.ensure_shell(__file__)
 st.title("Hessian spectrum")
@@ -37,36 +37,9 @@ av.show_bottom_trace(report)
 st.subheader("Over training")
 series = av.get_series(run)
 if series:
-    K2 = cfg.K**2
-    steps, tops = av.series_lines(series, layer, "top")
-    lines = {f"λ{j + 1}": [t[j] if len(t) > j else None for t in tops] for j in range(K2)}
-    lines["λ(K²+1)"] = av.series_lines(series, layer, "next")[1]
-    pred = report.layers[layer - 1].hessian_predicted
-    charts.show(
-        st,
-        figures.series_lines(
-            steps,
-            lines,
-            f"Top-K² eigenvalues of layer {layer} against step",
-            "eigenvalue",
-            log_y=True,
-            reference=pred,
-        ),
-        "top_eigenvalues_over_training",
-    )
-    charts.show(
-        st,
-        figures.series_lines(
-            steps,
-            {"max/min of top K²": av.series_lines(series, layer, "outlier_ratio")[1]},
-            "Equalisation of the outliers",
-            "ratio",
-            log_y=True,
-            reference=1.0,
-            reference_label="1 at collapse",
-        ),
-        "outlier_ratio_over_training",
-    )
+    charts.show_in_rows(page_figures.spectrum_series_figures(series, report, layer), per_row=1)
     pick = st.select_slider("Histogram at step", options=series["steps"], value=step)
     if pick != step:
-        av.show_spectrum(av.get_report(run, pick), layer)
+        av.show_spectrum(av.get_report(run, pick), layer, suffix=f"_step{pick}")
+
+bundle.offer_on_analysis_page(run)  # every figure of the run in one .zip

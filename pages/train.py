@@ -191,6 +191,5 @@ if st.button("Launch", type="primary", disabled=error is not None):
 if watched is not None:
     with live_slot:
         live.watch_run(watched)
-        if watched.status().get("state") not in live.ACTIVE and watched.checkpoints():
-            bundle.offer(watched)  # a finished run's figures, data and config in one .zip
+        bundle.offer_if_finished(watched)  # a finished run's figures, data, config in a .zip
         st.divider()

@@ -250,3 +250,28 @@ def test_refusal_messages_are_honest(runs_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(cut)
     assert str(err.value).endswith("truncated or corrupt (300 bytes)")
+
+
+def test_the_public_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_safetensors_header gives the checked entries and reads no data;
+    read_safetensors_tensors then reads them; load_pt_safely refuses a file over the memory cap
+    unread (the readers that dufm_core.inspection shares)."""
+    from dufm_core import checkpoints
+
+    for name in ("read_safetensors_header", "read_safetensors_tensors", "load_pt_safely",
+                 "short_name_list", "SafetensorsHeader", "SafetensorsEntry"):
+        assert name in checkpoints.__all__ and hasattr(checkpoints, name)
+    w = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    out = tmp_path / "w.safetensors"
+    checkpoints.write_safetensors(out, {"w": w, "i": torch.arange(2)}, {"k": "v"})
+    header = checkpoints.read_safetensors_header(out)
+    assert header.metadata == {"k": "v"} and set(header.entries) == {"w", "i"}
+    assert header.entries["w"].shape == (2, 3) and header.entries["w"].dtype == "F64"
+    assert header.data_start + header.entries["i"].end == out.stat().st_size
+    back = checkpoints.read_safetensors_tensors(out, header)
+    assert torch.equal(back["w"], w) and torch.equal(back["i"], torch.arange(2))
+    assert checkpoints.short_name_list(["a", "b", "c", "d", "e"]) == "'a', 'b', 'c' and 2 more"
+    torch.save({"w": torch.zeros(1000, dtype=torch.float64)}, tmp_path / "big.pt")
+    monkeypatch.setenv("DUFM_MEMORY_CAP", "1K")
+    with pytest.raises(CheckpointError, match=r"memory cap .*; not read$"):
+        checkpoints.load_pt_safely(tmp_path / "big.pt")

@@ -1,7 +1,9 @@
 """Analysis sections shared by the Spectrum, Alignment, Gradients and Inspect pages.
 
-Each ``show_*`` function renders one part of an analysis report (docs/design.md §5) with its
-caption, which states only the theory that applies to the report's run (:func:`theory_applies`:
+Each ``show_*`` function renders one part of an analysis report (docs/design.md §5): its figures,
+from the page's list in ``ui/page_figures.py`` (the figure bundle's too), laid out on the page,
+and its caption, which states only the theory that applies to the report's run
+(:func:`theory_applies`:
 the linear-MSE closed forms, the ReLU caveat, or measurements with CE's DNC-point values); the
 report itself always comes from ``dufm_core.reports``. An uploaded checkpoint
 (Inspect) is copied in chunks to a temporary file, hashed on the way, and read from there by the
@@ -12,23 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from dufm_core import reports
 from dufm_core.checkpoints import CheckpointError
-from dufm_core.config import ConfigError, RunConfig
-from dufm_core.kinds import load_checkpoint, predict_for
-from dufm_core.report_types import LayerRecord, Report
+from dufm_core.config import ConfigError
+from dufm_core.kinds import load_checkpoint
+from dufm_core.report_types import Report
 from dufm_core.store import Run, read_json
-from ui import charts, docs, figures, shell
+from ui import charts, docs, figures, page_figures, shell
+from ui.page_figures import Applies as Applies  # re-exported: the captions take one
+from ui.page_figures import series_lines as series_lines  # re-exported for the pages
+from ui.page_figures import shows_identity as shows_identity  # re-exported
+from ui.page_figures import theory_applies as theory_applies  # re-exported
 
 UPLOAD_CHUNK = 1 << 20  # bytes copied at a time from an upload to its temporary file
 UPLOAD_SUFFIXES = (".pt", ".safetensors")  # the reader picks the format by the suffix
@@ -163,46 +167,6 @@ RELU_CAVEAT = (
 )
 
 
-@dataclass(frozen=True)
-class Applies:
-    """Which theory applies to a report's run (``report.config``), for the captions.
-
-    ``closed_form``: the linear-MSE closed forms hold (MSE, every λ positive;
-    :meth:`dufm_core.predictions.TheoryFor.closed_form`); ``relu``: they hold at the best ReLU
-    DNC point only; ``ce``: cross-entropy, whose report carries DNC-point values at the measured
-    logit scale (``ce_alpha``) when it could measure one; ``real``: a real network, compared
-    with the UFM of the same K, L and λ (λ_H/N)."""
-
-    closed_form: bool
-    relu: bool
-    ce: bool
-    real: bool
-    ce_alpha: float | None = None
-
-    @property
-    def measured_only(self) -> bool:
-        """No prediction to draw: neither a closed form nor CE DNC-point values."""
-        return not self.closed_form and self.ce_alpha is None
-
-
-def theory_applies(report: Report) -> Applies:
-    """What theory the captions of ``report`` may state, from its config (through
-    :func:`dufm_core.kinds.predict_for`) and its ``theory`` block."""
-    raw = dict(report.config or {})
-    th = report.theory
-    try:
-        closed_form = predict_for(RunConfig.from_dict(raw)).closed_form
-    except (ConfigError, KeyError, TypeError, ValueError):  # a report of an older config
-        closed_form = raw.get("loss", "mse") == "mse" and th is not None and th.gamma is not None
-    return Applies(
-        closed_form=closed_form,
-        relu=raw.get("activation") == "relu",
-        ce=raw.get("loss") == "ce",
-        real=raw.get("model", "ufm") != "ufm",
-        ce_alpha=th.ce_alpha_measured if th is not None and th.ce_layer_eigenvalues else None,
-    )
-
-
 def _real_note(applies: Applies) -> str:
     return (" The network's features are not free: the UFM values (same K, L, λ; λ_H/N) are a "
             "reference (docs/theory.md §5.3)." if applies.real else "")
@@ -259,202 +223,84 @@ def gradient_theory(applies: Applies, K: int) -> str:
     return text + _real_note(applies)
 
 
-def shows_identity(applies: Applies) -> bool:
-    """Whether the Gradients page draws the predicted I/K (only where a closed form applies)."""
-    return applies.closed_form and not applies.ce
-
-
-def _layer(report: Report, layer: int) -> LayerRecord:
-    return report.layers[layer - 1]
-
-
-def show_spectrum(report: Report, layer: int, total: bool = False) -> None:
+def show_spectrum(report: Report, layer: int, total: bool = False, suffix: str = "") -> None:
+    """The Spectrum page's layer view: its caption, the histogram (fit Hessian) and the top
+    eigenvalues (:func:`ui.page_figures.spectrum_figures`). ``suffix`` tells apart the widgets of
+    a second view on one page (another step's)."""
     K2 = report.K ** 2
-    lay = _layer(report, layer)
-    shift = report.config["lam_w"]
-    shift = shift[layer - 1] if isinstance(shift, list) else shift
-    top = lay.hessian_top_total if total else lay.hessian_top
-    pred_top = [v + shift if total else v for v in lay.hessian_predicted_top if v is not None]
+    lay = report.layers[layer - 1]
     which = "total" if total else "fit"
     ratio = lay.outlier_ratio
-    applies = theory_applies(report)
-    if applies.measured_only:
-        pred_top = []
     docs.caption(
         f"Layer-{layer} {which} Hessian, {lay.hessian_method}. "
-        + spectrum_theory(applies, report.K)
+        + spectrum_theory(theory_applies(report), report.K)
         + f" Measured: outliers counted by the largest log-gap: **{lay.outlier_count}** "
         f"(K² = {K2}); max/min of the top K²: **{'—' if ratio is None else f'{ratio:.6g}'}**"
         + (f" ({lay.outlier_ratio_note})" if ratio is None and lay.outlier_ratio_note else "")
         + "."
     )
+    named = page_figures.spectrum_figures(report, layer, total)
     c1, c2 = st.columns(2)
-    if lay.hessian_histogram and not total:
-        charts.show(
-            c1,
-            figures.binned_histogram(
-                lay.hessian_histogram, top, K2, pred_top, title=f"Layer-{layer} spectrum"
-            ),
-            f"hist_{layer}_{which}",
-            key=f"hist_{layer}_{which}",
-        )
+    if named and named[0][0].startswith("spectrum_"):
+        _show(c1, *named.pop(0), suffix)
     else:
         c1.info(
             "The whole spectrum is shown for layers small enough for an exact or dense "
             "eigendecomposition; this view shows the top eigenvalues."
         )
-    charts.show(
-        c2,
-        figures.top_eigenvalues(top, pred_top, K2, f"Top eigenvalues, layer {layer}"),
-        f"top_{layer}_{which}",
-        key=f"top_{layer}_{which}",
-    )
+    for name, fig in named:
+        _show(c2, name, fig, suffix)
+
+
+def _show(where: Any, name: str, fig: go.Figure, suffix: str = "") -> None:
+    charts.show(where, fig, name + suffix, key=name + suffix)
 
 
 def show_full(report: Report) -> None:
+    """The full Hessian's caption and figures (:func:`ui.page_figures.full_hessian_figures`)."""
     full = report.full_hessian
     if full is None:
         return
-    K2 = report.K ** 2
     docs.caption(
         f"Full fit-Hessian over {full.params} ({full.dim} parameters): {full.method}, "
         f"{full.seconds:.2f} s, converged: {full.converged}. "
         + (full.note + "." if full.note else full_theory(theory_applies(report)))
     )
-    c1, c2 = st.columns(2)
-    charts.show(
-        c1,
-        figures.top_eigenvalues(
-            full.top, full.predicted, K2, "Top eigenvalues of the full fit-Hessian"
-        ),
-        "full_top",
-        key="full_top",
-    )
-    dens = full.density
-    if dens:
-        logs = [math.log10(v) for v in full.predicted if v and v > 0]
-        charts.show(
-            c2,
-            figures.density(dens["grid"], dens["density"], "log10 |eigenvalue|",
-                          f"Spectral density ({dens['method']})", predicted=logs),
-            "full_density",
-            key="full_density",
-        )
+    charts.show_in_rows(page_figures.full_hessian_figures(report))
 
 
 def show_alignment(report: Report, layer: int) -> None:
-    K = report.K
-    lay = _layer(report, layer)
-    labels = [f"c={c + 1}" for c in range(K)]
+    """The Alignment page's caption and figures (:func:`ui.page_figures.alignment_figures`)."""
     docs.caption(
         "f_cc' = (vᵀHv)²/(‖v‖²‖Hv‖²) for v = vec(μ_c^(l+1) μ_c'^(l)ᵀ): 1 when v is an eigenvector. "
         "Subspace capture ‖U_topᵀv‖²/‖v‖² against the top-K² eigenvectors. **At collapse the K² "
         "outliers are equal, so their eigenspace has no preferred basis: judge the cosine heatmap "
         "by its block structure and the subspace measures, not by single entries.**"
     )
-    c1, c2 = st.columns(2)
-    charts.show(
-        c1,
-        figures.heatmap(
-            lay.alignment_f,
-            f"f_cc' (layer {layer}; mean {lay.alignment_f_mean:.4f})",
-            labels,
-            labels,
-            zmin=0,
-            zmax=1,
-        ),
-        f"f_{layer}",
-        key=f"f_{layer}",
-    )
-    charts.show(
-        c2,
-        figures.heatmap(
-            lay.subspace_capture, "Subspace capture π_cc'", labels, labels, zmin=0, zmax=1
-        ),
-        f"cap_{layer}",
-        key=f"cap_{layer}",
-    )
-    pairs = [f"({a + 1},{b + 1})" for a in range(K) for b in range(K)]
-    heat = np.asarray(lay.cosine_heatmap)
-    charts.show(
-        c1,
-        figures.heatmap(
-            heat,
-            "|cos(predicted v_cc', eigenvector u_j)|",
-            [f"u{j + 1}" for j in range(heat.shape[1])],
-            pairs,
-            zmin=0,
-            zmax=1,
-            annotate=K <= 4,
-        ),
-        f"cos_{layer}",
-        key=f"cos_{layer}",
-    )
-    angles = np.degrees(lay.principal_angles).tolist()
-    charts.show(
-        c2,
-        figures.bars(angles, "Principal angles span{v_cc'} vs top-K² eigenspace", "degrees"),
-        f"ang_{layer}",
-        key=f"ang_{layer}",
-    )
+    charts.show_in_rows(page_figures.alignment_figures(report, layer))
 
 
 def show_gradients(report: Report, layer: int) -> None:
+    """The Gradients page's caption and figures (:func:`ui.page_figures.gradient_figures`):
+    the measured C beside the predicted I/K when that is drawn, else across the page; the
+    eigenbasis coefficients across the page."""
     K = report.K
-    lay = _layer(report, layer)
+    lay = report.layers[layer - 1]
     applies = theory_applies(report)
-    labels = [f"c'={c + 1}" for c in range(K)]
     docs.caption(
         "Gradient coefficient matrix C_cc' = ⟨b_cc', g⟩²/‖g‖² of the full-batch fit gradient g of "
         "W_l in the predicted basis b_cc' = μ̂_c^(l+1) μ̂_c'^(l)ᵀ. " + gradient_theory(applies, K)
     )
-    C = np.asarray(lay.gradient_coefficients)
-    rows = [f"c={c + 1}" for c in range(K)]
-    if shows_identity(applies):
-        identity = np.eye(K) / K
-        scale = figures.shared_scale(C, identity)  # one colour scale: the two are compared
-        c1, c2 = st.columns(2)
-        charts.show(
-            c1,
-            figures.heatmap(C, f"C (layer {layer}), measured", labels, rows, **scale),
-            f"C_{layer}",
-            key=f"C_{layer}",
-        )
-        charts.show(
-            c2,
-            figures.heatmap(identity, "Predicted I/K", labels, rows, **scale),
-            f"I_{layer}",
-            key=f"I_{layer}",
-        )
-    else:
-        charts.show(
-            st,
-            figures.heatmap(C, f"C (layer {layer}), measured", labels, rows, diverging=True),
-            f"C_{layer}",
-            key=f"C_{layer}",
-        )
-    charts.show(
-        st,
-        figures.bars(
-            lay.gradient_eigenbasis,
-            "Coefficients ⟨u_j, g⟩²/‖g‖² on the "
-            f"top-K² Hessian eigenvectors (sum = {lay.gradient_inside_fraction:.6f}"
-            " = fraction inside the outlier space)",
-            "coefficient",
-        ),
-        f"eigc_{layer}",
-        key=f"eigc_{layer}",
-    )
+    named = page_figures.gradient_figures(report, layer)
+    paired = 2 if any(n.startswith("gradient_I_over_K") for n, _ in named) else 0
+    charts.show_in_rows(named[:paired])  # C beside I/K, on one colour scale
+    charts.show_in_rows(named[paired:], per_row=1)
     docs.caption(
+        "The coefficients' sum is the fraction of ‖g‖² inside the outlier space. "
         f"‖g‖ = {lay.gradient_norm:.3e}; measured β = {lay.gradient_beta}"
         + (f", predicted β = {lay.gradient_beta_predicted}."
            if lay.gradient_beta_predicted is not None else " (no closed-form β for this run).")
     )
-
-
-def series_lines(series: dict[str, Any], layer: int, key: str) -> tuple[list[int], list]:
-    steps = [e["step"] for e in series["entries"]]
-    return steps, [e["layers"][layer - 1][key] for e in series["entries"]]
 
 
 # --------------------------------------------------------------- bottom, traces, verdict (§8.3)

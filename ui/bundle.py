@@ -2,9 +2,11 @@
 each figure's data as CSV, the tidy ``metrics.csv`` and ``config.json``, for a paper's figures.
 
 The figures are made from the run's data (``metrics.jsonl``, the report of its last checkpoint,
-``series.json`` when complete) with the same builders and titles as the pages, not by running the
-pages. :func:`run_figures` lists them; :func:`build_bundle` writes the zip (all images drawn by
-one browser, ``ui/figures/export.py``); :func:`offer` is the button on a finished run's view.
+``series.json`` when complete) by the pages' own lists (``ui/page_figures.py``: the same names,
+builders and titles), not by running the pages. :func:`run_figures` lists them;
+:func:`build_bundle` writes the zip (all images drawn by one browser, ``ui/figures/export.py``);
+:func:`offer` is the button, on a finished run's live view and at the foot of its analysis pages
+(:func:`offer_if_finished`, :func:`offer_on_analysis_page`).
 
 Zip layout (``<run id>-figures/`` at the top)::
 
@@ -19,136 +21,25 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import time
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import plotly.graph_objects as go
-
-from dufm_core import kinds, reports
+from dufm_core import reports
 from dufm_core.report_types import Report
 from dufm_core.store import Run, read_json
-from ui import exports, figures
-from ui.analysis_view import series_lines, shows_identity, theory_applies
+from ui import exports, page_figures
 from ui.figures import export
-from ui.live import ufm_loss_reference
+from ui.page_figures import Named
 
 Progress = Callable[[str, float], None] | None
-Named = list[tuple[str, go.Figure]]
-
-
-def _training_figures(run: Run) -> Named:
-    """The curves of the live view and the Collapse page, from ``metrics.jsonl``."""
-    rows = run.metrics()
-    if not rows:
-        return []
-    cfg = run.config()
-    real = kinds.get(cfg.model).real_network
-    out: Named = []
-    if figures.has_accuracy(rows):
-        out.append(("accuracy", figures.accuracy_curves(rows, "Accuracy (eval mode)")))
-        out.append(("loss", figures.batch_loss_curves(
-            rows, ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)")))
-    else:
-        ref = ufm_loss_reference(cfg)
-        title = "Loss (closed form dashed)" if ref is not None else "Loss"
-        out.append(("loss", figures.metric_curves({run.id: rows}, "loss", reference=ref,
-                                                  title=title)))
-    names = [f"H_{l}" for l in range(1, cfg.depth + 1)] + ["Z (logits)"]
-    if real:
-        names[0] = "H_1 = h(x)"
-    weights = [f"W_{l}" for l in range(1, cfg.depth + 1)]
-    out += [
-        ("nc1_per_layer", figures.layer_curves(rows, "nc1", "NC1 per layer", layer_names=names)),
-        ("nc2_per_layer", figures.layer_curves(rows, "nc2", "NC2 per layer", layer_names=names)),
-        ("nc3_per_weight", figures.layer_curves(rows, "nc3", "NC3 per weight W_l",
-                                                layer_names=weights)),
-        ("dnc1_frobenius", figures.layer_curves(
-            rows, "nc1_fro", "‖Σ_W Σ_B^†‖_F² (the reproduction's DNC1)", layer_names=names)),
-    ]
-    pred = kinds.predict_for(cfg).prediction()
-    if any(r.get("sv") for r in rows):
-        for layer in range(1, cfg.depth + 1):
-            out.append((f"singular_values_w{layer}", figures.singular_values_over_training(
-                rows, layer, pred.sigma[layer - 1] if pred else None)))
-        last = next(r for r in reversed(rows) if r.get("sv"))
-        out.append(("singular_values_last_step", figures.singular_values_at_step(
-            last["sv"], pred.sigma if pred else None, last["step"])))
-    return out
-
-
-def _report_figures(report: Report) -> Named:
-    """The Spectrum, Alignment and Gradients figures of every layer, and the full Hessian's."""
-    K = report.K
-    K2 = K * K
-    applies = theory_applies(report)
-    out: Named = []
-    labels = [f"c={c + 1}" for c in range(K)]
-    for layer, lay in enumerate(report.layers, start=1):
-        pred_top = [] if applies.measured_only else [
-            v for v in (lay.hessian_predicted_top or []) if v is not None]
-        top = lay.hessian_top or []
-        if lay.hessian_histogram:
-            out.append((f"spectrum_layer{layer}", figures.binned_histogram(
-                lay.hessian_histogram, top, K2, pred_top, title=f"Layer-{layer} spectrum")))
-        if top:
-            out.append((f"top_eigenvalues_layer{layer}", figures.top_eigenvalues(
-                top, pred_top, K2, f"Top eigenvalues, layer {layer}")))
-        if lay.alignment_f is not None:
-            out.append((f"alignment_f_layer{layer}", figures.heatmap(
-                lay.alignment_f, f"f_cc' (layer {layer}; mean {lay.alignment_f_mean:.4f})",
-                labels, labels, zmin=0, zmax=1)))
-        if lay.subspace_capture is not None:
-            out.append((f"subspace_capture_layer{layer}", figures.heatmap(
-                lay.subspace_capture, "Subspace capture π_cc'", labels, labels, zmin=0, zmax=1)))
-        if lay.cosine_heatmap is not None:
-            heat = np.asarray(lay.cosine_heatmap)
-            pairs = [f"({a + 1},{b + 1})" for a in range(K) for b in range(K)]
-            out.append((f"eigenvector_cosines_layer{layer}", figures.heatmap(
-                heat, "|cos(predicted v_cc', eigenvector u_j)|",
-                [f"u{j + 1}" for j in range(heat.shape[1])], pairs, zmin=0, zmax=1,
-                annotate=K <= 4)))
-        if lay.principal_angles is not None:
-            angles = np.degrees(lay.principal_angles).tolist()
-            out.append((f"principal_angles_layer{layer}", figures.bars(
-                angles, "Principal angles span{v_cc'} vs top-K² eigenspace", "degrees")))
-        if lay.gradient_coefficients is not None:
-            C = np.asarray(lay.gradient_coefficients)
-            cols = [f"c'={c + 1}" for c in range(K)]
-            title = f"C (layer {layer}), measured"
-            if shows_identity(applies):
-                identity = np.eye(K) / K
-                scale = figures.shared_scale(C, identity)
-                out.append((f"gradient_C_layer{layer}",
-                            figures.heatmap(C, title, cols, labels, **scale)))
-                out.append((f"gradient_I_over_K_layer{layer}",
-                            figures.heatmap(identity, "Predicted I/K", cols, labels, **scale)))
-            else:
-                out.append((f"gradient_C_layer{layer}",
-                            figures.heatmap(C, title, cols, labels, diverging=True)))
-        if lay.gradient_eigenbasis is not None:
-            out.append((f"gradient_eigenbasis_layer{layer}", figures.bars(
-                lay.gradient_eigenbasis, "Coefficients ⟨u_j, g⟩²/‖g‖² on the top-K² Hessian "
-                f"eigenvectors (sum = {lay.gradient_inside_fraction:.6f})", "coefficient")))
-    full = report.full_hessian
-    if full is not None:
-        out.append(("full_top_eigenvalues", figures.top_eigenvalues(
-            full.top, full.predicted, K2, "Top eigenvalues of the full fit-Hessian")))
-        if full.density:
-            d = full.density
-            logs = [math.log10(v) for v in full.predicted if v and v > 0]
-            out.append(("full_density", figures.density(
-                d["grid"], d["density"], "log10 |eigenvalue|",
-                f"Spectral density ({d['method']})", predicted=logs)))
-    return out
 
 
 def _series_figures(run: Run, report: Report) -> Named:
-    """The over-training figures of the Spectrum page, when ``series.json`` covers every
-    checkpoint (it is never computed here: that is the pages' "Analyse every checkpoint")."""
+    """The over-training figures of the Spectrum page for every layer, when ``series.json``
+    covers every checkpoint (it is never computed here: that is the pages' "Analyse every
+    checkpoint")."""
     path = run.analysis_dir / "series.json"
     if not path.is_file():
         return []
@@ -156,18 +47,8 @@ def _series_figures(run: Run, report: Report) -> Named:
     if series.get("steps") != run.checkpoints():
         return []
     out: Named = []
-    K2 = report.K ** 2
-    for layer, lay in enumerate(report.layers, start=1):
-        steps, tops = series_lines(series, layer, "top")
-        lines = {f"λ{j + 1}": [t[j] if len(t) > j else None for t in tops] for j in range(K2)}
-        lines["λ(K²+1)"] = series_lines(series, layer, "next")[1]
-        out.append((f"top_eigenvalues_layer{layer}_over_training", figures.series_lines(
-            steps, lines, f"Top-K² eigenvalues of layer {layer} against step", "eigenvalue",
-            log_y=True, reference=lay.hessian_predicted)))
-        out.append((f"outlier_ratio_layer{layer}_over_training", figures.series_lines(
-            steps, {"max/min of top K²": series_lines(series, layer, "outlier_ratio")[1]},
-            "Equalisation of the outliers", "ratio", log_y=True, reference=1.0,
-            reference_label="1 at collapse")))
+    for layer in range(1, len(report.layers) + 1):
+        out += page_figures.spectrum_series_figures(series, report, layer)
     return out
 
 
@@ -175,7 +56,7 @@ def run_figures(run: Run, progress: Progress = None) -> Named:
     """[(name, figure)] of every figure of ``run``'s pages: training curves, then the report
     of its last checkpoint (computed and cached, as the Spectrum page does, when not cached
     yet), then the series. Names are unique file stems."""
-    out = _training_figures(run)
+    out = page_figures.training_figures(run.id, run.metrics(), run.config())
     steps = run.checkpoints()
     if steps:
         report = reports.analyze(
@@ -183,7 +64,7 @@ def run_figures(run: Run, progress: Progress = None) -> Named:
             progress=(lambda m, f: progress(f"analysing the last checkpoint: {m}", 0.3 * f))
             if progress else None,
         )
-        out += _report_figures(report) + _series_figures(run, report)
+        out += page_figures.report_figures(report) + _series_figures(run, report)
     names = [n for n, _ in out]
     assert len(names) == len(set(names)), names
     return out
@@ -259,3 +140,21 @@ def offer(run: Run, where: Any = None) -> None:
     else:
         c[2].caption("Every figure of this run as SVG (and PNG) with its data as CSV, "
                      "metrics.csv and config.json, in one .zip.")
+
+
+def offer_if_finished(run: Run) -> None:
+    """:func:`offer` for ``run`` once it has finished (queued or running: nothing yet) and kept
+    a checkpoint: on its live view (Train) and at the foot of its analysis pages."""
+    from ui.live import ACTIVE
+
+    if run.status().get("state") not in ACTIVE and run.checkpoints():
+        offer(run)
+
+
+def offer_on_analysis_page(run: Run) -> None:
+    """The foot of an analysis page (Collapse, Spectrum, Alignment, Gradients): every figure of
+    the run, of all its layers, in one .zip (:func:`offer_if_finished`)."""
+    import streamlit as st
+
+    st.subheader("Figure bundle")
+    offer_if_finished(run)

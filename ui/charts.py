@@ -11,6 +11,7 @@ camera button still saves a print-size PNG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -67,3 +68,16 @@ def show(
         help="The figure's data, one row per point.",
         **common,
     )
+
+
+def show_in_rows(
+    named: Sequence[tuple[str, go.Figure]], prefix: str = "", suffix: str = "", per_row: int = 2
+) -> None:
+    """Each ``(name, figure)`` of ``named`` (a page's list, ``ui/page_figures.py``) with
+    :func:`show`, ``per_row`` to a row of the page; ``prefix + name + suffix`` is both the file
+    stem and the chart's key, so a page showing one list twice tells them apart by ``suffix``."""
+    import streamlit as st
+
+    for i in range(0, len(named), per_row):
+        for column, (name, fig) in zip(st.columns(per_row), named[i:i + per_row], strict=False):
+            show(column, fig, prefix + name + suffix, key=prefix + name + suffix)

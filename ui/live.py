@@ -10,7 +10,8 @@ from dufm_core import kinds, sharpness
 from dufm_core.config import ConfigError, RunConfig
 from dufm_core.process import jobs
 from dufm_core.store import Run
-from ui import charts, figures, links, shell
+from ui import charts, figures, links, page_figures, shell
+from ui.page_figures import ufm_loss_reference as ufm_loss_reference  # re-exported
 
 ACTIVE = ("queued", "running")
 RATE_ROWS = 20  # the last logged rows that the steps/s is measured over
@@ -50,26 +51,8 @@ def _show(run: Run) -> None:
         st.toast(jobs.cancel(run))
     if state not in ACTIVE and run.checkpoints():
         links.analysis_links(run.id, real_network=kinds.get(cfg.model).real_network)
-    if rows and real:
-        _real_figures(run.id, rows, cfg)
-    elif rows:
-        ref = ufm_loss_reference(cfg)
-        c1, c2 = st.columns(2)
-        charts.show(
-            c1,
-            figures.metric_curves(
-                {run.id: rows}, "loss", reference=ref,
-                title="Loss (closed form dashed)" if ref is not None else "Loss",
-            ),
-            f"live_loss_{run.id}",
-            key=f"live_loss_{run.id}",
-        )
-        charts.show(
-            c2,
-            figures.layer_curves(rows, "nc1", title="NC1 = tr(Σ_W Σ_B^†)/K per layer"),
-            f"live_nc1_{run.id}",
-            key=f"live_nc1_{run.id}",
-        )
+    if rows:
+        _curves(run.id, rows, cfg)
     elif state in ACTIVE:
         st.caption("Waiting for the first logged step…")
     if rows and any(r.get("sharpness") is not None for r in rows):
@@ -136,46 +119,15 @@ def _accuracy_text(row: dict[str, Any]) -> str:
     return out
 
 
-def ufm_loss_reference(cfg: RunConfig) -> float | None:
-    """The closed-form loss at the UFM optimum for a linear-MSE-comparable run, else None.
-
-    A real network is compared at λ_H,UFM = λ_H/N (``cfg.ufm_lam_h``); its loss includes the
-    backbone's weight decay, so with λ_b > 0 there is no UFM value to compare with."""
-    if cfg.lam_backbone > 0:
-        return None
-    pred = kinds.predict_for(cfg).prediction()
-    return None if pred is None else pred.loss
-
-
-def _real_figures(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> None:
-    """Accuracy, eval loss beside batch loss, and NC1 of a real-network run."""
-    c1, c2 = st.columns(2)
-    charts.show(
-        c1,
-        figures.accuracy_curves(rows, "Accuracy (eval mode)"),
-        f"live_acc_{run_id}",
-        key=f"live_acc_{run_id}",
-    )
-    charts.show(
-        c2,
-        figures.batch_loss_curves(
-            rows, ufm_loss_reference(cfg), reference_label="UFM optimum (λ_H/N)"
-        ),
-        f"live_loss_{run_id}",
-        key=f"live_loss_{run_id}",
-    )
-    c1, _ = st.columns(2)
-    charts.show(
-        c1,
-        figures.layer_curves(
-            rows,
-            "nc1",
-            title="NC1 = tr(Σ_W Σ_B^†)/K per layer",
-            layer_names=["H_1 = h(x)", *[f"H_{l}" for l in range(2, cfg.depth + 1)], "Z (logits)"],
-        ),
-        f"live_nc1_{run_id}",
-        key=f"live_nc1_{run_id}",
-    )
+def _curves(run_id: str, rows: list[dict[str, Any]], cfg: RunConfig) -> None:
+    """The loss (a real network's accuracy first: :func:`ui.page_figures.loss_figures`, the
+    same figures as the bundle's) and NC1 per layer, two to a row."""
+    names = (["H_1 = h(x)", *[f"H_{l}" for l in range(2, cfg.depth + 1)], "Z (logits)"]
+             if figures.has_accuracy(rows) else None)
+    named = [*page_figures.loss_figures(run_id, rows, cfg),
+             ("nc1", figures.layer_curves(rows, "nc1", title="NC1 = tr(Σ_W Σ_B^†)/K per layer",
+                                          layer_names=names))]
+    charts.show_in_rows(named, prefix="live_", suffix=f"_{run_id}")
 
 
 def sharpness_note(rows: list[dict[str, Any]], limit_label: str) -> str:

@@ -1,9 +1,10 @@
 """Reading a user's files without running code (docs/inspect.md, docs/design.md §8.1).
 
 * **State dict** (``.safetensors``, or ``.pt`` through ``torch.load(weights_only=True,
-  mmap=True)``): the readers of :mod:`dufm_core.checkpoints` (bounded safetensors header reads
-  and checks, one-line refusals of code-carrying pickles); the tensors' float64 size is checked
-  against the memory cap after their shapes, before their data are read. A ``.pt`` may wrap the
+  mmap=True)``): the readers of :mod:`dufm_core.checkpoints` (:func:`read_safetensors_header`'s
+  bounded reads and checks, :func:`load_pt_safely`'s one-line refusals of code); the tensors'
+  float64 size is checked against the memory cap after their shapes, before their data are
+  read. A ``.pt`` may wrap the
   state dict the usual ways: ``{"state_dict": …}``, ``{"model": …}`` (nested once more is fine)
   and a ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) prefix on every key. The
   declared names and shapes are compared with the architecture's **before** a safetensors
@@ -31,7 +32,13 @@ import numpy as np
 import torch
 
 from dufm_core import resources
-from dufm_core.checkpoints import CheckpointError, _names, _st_header, _st_tensors, _torch_load
+from dufm_core.checkpoints import (
+    CheckpointError,
+    load_pt_safely,
+    read_safetensors_header,
+    read_safetensors_tensors,
+    short_name_list,
+)
 from dufm_core.config import ConfigError
 from dufm_core.inspection.architectures import Architecture, ArchitectureError, Inspectable
 
@@ -80,8 +87,8 @@ def _check_names_shapes(path: Path, arch: Architecture, expected: Mapping[str, t
     missing = [k for k in expected if k not in found]
     extra = [k for k in found if k not in expected]
     if missing or extra:
-        words = ([f"missing {_names(missing)}"] if missing else []) + (
-            [f"unexpected {_names(extra)}"] if extra else [])
+        words = ([f"missing {short_name_list(missing)}"] if missing else []) + (
+            [f"unexpected {short_name_list(extra)}"] if extra else [])
         raise InspectError(f"{path}: its tensors do not fit --arch {arch.name}: "
                            f"{'; '.join(words)}")
     for name, shape in expected.items():
@@ -98,13 +105,13 @@ def read_state_dict(path: str | Path, arch: Architecture) -> Inspectable:
         raise InspectError(f"{p}: no such file")
     try:
         if p.suffix == ".safetensors":
-            _, entries, start = _st_header(p)
-            named = strip_prefixes(dict(entries))
+            header = read_safetensors_header(p)
+            named = strip_prefixes(dict(header.entries))
             shapes = {k: e.shape for k, e in named.items()}
             model = arch.build(shapes)
             _check_names_shapes(p, arch, arch.expected(model), shapes)
             _cap(p, sum(resources.numel(s) * 8 for s in shapes.values()))
-            tensors = strip_prefixes(_st_tensors(p, entries, start))
+            tensors = strip_prefixes(read_safetensors_tensors(p, header))
         else:
             tensors = unwrap(_load_pt(p), p)
             shapes = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -125,14 +132,14 @@ def _load_pt(p: Path) -> Any:
     """A ``.pt`` through ``torch.load(weights_only=True, mmap=True)``: the tensors stay in the
     file (memory-mapped) until used, so names and shapes are checked before their data are read.
     A file that cannot be mapped (the old non-zip format) or is refused goes through
-    :mod:`dufm_core.checkpoints`' reader, which applies the memory cap to the file and words the
-    refusal (a code-carrying pickle is never run by either)."""
+    :func:`dufm_core.checkpoints.load_pt_safely`, which applies the memory cap to the file and
+    words the refusal (a code-carrying pickle is never run by either)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # torch raises several types for bad files: reworded below
-        return _torch_load(p, "cpu")
+        return load_pt_safely(p, "cpu")
 
 
 def _cap(p: Path, nbytes: int) -> None:
@@ -173,8 +180,8 @@ def _npz(path: str | Path, required: tuple[str, ...], what: str) -> dict[str, np
         raise InspectError(f"{p}: not an .npz file ({exc})") from None
     missing = [k for k in required if k not in sizes]
     if missing:
-        raise InspectError(f"{p}: the {what} file lacks {_names(missing)} (it has "
-                           f"{_names(sorted(sizes), 6)})")
+        raise InspectError(f"{p}: the {what} file lacks {short_name_list(missing)} (it has "
+                           f"{short_name_list(sorted(sizes), 6)})")
     _cap(p, 2 * sum(sizes.values()))  # the arrays, then their float64 copies
     try:
         with np.load(p, allow_pickle=False) as f:

@@ -93,3 +93,18 @@ def test_a_finished_run_on_train_offers_its_bundle(
     assert not at.exception, [e.value for e in at.exception]
     labels = [b.proto.label for b in at.get("download_button")]
     assert "⬇ Download figure bundle (.zip)" in labels
+
+
+@pytest.mark.parametrize("page", ["collapse", "spectrum", "alignment", "gradients"])
+def test_a_finished_runs_analysis_pages_offer_its_bundle(
+    page: str, dash_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_images(monkeypatch)
+    run = _run(dash_env)
+    at = run_page(page, run=run.id)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Figure bundle" in [h.value for h in at.subheader]
+    at.button(key=f"bundle_{run.id}_make").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    get = [b for b in at.get("download_button") if "bundle" in b.proto.label]
+    assert [b.proto.label for b in get] == ["⬇ Download figure bundle (.zip)"]

@@ -88,3 +88,22 @@ def test_a_finished_run_downloads_its_figure_bundle(browser, server, tmp_path: P
         svg = zipfile.ZipFile(path).read(top + "figures/top_eigenvalues_layer1.svg")
         assert "Top eigenvalues, layer 1" in "".join(ET.parse(io.BytesIO(svg)).getroot().itertext())
     page.close()
+
+
+@pytest.mark.slow
+def test_an_analysis_page_downloads_the_runs_figure_bundle(browser, server,
+                                                           tmp_path: Path) -> None:
+    """The same bundle is offered at the foot of a finished run's analysis pages."""
+    run_id = next(p.name for p in server["runs"].iterdir())
+    page = _open(browser, server, f"gradients?run={run_id}")
+    page.get_by_role("heading", name="Figure bundle").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Prepare figure bundle").click()
+    get = page.get_by_role("button", name="⬇ Download figure bundle (.zip)")
+    get.wait_for(timeout=240_000)
+    _no_exception(page, "bundle on the Gradients page")
+    path = _download(page, get, tmp_path)
+    assert path.name == f"{run_id}-figures.zip"
+    names = set(zipfile.ZipFile(path).namelist())
+    top = f"{run_id}-figures/"
+    assert {top + "README.txt", top + "data/gradient_C_layer1.csv", top + "data/loss.csv"} <= names
+    page.close()

@@ -175,3 +175,63 @@ def test_npz_files(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InspectError, match=r"not an \.npz"):
         load_data_file(tmp_path / "bad.npz", 3)
+
+
+# ------------------------------------- the hostile files of tests/test_checkpoints.py, here too
+def _lying(path: Path, header: object, body: bytes = bytes(24)) -> Path:
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + body)
+    return path
+
+
+@pytest.mark.parametrize("case", ["list", "nested", "negative", "overflow", "past_end", "overlap",
+                                  "dtype", "meta_list"])
+def test_safetensors_headers_that_lie_are_one_line(tmp_path: Path, case: str) -> None:
+    """The lying headers that a checkpoint refuses (test_checkpoints) are refused the same way,
+    in one line, when inspected as a state dict: both go through read_safetensors_header."""
+    w = {"dtype": "F64", "shape": [2, 2], "data_offsets": [0, 32]}
+    header = {
+        "list": [1, 2, 3],
+        "nested": json.loads("[" * 50 + "]" * 50),
+        "negative": {"0.weight": {**w, "shape": [-1, 2]}},
+        "overflow": {"0.weight": {**w, "shape": [2**62, 2**62]}},
+        "past_end": {"0.weight": {**w, "shape": [4, 1], "data_offsets": [0, 32]},
+                     "0.bias": {**w, "shape": [2], "data_offsets": [32, 48]}},
+        "overlap": {"0.weight": {**w, "shape": [2], "data_offsets": [0, 16]},
+                    "0.bias": {**w, "shape": [2], "data_offsets": [8, 24]}},
+        "dtype": {"0.weight": {**w, "dtype": "BOOM"}},
+        "meta_list": {"__metadata__": [1], "0.weight": {**w, "shape": [2]}},
+    }[case]
+    with pytest.raises(InspectError) as e:
+        load_model(_lying(tmp_path / f"{case}.safetensors", header), "mlp:2-2")
+    assert _one_line(e).startswith(str(tmp_path))
+
+
+def test_safetensors_that_are_not_json_or_too_deep(tmp_path: Path) -> None:
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes((16).to_bytes(8, "little") + b"not json at all!")
+    with pytest.raises(InspectError, match="not JSON"):
+        load_model(p, "mlp:2-2")
+    text = b"[" * 100_000 + b"]" * 100_000
+    p.write_bytes(len(text).to_bytes(8, "little") + text)
+    with pytest.raises(InspectError, match="not JSON"):
+        load_model(p, "mlp:2-2")
+    p.write_bytes(b"abc")
+    with pytest.raises(InspectError, match="truncated"):
+        load_model(p, "mlp:2-2")
+
+
+def test_pt_noise_and_truncation_are_worded_as_for_checkpoints(tmp_path: Path, mlp) -> None:
+    """Random bytes are not 'code'; a cut zip is 'truncated or corrupt (N bytes)': the words of
+    load_pt_safely, which both readers share."""
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(7, 256)) * 3)
+    with pytest.raises(InspectError) as e:
+        load_model(noise, MLP)
+    assert "not a PyTorch or safetensors file" in _one_line(e) and "code" not in str(e.value)
+    torch.save(mlp.state_dict(), tmp_path / "good.pt")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((tmp_path / "good.pt").read_bytes()[:300])
+    with pytest.raises(InspectError) as e:
+        load_model(cut, MLP)
+    assert _one_line(e).endswith("truncated or corrupt (300 bytes)")
