@@ -3,7 +3,10 @@
 Why a block method: at neural collapse the K² Hessian outliers are *exactly* degenerate
 (docs/theory.md §4.1, §9). A single-vector Krylov or power method sees one vector of a degenerate
 eigenspace per start vector; deflation and restarts then miss or blur the other members. A
-block of b ≥ max(m, K²) vectors spans the whole cluster from the first step.
+block of b ≥ max(m, K²) vectors spans the whole cluster from the first step. Where the wanted
+eigenvalues are simple (a trained network's top-k) the opposite holds: a small block (down to one
+vector) builds a Krylov space of higher degree per product and needs about ARPACK's products
+(docs/benchmarks.md §16), so ``block`` may be smaller than m there.
 
 Algorithm (:func:`top_eigenpairs`): block Lanczos / block Krylov with full
 reorthogonalisation, explicit Rayleigh–Ritz and thick restarts (Krylov–Schur style):
@@ -217,7 +220,7 @@ def top_eigenpairs(
             eigenvalues are known to be simple (a trained network's top-k, not the UFM's
             degenerate outliers): for the same products a small block builds a Krylov space of
             higher degree, so it needs fewer products (one vector: about as few as ARPACK's
-            Lanczos, docs/benchmarks.md §15), at the cost of the block products' batching; an
+            Lanczos, docs/benchmarks.md §16), at the cost of the block products' batching; an
             exactly degenerate eigenvalue is then found with multiplicity at most b.
         tol: relative residual tolerance, ‖A v − θ v‖ ≤ tol · max(|θ_max|, tiny).
         max_iter: maximum number of Rayleigh–Ritz steps (the first uses the start block only).
