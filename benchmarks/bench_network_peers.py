@@ -10,6 +10,8 @@ of each peer is checked against ours first (``max rel. diff``).
 
 * **ours**: :class:`NetworkHessianOperator` (forward-over-reverse, vmapped blocks) with
   ``top_eigenpairs`` (block Krylov; knobs ``tol`` and ``block``) and ``hutch_pp``;
+* **ours-mixed** (a diagnostic row, not an engine path): float32 products (the engine's operator
+  in float32) under the same solver run in float64 (:class:`MixedOperator`);
 * **ours-eigsh** (a diagnostic row, not an engine path): the engine's operator, one vector per
   product, under the same ``eigsh`` as curvlinops — product cost apart from product count;
 * **PyHessian**: ``hessian(model, criterion, data=(x, onehot), cuda=False)``: ``eigenvalues(
@@ -58,6 +60,7 @@ import numpy as np
 import torch
 
 from dufm_core.config import RunConfig
+from dufm_core.curvature.base import CurvatureOperator
 from dufm_core.curvature.eigensolvers import top_eigenpairs
 from dufm_core.curvature.network import NetworkHessianOperator
 from dufm_core.curvature.params import unflatten
@@ -67,7 +70,8 @@ from dufm_core.networks import build_network
 from dufm_core.training import Optimizer
 from dufm_core.training.real import batch_gradient
 
-METHODS = ("ours", "ours-eigsh", "pyhessian", "curvlinops")
+METHODS = ("ours", "ours-mixed", "ours-eigsh", "pyhessian", "curvlinops")
+OURS = ("ours", "ours-mixed", "ours-eigsh")
 EXTERNAL = {"pyhessian": "pyhessian", "curvlinops": "curvlinops"}
 CACHE = Path("/tmp/dufm_bench_network_peers")
 OUR_TOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
@@ -136,6 +140,21 @@ def available(name: str) -> bool:
     return importlib.util.find_spec(EXTERNAL[name]) is not None
 
 
+class MixedOperator(CurvatureOperator):
+    """float32 products of a float64 problem: V is cast to float32, the engine's float32
+    ``NetworkHessianOperator`` multiplies, the result comes back in float64, so that the
+    eigensolver's basis, orthogonalisation and Rayleigh–Ritz run in float64 (a diagnostic of
+    this benchmark, not an engine path)."""
+
+    def __init__(self, op32: NetworkHessianOperator) -> None:
+        super().__init__(op32.dim, torch.float64, op32.device)
+        self.op32 = op32
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        self.matvecs += V.shape[1]
+        return self.op32.matmat(V.to(torch.float32)).double()
+
+
 class Problem:
     """The network, data and operators of one dtype, and each method's top-10 and trace."""
 
@@ -148,19 +167,32 @@ class Problem:
         self.onehot = torch.nn.functional.one_hot(y, int(model.K)).to(dtype)
         self.op = NetworkHessianOperator(self.net, self.x, y, "mse", "all", dtype=dtype)
         self.dim = self.op.dim
+        self._mixed: MixedOperator | None = None
+
+    @property
+    def mixed(self) -> MixedOperator:
+        """float32 products, float64 solver (``ours-mixed``), built on first use."""
+        if self._mixed is None:
+            op32 = self.op if self.dtype == torch.float32 else NetworkHessianOperator(
+                copy.deepcopy(self.net).float(), self.x.float(), self.y, "mse", "all",
+                dtype=torch.float32)
+            self._mixed = MixedOperator(op32)
+        return self._mixed
 
     # ------------------------------------------------------------------ ours
-    def ours_top(self, k: int, tol: float, block: int, seed: int = 0) -> dict:
-        before = self.op.matvecs
+    def ours_top(self, k: int, tol: float, block: int, seed: int = 0,
+                 mixed: bool = False) -> dict:
+        op = self.mixed if mixed else self.op
+        before = op.matvecs
         t0 = time.perf_counter()
-        res = top_eigenpairs(self.op, k, block=block, tol=tol, seed=seed)
+        res = top_eigenpairs(op, k, block=block, tol=tol, seed=seed)
         dt = time.perf_counter() - t0
-        return {"seconds": dt, "values": res.values.tolist(), "products": self.op.matvecs - before,
+        return {"seconds": dt, "values": res.values.tolist(), "products": op.matvecs - before,
                 "over_budget": not res.all_converged}
 
-    def ours_trace(self, budget: int, seed: int) -> dict:
+    def ours_trace(self, budget: int, seed: int, mixed: bool = False) -> dict:
         t0 = time.perf_counter()
-        est = hutch_pp(self.op, matvecs=budget, seed=seed)
+        est = hutch_pp(self.mixed if mixed else self.op, matvecs=budget, seed=seed)
         return {"seconds": time.perf_counter() - t0, "value": est.value, "products": est.matvecs,
                 "stderr": est.stderr}
 
@@ -295,13 +327,13 @@ class Problem:
 def sweep_top(prob: Problem, method: str, k: int, levels: list[float], ref: np.ndarray,
               blocks: list[int], max_iter: int, budget: int) -> dict[float, dict]:
     """For each level, the loosest setting of ``method``'s knob that meets it (and its run)."""
-    if method == "ours":
+    if method in ("ours", "ours-mixed"):
         groups = [[{"tol": t, "block": b} for t in OUR_TOLS] for b in blocks]
     elif method == "pyhessian":
         groups = [[{"tol": t, "maxIter": max_iter} for t in PYH_TOLS]]
     else:  # curvlinops and ours-eigsh: eigsh's tol
         groups = [[{"tol": t} for t in EIGSH_TOLS]]
-    if prob.dtype != torch.float64:  # tighter float32 solves stall (docs §15)
+    if prob.dtype != torch.float64 and method != "ours-mixed":  # float32 solves stall (§15)
         groups = [[s for s in g if s["tol"] >= F32_MIN_TOL] for g in groups]
     best: dict[float, dict] = {}
     tried: list[dict] = []
@@ -327,8 +359,8 @@ def sweep_top(prob: Problem, method: str, k: int, levels: list[float], ref: np.n
 
 
 def run_top(prob: Problem, method: str, k: int, s: dict, budget: int) -> dict:
-    if method == "ours":
-        return prob.ours_top(k, s["tol"], s["block"])
+    if method in ("ours", "ours-mixed"):
+        return prob.ours_top(k, s["tol"], s["block"], mixed=method == "ours-mixed")
     if method == "pyhessian":
         return prob.pyhessian_top(k, s["tol"], s["maxIter"], budget)
     if method == "ours-eigsh":
@@ -339,8 +371,8 @@ def run_top(prob: Problem, method: str, k: int, s: dict, budget: int) -> dict:
 def run_trace(prob: Problem, method: str, budget: int, seed: int) -> dict | None:
     if method == "ours-eigsh":
         return None  # the same estimator as ours
-    if method == "ours":
-        return prob.ours_trace(budget, seed)
+    if method in ("ours", "ours-mixed"):
+        return prob.ours_trace(budget, seed, mixed=method == "ours-mixed")
     if method == "pyhessian":
         return prob.pyhessian_trace(budget, seed)
     return prob.curvlinops_trace(budget, seed)
@@ -428,7 +460,7 @@ def run(a: argparse.Namespace) -> dict:
     model, x, y, state = build(a.n, a.train_steps, a.seed)
     methods, skipped = [], {}
     for m in a.only:
-        if m not in ("ours", "ours-eigsh") and not available(m):
+        if m not in OURS and not available(m):
             skipped[m] = f"{EXTERNAL[m]} is not installed (benchmark-only; see the docstring)"
             continue
         methods.append(m)
