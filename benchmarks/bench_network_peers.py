@@ -325,8 +325,10 @@ class Problem:
 
 # ---------------------------------------------------------------------------- sweeps
 def sweep_top(prob: Problem, method: str, k: int, levels: list[float], ref: np.ndarray,
-              blocks: list[int], max_iter: int, budget: int) -> dict[float, dict]:
-    """For each level, the loosest setting of ``method``'s knob that meets it (and its run)."""
+              blocks: list[int], max_iter: int, budget: int) -> dict:
+    """``{"best": {level: setting, products, error}, "tried": [every run]}``: for each level the
+    cheapest (fewest products) setting of ``method``'s knob that meets it, each knob swept from
+    loose to tight and stopped once every level is met (or the run is over budget)."""
     if method in ("ours", "ours-mixed"):
         groups = [[{"tol": t, "block": b} for t in OUR_TOLS] for b in blocks]
     elif method == "pyhessian":
