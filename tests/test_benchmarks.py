@@ -35,3 +35,32 @@ def test_bench_block_size_quick(tmp_path: Path) -> None:
     tight = res["rows"][-1]
     assert tight["tol"] == 1e-6 and tight["b=1"]["err"] < 1e-8 and tight["eigsh"]["err"] < 1e-8
     assert tight["b=1"]["products"] < tight["b=12"]["products"]
+
+
+def test_bench_network_peers_quick(tmp_path: Path) -> None:
+    """The quick mode runs without the peers: a missing peer is skipped with a line saying so,
+    and our own rows meet the level they were picked for against the tight reference."""
+    import importlib.util
+    import os
+
+    out = tmp_path / "peers.json"
+    only = "ours" if importlib.util.find_spec("pyhessian") else "ours,pyhessian"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # no /tmp/peers: the peers are optional
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_network_peers", "--quick", "--only", only,
+         "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True, text=True, timeout=120, env=env,
+    )
+    res = json.loads(out.read_text())
+    ref = res["reference_top"]["values"]
+    assert len(ref) == res["k"] == 3 and ref == sorted(ref, reverse=True) and ref[-1] > 0
+    assert res["methods"] == ["ours"]
+    if only != "ours":
+        assert "pyhessian" in res["skipped"] and "skipped pyhessian" in proc.stdout
+    (part,) = res["parts"]
+    (row,) = part["top"]
+    assert row["method"] == "ours" and row["met"] and row["error"] <= row["level"] == 1e-2
+    assert row["products"] >= 3 and row["vs_ours"] == 1.0
+    (tr,) = part["trace"]
+    assert tr["products"] == 6 and 0 <= tr["mean_abs_rel_err"] < 10
+    assert res["reference_trace"]["stderr"] > 0
