@@ -10,8 +10,10 @@ of each peer is checked against ours first (``max rel. diff``).
 
 * **ours**: :class:`NetworkHessianOperator` (forward-over-reverse, vmapped blocks) with
   ``top_eigenpairs`` (block Krylov; knobs ``tol`` and ``block``) and ``hutch_pp``;
-* **ours-mixed** (a diagnostic row, not an engine path): float32 products (the engine's operator
-  in float32) under the same solver run in float64 (:class:`MixedOperator`);
+* **ours-mixed**: the engine's operator in float32 under ``top_eigenpairs``, which keeps its
+  basis in float64 for a float32 operator (products in float32, orthogonalisation and
+  Rayleigh–Ritz in float64); ``--blocks`` includes blocks smaller than 10 (the wanted values are
+  simple), down to one vector;
 * **ours-eigsh** (a diagnostic row, not an engine path): the engine's operator, one vector per
   product, under the same ``eigsh`` as curvlinops — product cost apart from product count;
 * **PyHessian**: ``hessian(model, criterion, data=(x, onehot), cuda=False)``: ``eigenvalues(
@@ -60,7 +62,6 @@ import numpy as np
 import torch
 
 from dufm_core.config import RunConfig
-from dufm_core.curvature.base import CurvatureOperator
 from dufm_core.curvature.eigensolvers import top_eigenpairs
 from dufm_core.curvature.network import NetworkHessianOperator
 from dufm_core.curvature.params import unflatten
@@ -79,7 +80,7 @@ PYH_TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-8)
 EIGSH_TOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 
 
-F32_MIN_TOL = 1e-4  # tightest tolerance swept in float32 (ours stalls at ~8e-5 there)
+F32_MIN_TOL = 1e-4  # tightest tolerance swept for the peers in float32 (their solves stall)
 
 
 class OverBudgetError(RuntimeError):
@@ -140,21 +141,6 @@ def available(name: str) -> bool:
     return importlib.util.find_spec(EXTERNAL[name]) is not None
 
 
-class MixedOperator(CurvatureOperator):
-    """float32 products of a float64 problem: V is cast to float32, the engine's float32
-    ``NetworkHessianOperator`` multiplies, the result comes back in float64, so that the
-    eigensolver's basis, orthogonalisation and Rayleigh–Ritz run in float64 (a diagnostic of
-    this benchmark, not an engine path)."""
-
-    def __init__(self, op32: NetworkHessianOperator) -> None:
-        super().__init__(op32.dim, torch.float64, op32.device)
-        self.op32 = op32
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        self.matvecs += V.shape[1]
-        return self.op32.matmat(V.to(torch.float32)).double()
-
-
 class Problem:
     """The network, data and operators of one dtype, and each method's top-10 and trace."""
 
@@ -167,16 +153,16 @@ class Problem:
         self.onehot = torch.nn.functional.one_hot(y, int(model.K)).to(dtype)
         self.op = NetworkHessianOperator(self.net, self.x, y, "mse", "all", dtype=dtype)
         self.dim = self.op.dim
-        self._mixed: MixedOperator | None = None
+        self._mixed: NetworkHessianOperator | None = None
 
     @property
-    def mixed(self) -> MixedOperator:
-        """float32 products, float64 solver (``ours-mixed``), built on first use."""
+    def mixed(self) -> NetworkHessianOperator:
+        """The float32 operator (``ours-mixed``; the solver keeps a float64 basis for it),
+        built on first use."""
         if self._mixed is None:
-            op32 = self.op if self.dtype == torch.float32 else NetworkHessianOperator(
+            self._mixed = self.op if self.dtype == torch.float32 else NetworkHessianOperator(
                 copy.deepcopy(self.net).float(), self.x.float(), self.y, "mse", "all",
                 dtype=torch.float32)
-            self._mixed = MixedOperator(op32)
         return self._mixed
 
     # ------------------------------------------------------------------ ours
@@ -335,7 +321,7 @@ def sweep_top(prob: Problem, method: str, k: int, levels: list[float], ref: np.n
         groups = [[{"tol": t, "maxIter": max_iter} for t in PYH_TOLS]]
     else:  # curvlinops and ours-eigsh: eigsh's tol
         groups = [[{"tol": t} for t in EIGSH_TOLS]]
-    if prob.dtype != torch.float64 and method != "ours-mixed":  # float32 solves stall (§15)
+    if prob.dtype != torch.float64 and method not in OURS:  # the peers' float32 solves stall
         groups = [[s for s in g if s["tol"] >= F32_MIN_TOL] for g in groups]
     best: dict[float, dict] = {}
     tried: list[dict] = []
@@ -552,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(METHODS))
     ap.add_argument("--dtypes", default="float64", help="float64 and/or float32")
     ap.add_argument("--levels", default="1e-3,1e-6", help="max rel. error levels of the top-k")
-    ap.add_argument("--blocks", default="10", help="our block sizes in the sweep")
+    ap.add_argument("--blocks", default="1,2,4,10", help="our block sizes in the sweep")
     ap.add_argument("--peer-max-iter", type=int, default=200, help="PyHessian's maxIter")
     ap.add_argument("--budget", type=int, default=800,
                     help="most products of one PyHessian run in the sweep")

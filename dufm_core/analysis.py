@@ -386,7 +386,7 @@ def _full_top(op: Any, m: int, K2: int, tol: float,
     m of H would include zeros: then the solve is repeated on H itself (vectors of H)."""
     rs = range_space(op)
     v0 = tracking.warm_start(tracking.FULL, op.dim)
-    if rs is not None:
+    if rs is not None and rs.dim >= block:
         res = top_eigenpairs(rs, m, block=block, tol=tol,
                              need=min(K2, m), v0=rs.compress(v0) if v0 is not None else None)
         if float(res.values[-1]) >= 0.0 or rs.null_dim == 0:
