@@ -165,3 +165,34 @@ def test_tracking_warm_start_goes_through_the_coordinates() -> None:
         warm = analysis.analyze_full(model, cfg, th, "weights")
     np.testing.assert_allclose(warm["top"][:4], cold["top"][:4], rtol=1e-10)
     assert warm["matvecs"] <= cold["matvecs"]
+
+
+@pytest.mark.parametrize("init", ["optimum", "random"])
+def test_total_spectrum_is_the_range_part_plus_the_regulariser_on_the_complement(
+        init: str) -> None:
+    """What the report's bottom merges: spec(fit + diag λ) = spec(C + diag λ on S) ∪ {λ_f with
+    the multiplicity of block f's complement}, against the dense total Hessian; unequal λ_W so
+    a wrong block assignment would show."""
+    from dufm_core.curvature.bottom import Bottom, with_known_values
+    from dufm_core.curvature.operators import regulariser_diagonal
+
+    cfg = RunConfig(K=2, n=3, width=12, depth=3, lam_w=[0.01, 0.03, 0.002], lam_h=0.01,
+                    init=init)
+    cfg.validate()
+    torch.manual_seed(1)
+    model = build_model(cfg).double()
+    op = LinearHessianOperator(model, "weights")
+    rs = RangeSpaceOperator(op)
+    reg = regulariser_diagonal(op.pset, cfg.lam_ws, cfg.lam_h)
+    C = rs.dense() + torch.diag(rs.diagonal_in_range(reg))
+    lams = [float(reg[o]) for o in op.pset.offsets[:-1]]
+    known = torch.cat([torch.full((k,), lam, dtype=F64)
+                       for lam, k in zip(lams, rs.block_null_dims(), strict=True)])
+    both = torch.sort(torch.cat([torch.linalg.eigvalsh(0.5 * (C + C.T)), known])).values
+    dense = torch.linalg.eigvalsh(op.dense() + torch.diag(reg))
+    np.testing.assert_allclose(both.numpy(), dense.numpy(), atol=1e-12)
+    # the merge keeps the m smallest of both lists, ascending, and says where they came from
+    solved = Bottom(torch.tensor([0.5, 0.7, 0.9], dtype=F64), "solve", True, 12, 1e-9)
+    merged = with_known_values(solved, torch.tensor([0.002, 0.002, 0.6], dtype=F64), "λ_f")
+    assert merged.values.tolist() == [0.002, 0.002, 0.5] and merged.method == "solve; λ_f"
+    assert merged.converged and merged.matvecs == 12
